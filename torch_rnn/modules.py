@@ -1,0 +1,473 @@
+"""``nn.Module``s around the hand-written Functions: drop-in ``RNN`` and ``RNNCell``, and the model's layers."""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
+from .functional import NONLINEARITIES
+
+
+def _check_nonlinearity(nonlinearity: str) -> None:
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+
+
+def _check_size(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+
+
+def _check_dtype(name: str, tensor: Tensor, weight: Tensor) -> None:
+    if tensor.dtype != weight.dtype:
+        raise ValueError(
+            f"RNN {name} dtype ({tensor.dtype}) does not match weight dtype ({weight.dtype}). "
+            f"Convert {name}: {name}.to({weight.dtype}), or convert model: model.to({tensor.dtype})"
+        )
+
+
+class RNN(nn.Module):
+    r"""Drop-in replacement for :class:`torch.nn.RNN`, with every gradient written by hand.
+
+    Each layer computes, for every element of the sequence,
+
+    .. math:: h_t = \tanh(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    which is the report's ``a_t = W_x x_t + W_h h_{t-1} + b``, ``h_t = tanh(a_t)`` with ``W_x = W_{ih}``,
+    ``W_h = W_{hh}`` and ``b = b_{ih} + b_{hh}``. Layer ``k > 0`` takes the (dropped-out, in training)
+    output of layer ``k - 1`` as its input.
+
+    Args:
+        input_size: features ``D`` of the input.
+        hidden_size: features ``H`` of the hidden state.
+        num_layers: stacked layers. Default 1.
+        nonlinearity: ``"tanh"`` or ``"relu"``. Default ``"tanh"``.
+        bias: whether to use ``bias_ih`` and ``bias_hh``. Default True.
+        batch_first: input and output are ``(N, T, *)`` instead of ``(T, N, *)`` (not ``h_n``). Default False.
+        dropout: dropout probability on the outputs of every layer but the last, in training. Default 0.
+        bidirectional: run a second RNN over the reversed sequence and concatenate. Default False.
+        device, dtype: where and how the parameters are created.
+
+    Inputs: input, hx, lengths
+        - **input**: ``(T, N, D)`` (``(N, T, D)`` with batch_first), ``(T, D)`` unbatched, or a
+          :class:`~torch.nn.utils.rnn.PackedSequence`. Beyond ``nn.RNN``: an integer tensor holds one-hot
+          indices instead, ``(T, N)`` / ``(N, T)`` / ``(T,)``, index ``k`` standing for the unit vector
+          ``e_k`` and ``-1`` for the zero vector; the first layer then gathers weight columns instead of
+          multiplying by one-hot vectors.
+        - **hx**: ``(num_layers * num_directions, N, H)`` (``(num_layers * num_directions, H)`` unbatched)
+          initial hidden states; zeros when None.
+        - **lengths** (beyond ``nn.RNN``): ``(N,)`` lengths of padded sequences, each in ``1..T``. Each
+          sequence's state stops at its last real step, like packing, without packing.
+
+    Outputs: output, h_n
+        - **output**: ``(T, N, num_directions * H)`` (``(N, T, ...)`` with batch_first), the last layer's
+          hidden states; a PackedSequence for a PackedSequence input; zero at padded steps.
+        - **h_n**: ``(num_layers * num_directions, N, H)`` each sequence's final hidden state, at its last
+          real step.
+
+    Attributes:
+        weight_ih_l[k]: ``(H, D)`` for k = 0, else ``(H, num_directions * H)``.
+        weight_hh_l[k]: ``(H, H)``.
+        bias_ih_l[k], bias_hh_l[k]: ``(H,)``.
+        ``..._reverse`` for the reverse direction. All initialised from ``U(-1/sqrt(H), 1/sqrt(H))``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        _check_nonlinearity(nonlinearity)
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability of an element being "
+                f"zeroed, got {dropout!r}"
+            )
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            _check_size(name, value)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}"
+            )
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.nonlinearity = nonlinearity
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = 0  # nn.RNN's attribute, for code that reads it; RNNs have no projection
+
+        factory = {"device": device, "dtype": dtype}
+        num_directions = 2 if bidirectional else 1
+        self._flat_weights_names: list[str] = []
+        for layer in range(num_layers):
+            layer_input_size = input_size if layer == 0 else hidden_size * num_directions
+            for direction in range(num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = {"weight_ih": (hidden_size, layer_input_size), "weight_hh": (hidden_size, hidden_size)}
+                if bias:
+                    shapes.update(bias_ih=(hidden_size,), bias_hh=(hidden_size,))
+                for name, shape in shapes.items():
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(name + suffix)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNN``'s order (so seeds agree)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """No-op: there is no cuDNN weight buffer to compact. Kept so code written for ``nn.RNN`` runs."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped per layer and direction, as ``nn.RNN.all_weights``."""
+        per_group = 4 if self.bias else 2
+        weights = [getattr(self, name) for name in self._flat_weights_names]
+        return [weights[i : i + per_group] for i in range(0, len(weights), per_group)]
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        return s.format(**self.__dict__)
+
+    # ------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input: Union[Tensor, PackedSequence],
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+    ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
+        num_directions = 2 if self.bidirectional else 1
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("RNN: pass lengths only with a padded input, not with a PackedSequence")
+            return self._forward_packed(input, hx)
+
+        one_hot = not input.is_floating_point()
+        step_dims = 1 if one_hot else 2  # rank of an unbatched input
+        if input.dim() not in (step_dims, step_dims + 1):
+            raise ValueError(
+                f"RNN: Expected input to be {step_dims}D or {step_dims + 1}D, got {input.dim()}D tensor instead"
+                + (" (an integer input holds one-hot indices)" if one_hot else "")
+            )
+        is_batched = input.dim() == step_dims + 1
+        if not is_batched:
+            input = input.unsqueeze(1)
+            if hx is not None:
+                if hx.dim() != 2:
+                    raise RuntimeError(f"For unbatched {step_dims}-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+                hx = hx.unsqueeze(1)
+        elif hx is not None and hx.dim() != 3:
+            raise RuntimeError(
+                f"For batched {step_dims + 1}-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
+            )
+        elif self.batch_first:
+            input = input.transpose(0, 1)
+        x = input if one_hot else input.contiguous()  # (T, N, D) or (T, N)
+        self._check_input(x)
+        T, N = x.shape[0], x.shape[1]
+        hx = self._initial_state(hx, N, x)  # (L * dirs, N, H)
+
+        if lengths is None:
+            output, h_n = self._run_layers(x, hx, None)
+        else:
+            lengths = self._check_lengths(lengths, N, T)
+            sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+            in_order = bool((order == torch.arange(N)).all())
+            if not in_order:
+                x, hx = x[:, order], hx[:, order]
+            max_len = int(sorted_lengths[0])
+            steps = torch.arange(max_len).unsqueeze(1)  # (T', 1)
+            batch_sizes = (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist()  # rows running at each step
+            output, h_n = self._run_layers(x[:max_len], hx, (batch_sizes, sorted_lengths))
+            if max_len < T:
+                output = torch.cat([output, output.new_zeros(T - max_len, *output.shape[1:])])
+            if not in_order:
+                inverse = torch.argsort(order)
+                output, h_n = output[:, inverse], h_n[:, inverse]
+
+        if not is_batched:
+            return output.squeeze(1), h_n.squeeze(1)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        return output, h_n
+
+    def _forward_packed(self, packed: PackedSequence, hx: Optional[Tensor]) -> tuple[PackedSequence, Tensor]:
+        """PackedSequence in, PackedSequence out; rows stay in the packed (sorted) order inside."""
+        if packed.data.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {packed.data.dim()}")
+        padded, sorted_lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))  # (T, N, D)
+        self._check_input(padded)
+        if hx is not None:
+            if hx.dim() != 3:
+                raise RuntimeError(f"For a PackedSequence input, hx should be 3-D but got {hx.dim()}-D tensor")
+            if packed.sorted_indices is not None:
+                hx = hx.index_select(1, packed.sorted_indices)
+        hx = self._initial_state(hx, padded.shape[1], padded)
+        output, h_n = self._run_layers(padded, hx, (packed.batch_sizes.tolist(), sorted_lengths))
+        data = pack_padded_sequence(output, sorted_lengths, enforce_sorted=True).data
+        if packed.unsorted_indices is not None:
+            h_n = h_n.index_select(1, packed.unsorted_indices)
+        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
+
+    def _run_layers(
+        self, x: Tensor, hx: Tensor, packing: Optional[tuple[list[int], Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), rows sorted when packed.
+
+        ``packing`` is ``(batch_sizes, lengths)`` for variable lengths, else None.
+        """
+        batch_sizes, lengths = packing if packing is not None else (None, None)
+        reverse_index = None if packing is None else _reverse_index(lengths, x.shape[0])  # (T, N)
+        N = x.shape[1]
+        h_n = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(2 if self.bidirectional else 1):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
+                b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
+                inp = layer_input if direction == 0 else _reverse(layer_input, reverse_index)
+                h0 = hx[len(h_n)]
+                out = RNNFunction.apply(inp, h0, Wx, Wh, b, self.nonlinearity, batch_sizes)  # (T, N, H)
+                h_n.append(out[-1] if lengths is None else out[lengths - 1, torch.arange(N)])
+                outputs.append(out if direction == 0 else _reverse(out, reverse_index))
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)  # (T, N, dirs * H)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n)
+
+    def _check_input(self, x: Tensor) -> None:
+        weight = self.weight_ih_l0
+        if x.is_floating_point():
+            _check_dtype("input", x, weight)
+            if x.shape[-1] != self.input_size:
+                raise RuntimeError(
+                    f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
+                )
+        elif x.numel() > 0 and (int(x.min()) < -1 or int(x.max()) >= self.input_size):
+            raise ValueError(
+                f"RNN: one-hot indices must lie in [-1, input_size={self.input_size}), "
+                f"got values in [{int(x.min())}, {int(x.max())}]"
+            )
+
+    def _initial_state(self, hx: Optional[Tensor], N: int, x: Tensor) -> Tensor:
+        weight = self.weight_ih_l0
+        expected = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
+        if hx is None:
+            return torch.zeros(expected, dtype=weight.dtype, device=weight.device)
+        if tuple(hx.shape) != expected:
+            raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
+        _check_dtype("hx", hx, weight)
+        return hx.contiguous()
+
+    @staticmethod
+    def _check_lengths(lengths: Union[Tensor, Sequence[int]], N: int, T: int) -> Tensor:
+        lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
+        if lengths.shape != (N,):
+            raise ValueError(f"RNN: lengths must have shape ({N},) (one per sequence), got {tuple(lengths.shape)}")
+        if N > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+            raise ValueError(f"RNN: every length must lie in 1..T={T}, got values in [{int(lengths.min())}, {int(lengths.max())}]")
+        return lengths
+
+
+def _reverse_index(lengths: Tensor, T: int) -> Tensor:
+    """``(T, N)`` time index that reverses each sequence within its own length and leaves padding in place."""
+    steps = torch.arange(T).unsqueeze(1)  # (T, 1)
+    last = (lengths - 1).unsqueeze(0)  # (1, N)
+    return torch.where(steps <= last, last - steps, steps)
+
+
+def _reverse(x: Tensor, reverse_index: Optional[Tensor]) -> Tensor:
+    """Reverse ``x (T, N, ...)`` in time: a flip, or per sequence within its length (an involution either way)."""
+    if reverse_index is None:
+        return x.flip(0)
+    index = reverse_index.to(x.device)
+    if x.dim() == 3:
+        index = index.unsqueeze(-1).expand_as(x)
+    return x.gather(0, index)
+
+
+class RNNCell(nn.Module):
+    r"""Drop-in replacement for :class:`torch.nn.RNNCell`: one step, ``h' = tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})``.
+
+    Args:
+        input_size: features ``D`` of the input.
+        hidden_size: features ``H`` of the hidden state.
+        bias: whether to use ``bias_ih`` and ``bias_hh``. Default True.
+        nonlinearity: ``"tanh"`` or ``"relu"``. Default ``"tanh"``.
+        device, dtype: where and how the parameters are created.
+
+    Inputs: input, hidden
+        - **input**: ``(N, D)`` or ``(D,)``.
+        - **hidden**: ``(N, H)`` or ``(H,)``; zeros when None.
+
+    Outputs: h'
+        - **h'**: ``(N, H)`` or ``(H,)``, the next hidden state.
+
+    Attributes: weight_ih ``(H, D)``, weight_hh ``(H, H)``, bias_ih ``(H,)``, bias_hh ``(H,)``, all from
+    ``U(-1/sqrt(H), 1/sqrt(H))``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        _check_nonlinearity(nonlinearity)
+        _check_size("input_size", input_size)
+        _check_size("hidden_size", hidden_size)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.nonlinearity = nonlinearity
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNNCell``'s order."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.nonlinearity != "tanh":
+            s += ", nonlinearity={nonlinearity}"
+        return s.format(**self.__dict__)
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        x = input if is_batched else input.unsqueeze(0)  # (N, D)
+        _check_dtype("input", x, self.weight_ih)
+        if x.shape[1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
+        if hx is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        else:
+            h = hx if is_batched else hx.unsqueeze(0)
+            if h.dim() != 2 or h.shape[0] != x.shape[0]:
+                raise RuntimeError(
+                    f"Input batch size {x.shape[0]} doesn't match hidden0 batch size {h.shape[0]} "
+                    f"(input {tuple(input.shape)}, hx {tuple(hx.shape)})"
+                )
+            if h.shape[1] != self.hidden_size:
+                raise RuntimeError(
+                    f"hidden0 has inconsistent hidden_size: got {h.shape[1]}, expected {self.hidden_size}"
+                )
+            _check_dtype("hx", h, self.weight_ih)
+        b = self.bias_ih + self.bias_hh if self.bias else None
+        next_h = RNNCellFunction.apply(x, h, self.weight_ih, self.weight_hh, b, self.nonlinearity)  # (N, H)
+        return next_h if is_batched else next_h.squeeze(0)
+
+
+class TemporalAffine(nn.Module):
+    """The same affine map at every step: ``(N, T, H) -> (N, T, M)``, ``out_t = W x_t + b``.
+
+    Args:
+        in_features: ``H``. out_features: ``M``. bias: default True.
+
+    Inputs: x ``(N, T, H)``. Outputs: ``(N, T, M)``.
+    Attributes: weight ``(M, H)``, bias ``(M,)``; initialised like :class:`torch.nn.Linear`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        _check_size("in_features", in_features)
+        _check_size("out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    reset_parameters = nn.Linear.reset_parameters
+    extra_repr = nn.Linear.extra_repr
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{type(self).__name__}: expected x of shape (N, T, {self.in_features}), got {tuple(x.shape)}"
+            )
+        return TemporalAffineFunction.apply(x, self.weight, self.bias)
+
+
+class Affine(TemporalAffine):
+    """``(N, M) -> (N, C)``, ``out = x W^T + b``: :class:`torch.nn.Linear` with a hand-written backward.
+
+    Inputs: x ``(N, M)``. Outputs: ``(N, C)``. Attributes: weight ``(C, M)``, bias ``(C,)``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Affine: expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
+        return AffineFunction.apply(x, self.weight, self.bias)
+
+
+class TemporalAverage(nn.Module):
+    """Mean over the real (unmasked) steps: ``out_n = sum_t mask_nt x_nt / sum_t mask_nt``.
+
+    Inputs: x ``(N, T, M)``; mask ``(N, T)`` of 0/1 (bool or numbers), at least one 1 per row.
+    Outputs: ``(N, M)``.
+    """
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if x.dim() != 3 or mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
+            )
+        empty = (mask.sum(1) == 0).nonzero().flatten()
+        if empty.numel() > 0:
+            raise ValueError(f"TemporalAverage: mask rows {empty.tolist()[:10]} have no real step to average over")
+        return TemporalAverageFunction.apply(x, mask.to(x.dtype))
