@@ -112,7 +112,7 @@ class TextEncoder:
 
 
 class EncodedDataset(Dataset):
-    """Encoded examples; item i is a dict of ``tokens`` (T,), ``mask`` (T,) and ``label`` as ``labels``."""
+    """Encoded examples; item i is a dict of ``tokens`` (T,), ``mask`` (T,) and ``labels`` (a scalar)."""
 
     def __init__(self, tokens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> None:
         self.tokens, self.mask, self.labels = tokens, mask, labels
@@ -293,7 +293,7 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """The encoding state (see :meth:`encoding_state`); Lightning saves it in every checkpoint."""
-        return self.encoding_state() if self.vocab is not None else {}
+        return self.encoding_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Take the checkpoint's vocabulary and class names (when resuming), re-encoding any loaded data."""
@@ -387,7 +387,8 @@ class SentimentDataModule(pl.LightningDataModule):
         unknown = [token for token in seen if token not in self.vocab]
         if unknown:
             distinct = list(dict.fromkeys(unknown))
-            shown = ", ".join(map(repr, distinct[:_SHOWN_UNKNOWN])) + (", ..." if len(distinct) > _SHOWN_UNKNOWN else "")
+            shown = ", ".join(map(repr, distinct[:_SHOWN_UNKNOWN]))
+            shown += ", ..." if len(distinct) > _SHOWN_UNKNOWN else ""
             log.warning("%d of %d tokens in the %s split (%d distinct: %s) are not in the dictionary; "
                         "they map to index 0, the zero input vector", len(unknown), len(seen), split,
                         len(distinct), shown)

@@ -128,17 +128,18 @@ def fetch_vader_corpus(name: str, cache_dir: str | Path | None = None) -> Path:
     if target.is_file():
         return target
     with tempfile.TemporaryDirectory(prefix="torch_rnn_vader_") as tmp:
-        sdist = _pip_download_vader(Path(tmp))
+        sdist = _pip_download_vader(Path(tmp), target)
         _extract_vader_corpora(sdist, target.parent)
     return target
 
 
-def _pip_download_vader(folder: Path) -> Path:
+def _pip_download_vader(folder: Path, target: Path) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--disable-pip-version-check", VADER_SDIST, "-d", str(folder)]
-    advice = ("Check the network and pip's index settings, or train on your own file with --data.path "
-              "(see the README for the formats).")
-    log.warning("downloading the VADER corpora: %s", " ".join(command[1:]))
+    advice = (f"Check the network and pip's index settings, or put {target.name} from the sdist's "
+              f"additional_resources/hutto_ICWSM_2014.tar.gz into {target.parent}, or train on your own "
+              "file with --data.path.")
+    log.warning("downloading the VADER corpora once: python %s", " ".join(command[1:]))
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:

