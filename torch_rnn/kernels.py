@@ -28,7 +28,7 @@ def recurrence_forward_(
     """
     T, N, _ = p.shape
     WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
-    activation_ = torch.tanh_ if nonlinearity == "tanh" else torch.relu_
+    activation_ = _tanh_ if nonlinearity == "tanh" else torch.relu_
     steps = p.unbind(0)  # T views (N, H); one call instead of an indexing op per step
     h_prev = h0.contiguous()  # (N, H)
     if batch_sizes is None:
@@ -49,6 +49,15 @@ def recurrence_forward_(
             h_last[n_next:n] = running[n_next:]  # rows whose last step is t
         h_prev = h_t
     return p, h_last
+
+
+def _tanh_(x: Tensor) -> Tensor:
+    """``tanh`` in place. On CPU, for blocks of 4096 elements or more, as ``2 sigmoid(2x) - 1``: torch's
+    vectorised sigmoid makes these four passes about 3x faster than its tanh (float32 error < 2e-7);
+    below that size the extra per-op overhead loses."""
+    if x.device.type == "cpu" and x.numel() >= 4096:
+        return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+    return x.tanh_()
 
 
 def recurrence_backward_(
