@@ -47,3 +47,7 @@ class BadRows:
         shown = "; ".join(f"{where}: {problem}" for where, problem in self.rows[: self.SHOWN])
         more = f"; and {len(self.rows) - self.SHOWN} more" if len(self.rows) > self.SHOWN else ""
         log.warning("skipped %d bad row(s) in %s: %s%s", len(self.rows), what, shown, more)
+
+
+class CheckpointError(DataError):
+    """A checkpoint file that is missing, unreadable, or not a torch-rnn sentiment checkpoint."""

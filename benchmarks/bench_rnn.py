@@ -1,0 +1,433 @@
+"""Benchmark ``torch_rnn.RNN`` against ``torch.nn.RNN`` and a naive autograd loop (float32, CPU).
+
+What is measured, per row (``batch_first=True``, ``tanh``, ``(N, T, D, H)`` = batch, steps, input and
+hidden features):
+
+- **train**: one training step as a layer inside a network sees it: the input requires grad, every
+  gradient is set to None first (as ``optimizer.zero_grad()`` does), then forward and
+  ``(output.sum() + h_n.sum()).backward()``.
+- **fwd**: forward only, under ``torch.no_grad()``.
+- The three implementations share weights (``load_state_dict``):
+
+  - ``torch.nn.RNN``;
+  - ``torch_rnn.RNN``, the hand-written gradients;
+  - **naive**: the textbook loop with ordinary autograd, ``h = tanh(x_t @ Wx.T + h @ Wh.T + b)`` per step
+    and ``torch.stack`` of the outputs (one-layer rows only; "-" elsewhere).
+
+- Two extra rows at ``(32, 50, 64, 128)``: ``num_layers=2, bidirectional=True``, and the same with lengths
+  drawn uniformly from ``1..T``. ``torch_rnn.RNN`` gets ``lengths=`` on the padded batch; ``nn.RNN`` gets
+  the equivalent ``pack_padded_sequence(..., enforce_sorted=False)`` and its output is padded back with
+  ``pad_packed_sequence``, both inside the timed step (padded in, padded out, like ours).
+
+Times are ``torch.utils.benchmark.Timer`` medians (``blocked_autorange``) in ms. The VM this runs on drifts,
+so the implementations are interleaved: every round times each of them once (a short ``blocked_autorange``,
+the order rotating between rounds), and each time reported is the median over the rounds. Ratios are
+``torch_rnn / other`` of those medians: below 1 means ``torch_rnn`` is faster.
+
+**bound**: the matmul work of a training step, ``3 x 2 * steps * sum(D_in * H + H * H)`` FLOPs (forward,
+input gradient and weight gradient; summed over layers and directions, ``D_in`` being each layer's input
+size; ``steps = N * T``, or the sum of the lengths for the variable-length row), at the sustained
+``torch.mm`` rate of a 2048 x 2048 float32 product. "% of bound" is ``bound time / torch_rnn train time``.
+
+**peak MB**: the peak memory of one training step, the same way for every implementation: the step runs
+under ``torch.profiler.profile(profile_memory=True)``, which records every CPU allocation and free with its
+size; the peak of their running sum, in time order, is the most memory the step held on top of what
+existed before it (the input and the weights): saved activations, outputs, gradients, temporaries.
+
+Before timing, every row checks that ``torch_rnn.RNN`` (and the naive loop) agree with ``nn.RNN``: outputs,
+``h_n`` and the input gradient within 1e-4; the run aborts otherwise.
+
+Run from the repository root::
+
+    python benchmarks/bench_rnn.py            # all rows, a markdown table (a few minutes)
+    python benchmarks/bench_rnn.py --quick    # smoke run: fewer rounds, shorter timings
+    python benchmarks/bench_rnn.py --json     # the same numbers as a JSON list of dicts
+    python benchmarks/bench_rnn.py --threads 1 --shapes 32,50,64,128 1,1000,32,32
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch._C._profiler import _EventType
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.benchmark import Timer
+
+import torch_rnn
+
+TOLERANCE = 1e-4
+MM_SIZE = 2048
+SEED = 0
+
+Forward = Callable[[], tuple[Tensor, Tensor]]  # () -> (padded output (N, T, dirs * H), hidden state(s))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: shape, layers, directions, and whether the sequences have random lengths."""
+
+    N: int
+    T: int
+    D: int
+    H: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    varlen: bool = False
+
+    @property
+    def label(self) -> str:
+        label = f"({self.N},{self.T},{self.D},{self.H})"
+        if self.num_layers > 1:
+            label += f" L{self.num_layers}"
+        if self.bidirectional:
+            label += " bi"
+        if self.varlen:
+            label += " len 1..T"
+        return label
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to time: ``rounds`` interleaved rounds of ``blocked_autorange(min_run_time)``."""
+
+    rounds: int
+    min_run_time: float
+
+
+MAIN_CASES = [
+    Case(32, 50, 64, 128),
+    Case(64, 100, 128, 256),
+    Case(16, 200, 300, 512),
+    Case(100, 30, 50, 64),
+    Case(1, 1000, 32, 32),
+    Case(256, 50, 128, 128),
+]
+EXTRA_CASES = [
+    Case(32, 50, 64, 128, num_layers=2, bidirectional=True),
+    Case(32, 50, 64, 128, num_layers=2, bidirectional=True, varlen=True),
+]
+FULL = Settings(rounds=7, min_run_time=0.2)
+QUICK = Settings(rounds=2, min_run_time=0.02)
+
+
+class MismatchError(RuntimeError):
+    """``torch_rnn.RNN`` or the naive loop disagree with ``nn.RNN``: timing them would be meaningless."""
+
+
+# ---------------------------------------------------------------------------------------------- setup
+@dataclass
+class Bench:
+    """The three implementations of one case, as forward closures over a shared input."""
+
+    case: Case
+    x: Tensor  # (N, T, D), requires grad
+    steps: int  # real (not padded) time steps over the batch
+    forwards: dict[str, Forward]  # "nn.RNN", "torch_rnn", and "naive" for one-layer rows
+    leaves: dict[str, list[Tensor]]  # what each implementation's training step accumulates gradients into
+
+
+def build(case: Case) -> Bench:
+    """Seeded weights and input; ``torch_rnn.RNN`` gets ``nn.RNN``'s weights."""
+    torch.manual_seed(SEED)
+    kwargs = {"num_layers": case.num_layers, "bidirectional": case.bidirectional, "batch_first": True}
+    ref = nn.RNN(case.D, case.H, **kwargs)
+    ours = torch_rnn.RNN(case.D, case.H, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(case.N, case.T, case.D, requires_grad=True)
+    if case.varlen:
+        lengths = torch.randint(1, case.T + 1, (case.N,))
+        forwards = {"nn.RNN": _packed_forward(ref, x, lengths), "torch_rnn": lambda: ours(x, lengths=lengths)}
+        steps = int(lengths.sum())
+    else:
+        forwards = {"nn.RNN": lambda: ref(x), "torch_rnn": lambda: ours(x)}
+        steps = case.N * case.T
+    leaves = {"nn.RNN": [x, *ref.parameters()], "torch_rnn": [x, *ours.parameters()]}
+    if case.num_layers == 1 and not case.bidirectional and not case.varlen:
+        params = [p.detach().clone().requires_grad_() for p in (ref.weight_ih_l0, ref.weight_hh_l0)]
+        bias = (ref.bias_ih_l0 + ref.bias_hh_l0).detach().requires_grad_()
+        forwards["naive"] = _naive_forward(x, params[0], params[1], bias)
+        leaves["naive"] = [x, *params, bias]
+    return Bench(case, x, steps, forwards, leaves)
+
+
+def _packed_forward(rnn: nn.RNN, x: Tensor, lengths: Tensor) -> Forward:
+    """``nn.RNN`` on a padded batch with lengths: pack, run, pad back to ``T`` steps."""
+
+    def forward() -> tuple[Tensor, Tensor]:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        output, h_n = rnn(packed)
+        return pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0], h_n
+
+    return forward
+
+
+def _naive_forward(x: Tensor, Wx: Tensor, Wh: Tensor, b: Tensor) -> Forward:
+    """The textbook loop, differentiated by autograd step by step; returns ``h_n`` as ``(1, N, H)``."""
+
+    def forward() -> tuple[Tensor, Tensor]:
+        h = x.new_zeros(x.shape[0], Wh.shape[0])
+        outputs = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(x[:, t] @ Wx.T + h @ Wh.T + b)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), h.unsqueeze(0)
+
+    return forward
+
+
+def training_step(forward: Forward, leaves: Sequence[Tensor]) -> Callable[[], None]:
+    """Gradients to None, forward, ``(output.sum() + h_n.sum()).backward()``."""
+
+    def step() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        output, h_n = forward()
+        (output.sum() + h_n.sum()).backward()
+
+    return step
+
+
+def inference_step(forward: Forward) -> Callable[[], None]:
+    """Forward under ``torch.no_grad()``."""
+
+    def step() -> None:
+        with torch.no_grad():
+            forward()
+
+    return step
+
+
+# ------------------------------------------------------------------------------------------ agreement
+def check_agreement(bench: Bench) -> None:
+    """Outputs, ``h_n`` and input gradient of every implementation within :data:`TOLERANCE` of ``nn.RNN``."""
+    results = {}
+    for name, forward in bench.forwards.items():
+        bench.x.grad = None
+        output, h_n = forward()
+        (output.sum() + h_n.sum()).backward()
+        results[name] = (output.detach(), h_n.detach(), bench.x.grad)
+    bench.x.grad = None
+    expected = results.pop("nn.RNN")
+    for name, got in results.items():
+        for what, a, b in zip(("output", "h_n", "input gradient"), got, expected):
+            error = (a - b).abs().max().item()
+            if a.shape != b.shape or not error <= TOLERANCE:
+                raise MismatchError(
+                    f"{name} disagrees with nn.RNN at {bench.case.label}: {what} shape {tuple(a.shape)} vs "
+                    f"{tuple(b.shape)}, max abs error {error:.2e} > {TOLERANCE:g}"
+                )
+
+
+# --------------------------------------------------------------------------------------------- timing
+def time_interleaved(steps: dict[str, Callable[[], None]], settings: Settings) -> dict[str, float]:
+    """Median seconds per call of each step over ``settings.rounds`` rounds that each time every step once.
+
+    The order rotates from round to round, so neither drift nor position favours one of them.
+    """
+    timers = {name: Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()) for name, step in steps.items()}
+    names = list(timers)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(settings.rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(timers[name].blocked_autorange(min_run_time=settings.min_run_time).median)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def mm_gflops(settings: Settings) -> float:
+    """Sustained ``torch.mm`` rate on a ``MM_SIZE`` square float32 product, GFLOP/s."""
+    a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
+    seconds = time_interleaved({"mm": lambda: torch.mm(a, b)}, settings)["mm"]
+    return 2 * MM_SIZE**3 / seconds / 1e9
+
+
+def matmul_flops(case: Case, steps: int) -> int:
+    """Matmul FLOPs of a training step: forward, input gradient, weight gradient, each ``2 * steps * D_in * H``
+    for the input projection plus ``2 * steps * H * H`` for the recurrence, per layer and direction."""
+    total = 0
+    for layer in range(case.num_layers):
+        d_in = case.D if layer == 0 else case.num_directions * case.H
+        total += case.num_directions * (d_in * case.H + case.H * case.H)
+    return 3 * 2 * steps * total
+
+
+# --------------------------------------------------------------------------------------------- memory
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """The profiler's C++ side logs a line to stderr at every start and stop; send them to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _walk(events: Sequence) -> Iterator:
+    for event in events:
+        yield event
+        yield from _walk(event.children)
+
+
+def peak_memory_bytes(step: Callable[[], None]) -> int:
+    """Peak of the running sum of the CPU allocations (+) and frees (-) the profiler records during ``step``."""
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    tree = prof.profiler.kineto_results.experimental_event_tree()
+    allocations = sorted(
+        (event for event in _walk(tree) if event.tag == _EventType.Allocation), key=lambda event: event.start_time_ns
+    )
+    running = peak = 0
+    for event in allocations:
+        running += event.extra_fields.alloc_size
+        peak = max(peak, running)
+    return peak
+
+
+# ----------------------------------------------------------------------------------------------- rows
+def run_case(case: Case, settings: Settings, gflops: float) -> dict:
+    """Check agreement, time train and fwd of every implementation interleaved, measure peak memory."""
+    bench = build(case)
+    check_agreement(bench)
+    train = {name: training_step(forward, bench.leaves[name]) for name, forward in bench.forwards.items()}
+    steps = {f"{name} train": step for name, step in train.items()}
+    steps.update({f"{name} fwd": inference_step(bench.forwards[name]) for name in ("nn.RNN", "torch_rnn")})
+    for step in steps.values():
+        step()  # warm-up
+    seconds = time_interleaved(steps, settings)
+    ms = {name: 1e3 * s for name, s in seconds.items()}
+    peak_mb = {name: peak_memory_bytes(step) / 1e6 for name, step in train.items()}
+    bound_ms = 1e3 * matmul_flops(case, bench.steps) / (gflops * 1e9)
+    naive_ms = ms.get("naive train")
+    return {
+        "shape": case.label,
+        "N": case.N,
+        "T": case.T,
+        "D": case.D,
+        "H": case.H,
+        "num_layers": case.num_layers,
+        "bidirectional": case.bidirectional,
+        "varlen": case.varlen,
+        "nn_rnn_train_ms": ms["nn.RNN train"],
+        "ours_train_ms": ms["torch_rnn train"],
+        "train_ratio": ms["torch_rnn train"] / ms["nn.RNN train"],
+        "naive_train_ms": naive_ms,
+        "naive_ratio": None if naive_ms is None else ms["torch_rnn train"] / naive_ms,
+        "nn_rnn_fwd_ms": ms["nn.RNN fwd"],
+        "ours_fwd_ms": ms["torch_rnn fwd"],
+        "fwd_ratio": ms["torch_rnn fwd"] / ms["nn.RNN fwd"],
+        "bound_ms": bound_ms,
+        "bound_percent": 100 * bound_ms / ms["torch_rnn train"],
+        "peak_mb_nn_rnn": peak_mb["nn.RNN"],
+        "peak_mb_ours": peak_mb["torch_rnn"],
+        "peak_mb_naive": peak_mb.get("naive"),
+        "mm_gflops": gflops,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+# --------------------------------------------------------------------------------------------- output
+COLUMNS = [
+    ("shape (N,T,D,H)", "shape", "{}"),
+    ("nn.RNN train ms", "nn_rnn_train_ms", "{:.3g}"),
+    ("ours train ms", "ours_train_ms", "{:.3g}"),
+    ("ours/nn.RNN", "train_ratio", "{:.2f}"),
+    ("naive train ms", "naive_train_ms", "{:.3g}"),
+    ("ours/naive", "naive_ratio", "{:.2f}"),
+    ("nn.RNN fwd ms", "nn_rnn_fwd_ms", "{:.3g}"),
+    ("ours fwd ms", "ours_fwd_ms", "{:.3g}"),
+    ("fwd ours/nn.RNN", "fwd_ratio", "{:.2f}"),
+    ("bound ms", "bound_ms", "{:.3g}"),
+    ("% of bound", "bound_percent", "{:.0f}%"),
+    ("peak MB nn.RNN", "peak_mb_nn_rnn", "{:.2f}"),
+    ("peak MB ours", "peak_mb_ours", "{:.2f}"),
+    ("peak MB naive", "peak_mb_naive", "{:.2f}"),
+]
+
+
+def median_train_ratio(rows: Sequence[dict]) -> float:
+    """Median ``torch_rnn / nn.RNN`` training-step ratio over the one-layer rows."""
+    return statistics.median(row["train_ratio"] for row in rows if row["num_layers"] == 1 and not row["varlen"])
+
+
+def markdown(rows: Sequence[dict], settings: Settings, gflops: float) -> str:
+    """Header lines and a markdown table, one row per case."""
+    header = [
+        f"torch {torch.__version__}, float32 CPU, {torch.get_num_threads()} threads; "
+        f"torch.mm {MM_SIZE}x{MM_SIZE}: {gflops:.1f} GFLOP/s; "
+        f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}",
+        "",
+        f"Times: medians over {settings.rounds} interleaved rounds of blocked_autorange(min_run_time="
+        f"{settings.min_run_time}s), ms. train = forward + (output.sum() + h_n.sum()).backward(), input requires "
+        "grad, gradients set to None first; fwd = forward under no_grad. Ratios < 1: torch_rnn faster. "
+        "bound = matmul FLOPs of a training step at the torch.mm rate. Peak MB = peak of the running sum of "
+        "the CPU allocations and frees recorded by torch.profiler(profile_memory=True) during one training step.",
+        "",
+        "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
+        "|" + "|".join("---" if key == "shape" else "---:" for _, key, _ in COLUMNS) + "|",
+    ]
+    body = [
+        "| " + " | ".join("-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in COLUMNS) + " |"
+        for row in rows
+    ]
+    return "\n".join(header + body)
+
+
+def parse_shape(text: str) -> Case:
+    try:
+        N, T, D, H = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,T,D,H (four integers), got {text!r}") from None
+    return Case(N, T, D, H)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter timings (a smoke run)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of dicts instead of the table")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument(
+        "--shapes", type=parse_shape, nargs="+", metavar="N,T,D,H", help="one-layer shapes to run instead of all rows"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = QUICK if args.quick else FULL
+    cases = args.shapes or MAIN_CASES + EXTRA_CASES
+    start = time.perf_counter()
+    gflops = mm_gflops(settings)
+    try:
+        rows = [run_case(case, settings, gflops) for case in cases]
+    except MismatchError as error:
+        sys.exit(f"bench_rnn: {error}")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(markdown(rows, settings, gflops))
+        print(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The command line: a LightningCLI over SentimentClassifier and SentimentDataModule.
+
+``python train.py`` fits ``configs/default.yaml``; ``python train.py fit|validate|test|predict --config X``
+and every ``--model.*``, ``--data.*``, ``--trainer.*`` override work as in any LightningCLI. Bad input
+(data, settings, checkpoints) ends with one line on stderr and exit status 1 instead of a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_module.callbacks import TrainingSummary
+from lightning_module.datamodule import SentimentDataModule
+from lightning_module.errors import DataError
+from lightning_module.inference import load_checkpoint
+from lightning_module.module import SentimentClassifier
+
+
+class SentimentCLI(LightningCLI):
+    """Links the data's vocabulary size and class count into the model, and always adds the summary."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(TrainingSummary, "summary")
+
+    def _check_ckpt_path(self) -> None:
+        """``--ckpt_path`` must be one of our checkpoints (Lightning's own error would be a traceback)."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt_path not in (None, "best", "last", "hpc", "registry"):
+            load_checkpoint(ckpt_path)
+
+    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
+
+def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:
+    """Run the CLI; with no arguments at all, fit ``default_config``."""
+    if args is None:
+        args = sys.argv[1:]
+    if not args and default_config is not None:
+        args = ["fit", "--config", str(default_config)]
+    try:
+        SentimentCLI(SentimentClassifier, SentimentDataModule, args=list(args), auto_configure_optimizers=False,
+                     save_config_kwargs={"overwrite": True})
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,144 @@
+"""The LightningModule: trains :class:`torch_rnn.models.SentimentRNN` with softmax cross-entropy."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import grad_norm
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import AUROC, Accuracy, F1Score
+
+from torch_rnn.models import SentimentRNN, softmax_loss
+
+#: Pretrained word vectors ``model.pretrained`` accepts, and their dimension.
+PRETRAINED = {"glove-6b-50d": 50}
+STAGES = ("train", "val", "test")
+
+
+class SentimentClassifier(pl.LightningModule):
+    """Sentence -> sentiment class, with the hand-written RNN.
+
+    Logs ``train/loss`` every step and, per epoch and stage (``train``, ``val``, ``test``), the loss,
+    accuracy, macro F1 and (two classes) AUROC; plus ``grad_norm/total`` every step. The optimizer and the
+    learning-rate scheduler are injected from YAML (``model.optimizer``, ``model.lr_scheduler``).
+
+    Args:
+        vocab_size: vocabulary size including padding (LightningCLI links it from the data).
+        num_classes: number of classes (linked from the data).
+        hidden_size, fc_size, num_layers, bidirectional, nonlinearity, dropout, skip_padding, init:
+            see :class:`torch_rnn.models.SentimentRNN`.
+        input_mode: ``"onehot"``, ``"embedding"`` or ``"pretrained"``.
+        embedding_dim: size of the learned embedding.
+        pretrained: which word vectors for ``input_mode="pretrained"``: ``"glove-6b-50d"``. They are read
+            in :meth:`setup`, once the data's vocabulary is known (a checkpoint then restores its own).
+        freeze_embedding: keep the pretrained vectors fixed.
+        optimizer: a callable that builds the optimizer from the parameters (default Adam, lr 1e-3).
+        lr_scheduler: a callable that builds the scheduler from the optimizer, or None.
+        lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int = 2,
+        hidden_size: int = 128,
+        fc_size: int = 128,
+        input_mode: str = "embedding",
+        embedding_dim: int = 100,
+        pretrained: Optional[str] = None,
+        freeze_embedding: bool = False,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        nonlinearity: str = "tanh",
+        dropout: float = 0.0,
+        skip_padding: bool = True,
+        init: str = "pytorch",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        lr_scheduler_interval: str = "epoch",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        pretrained_vectors = None
+        if input_mode == "pretrained":
+            if pretrained not in PRETRAINED:
+                raise ValueError(f"model.pretrained must be one of {sorted(PRETRAINED)} with input_mode "
+                                 f"'pretrained', got {pretrained!r}")
+            # A placeholder of the right shape: setup() fills in the vectors, or a checkpoint restores them.
+            pretrained_vectors = torch.zeros(vocab_size, PRETRAINED[pretrained])
+        self.model = SentimentRNN(
+            vocab_size, hidden_size, fc_size, num_classes, input_mode, embedding_dim, pretrained_vectors,
+            freeze_embedding, num_layers, bidirectional, nonlinearity, dropout, skip_padding, init,
+        )
+        task = "binary" if num_classes == 2 else "multiclass"
+        metrics = {"acc": Accuracy(task=task, num_classes=num_classes),
+                   "f1": F1Score(task=task, num_classes=num_classes, average="macro")}
+        if num_classes == 2:
+            metrics["auroc"] = AUROC(task="binary")
+        # ModuleDict keys cannot be "train" (an nn.Module method), hence the "_metrics" suffix.
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_metrics": MetricCollection(metrics, prefix=f"{stage}/").clone() for stage in STAGES}
+        )
+        self._binary = num_classes == 2
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
+        return self.model(tokens, mask)
+
+    def setup(self, stage: str) -> None:
+        """Fill in pretrained word vectors for the data's vocabulary at the start of a fresh fit."""
+        if stage != "fit" or self.hparams.input_mode != "pretrained" or self.trainer.ckpt_path is not None:
+            return
+        from lightning_module.pretrained import load_glove_vectors
+
+        datamodule = self.trainer.datamodule
+        vectors, found = load_glove_vectors(datamodule.vocab)
+        with torch.no_grad():
+            self.model.embedding.weight.copy_(vectors)
+        print(f"GloVe 6B 50d: {found} of {len(datamodule.vocab) - 1} vocabulary words found")
+
+    # ---- steps ----------------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        scores = self(batch["tokens"], batch["mask"])  # (N, C)
+        loss = softmax_loss(scores, batch["labels"])
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(self._metric_input(scores), batch["labels"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(scores))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def _metric_input(self, scores: Tensor) -> Tensor:
+        """Positive-class probability (binary) or the class probabilities (multiclass)."""
+        probabilities = scores.detach().softmax(dim=1)
+        return probabilities[:, 1] if self._binary else probabilities
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Class probabilities ``(N, C)``."""
+        return self(batch["tokens"], batch["mask"]).softmax(dim=1)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.log("grad_norm/total", grad_norm(self, norm_type=2)["grad_2.0_norm_total"])
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": self.hparams.lr_scheduler_interval}
+        if isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
