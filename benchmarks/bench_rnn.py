@@ -238,7 +238,8 @@ def time_interleaved(steps: dict[str, Callable[[], None]], settings: Settings) -
 
     The order rotates from round to round, so neither drift nor position favours one of them.
     """
-    timers = {name: Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()) for name, step in steps.items()}
+    threads = torch.get_num_threads()
+    timers = {name: Timer("step()", globals={"step": step}, num_threads=threads) for name, step in steps.items()}
     names = list(timers)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(settings.rounds):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 
@@ -48,19 +47,17 @@ class TrainingSummary(pl.Callback):
             lines.append(f"Best validation (epoch {self.best_epoch}, by {self.monitor}): {shown}")
         else:
             lines.append("No validation metrics (no validation split or no validation run).")
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint):
-            if checkpoint.best_model_path:
-                lines.append(f"Best checkpoint: {checkpoint.best_model_path}")
-            if checkpoint.last_model_path:
-                lines.append(f"Last checkpoint: {checkpoint.last_model_path}")
+        saved = [c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path]
+        for callback in trainer.checkpoint_callbacks:
+            if callback.best_model_path:
+                kind = f"best by {callback.monitor}" if callback.monitor else "latest"
+                lines.append(f"Checkpoint ({kind}): {callback.best_model_path}")
         if trainer.logger is not None and trainer.logger.log_dir is not None:
             log_dir = Path(trainer.logger.log_dir)
             lines.append(f"TensorBoard logs: {log_dir}")
             lines.append(f"View them with:   tensorboard --logdir {log_dir.parent}")
-        if isinstance(checkpoint, ModelCheckpoint) and (checkpoint.best_model_path or checkpoint.last_model_path):
-            path = checkpoint.best_model_path or checkpoint.last_model_path
-            lines.append(f'Classify sentences: python predict.py {path} "a sentence to classify"')
+        if saved:
+            lines.append(f'Classify sentences: python predict.py {saved[0]} "a sentence to classify"')
         print("\n" + "\n".join(lines), flush=True)
 
 

@@ -16,8 +16,10 @@ from torch_rnn import kernels
 from torch_rnn.autograd import (AffineFunction, RNNCellFunction, RNNFunction, SoftmaxLossFunction,
                                 TemporalAffineFunction, TemporalAverageFunction)
 
-GRADCHECK = dict(check_forward_ad=True, check_batched_grad=True, check_backward_ad=True, fast_mode=True)
-GRADGRADCHECK = dict(check_batched_grad=True, fast_mode=True)
+# First derivatives in slow mode (the full Jacobian: fast mode's random projections miss a 1% error in a small
+# Jacobian); second derivatives of the sequence Functions in fast mode to keep the suite quick.
+GRADCHECK = dict(check_forward_ad=True, check_batched_grad=True, check_backward_ad=True, fast_mode=False)
+GRADGRADCHECK = dict(check_batched_grad=True)
 D, H = 3, 4
 BATCH_SIZES = [4, 3, 3, 1, 1]  # T = 5, N = 4
 
@@ -26,10 +28,9 @@ def leaf(*shape, gen, scale=1.0):
     return (torch.randn(*shape, dtype=torch.float64, generator=gen) * scale).requires_grad_()
 
 
-def check(fn, inputs, gradgrad=True):
+def check(fn, inputs, fast_gradgrad=True):
     assert gradcheck(fn, inputs, **GRADCHECK)
-    if gradgrad:
-        assert gradgradcheck(fn, inputs, **GRADGRADCHECK)
+    assert gradgradcheck(fn, inputs, fast_mode=fast_gradgrad, **GRADGRADCHECK)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,9 +80,9 @@ def test_rnn_cell_function_gradcheck(nonlinearity, bias):
     x, h, Wx, Wh = leaf(3, D, gen=g), leaf(3, H, gen=g), leaf(H, D, gen=g), leaf(H, H, gen=g)
     b = leaf(H, gen=g)
     if bias:
-        check(lambda x, h, Wx, Wh, b: RNNCellFunction.apply(x, h, Wx, Wh, b, nonlinearity), (x, h, Wx, Wh, b))
+        check(lambda x, h, Wx, Wh, b: RNNCellFunction.apply(x, h, Wx, Wh, b, nonlinearity), (x, h, Wx, Wh, b), fast_gradgrad=False)
     else:
-        check(lambda x, h, Wx, Wh: RNNCellFunction.apply(x, h, Wx, Wh, None, nonlinearity), (x, h, Wx, Wh))
+        check(lambda x, h, Wx, Wh: RNNCellFunction.apply(x, h, Wx, Wh, None, nonlinearity), (x, h, Wx, Wh), fast_gradgrad=False)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -89,9 +90,9 @@ def test_temporal_affine_function_gradcheck(bias):
     g = seeded(3)
     x, W, b = leaf(2, 3, H, gen=g), leaf(D, H, gen=g), leaf(D, gen=g)
     if bias:
-        check(lambda x, W, b: TemporalAffineFunction.apply(x, W, b), (x, W, b))
+        check(lambda x, W, b: TemporalAffineFunction.apply(x, W, b), (x, W, b), fast_gradgrad=False)
     else:
-        check(lambda x, W: TemporalAffineFunction.apply(x, W, None), (x, W))
+        check(lambda x, W: TemporalAffineFunction.apply(x, W, None), (x, W), fast_gradgrad=False)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -99,21 +100,21 @@ def test_affine_function_gradcheck(bias):
     g = seeded(4)
     x, W, b = leaf(3, H, gen=g), leaf(D, H, gen=g), leaf(D, gen=g)
     if bias:
-        check(lambda x, W, b: AffineFunction.apply(x, W, b), (x, W, b))
+        check(lambda x, W, b: AffineFunction.apply(x, W, b), (x, W, b), fast_gradgrad=False)
     else:
-        check(lambda x, W: AffineFunction.apply(x, W, None), (x, W))
+        check(lambda x, W: AffineFunction.apply(x, W, None), (x, W), fast_gradgrad=False)
 
 
 def test_temporal_average_function_gradcheck():
     x = leaf(3, 4, D, gen=seeded(5))
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]], dtype=torch.float64)
-    check(lambda x: TemporalAverageFunction.apply(x, mask), (x,))
+    check(lambda x: TemporalAverageFunction.apply(x, mask), (x,), fast_gradgrad=False)
 
 
 def test_softmax_loss_function_gradcheck():
     scores = leaf(5, 3, gen=seeded(6))
     y = torch.tensor([0, 2, 1, 1, 0])
-    check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,))
+    check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,), fast_gradgrad=False)
 
 
 def test_functions_only_return_requested_gradients():

@@ -1,0 +1,47 @@
+"""Smoke test of benchmarks/bench_rnn.py: one tiny shape, quick settings, a JSON row with sane numbers."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_rnn", BENCH_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_one_tiny_row(bench) -> None:
+    settings = bench.Settings(rounds=1, min_run_time=0.001)
+    row = bench.run_case(bench.Case(3, 5, 4, 6), settings, gflops=10.0)
+    for key in ("nn_rnn_train_ms", "ours_train_ms", "naive_train_ms", "nn_rnn_fwd_ms", "ours_fwd_ms", "bound_ms"):
+        assert row[key] > 0, key
+    assert row["peak_mb_nn_rnn"] > 0 and row["peak_mb_ours"] > 0 and row["peak_mb_naive"] > 0
+    assert json.loads(json.dumps(row)) == row
+
+
+def test_variable_lengths_row_agrees(bench) -> None:
+    bench.check_agreement(bench.build(bench.Case(3, 5, 4, 6, num_layers=2, bidirectional=True, varlen=True)))
+
+
+def test_disagreement_aborts(bench) -> None:
+    built = bench.build(bench.Case(2, 3, 4, 5))
+    forward = built.forwards["torch_rnn"]
+    built.forwards["torch_rnn"] = lambda: tuple(t + 1e-3 for t in forward())
+    with pytest.raises(bench.MismatchError, match="torch_rnn disagrees"):
+        bench.check_agreement(built)
+
+
+def test_matmul_flops_sums_layers_and_directions(bench) -> None:
+    case = bench.Case(2, 3, 4, 5, num_layers=2, bidirectional=True)
+    assert bench.matmul_flops(case, steps=6) == 3 * 2 * 6 * 2 * ((4 * 5 + 25) + (10 * 5 + 25))

@@ -1,0 +1,190 @@
+"""The training stack end to end: train.py's CLI, the report's run, TensorBoard logs, predict.py, DDP, bad input.
+
+Most tests run the CLI in-process (``lightning_module.cli.main``) to save start-up time; the exit-status and
+DDP tests run ``python train.py`` / ``python predict.py`` as real subprocesses.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_module import sources
+from lightning_module.cli import SentimentCLI, main
+from lightning_module.datamodule import SentimentDataModule
+from lightning_module.errors import DownloadError
+from lightning_module.module import SentimentClassifier
+from lightning_module.predict_cli import main as predict_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+REPORT_LOSSES = ["0.315483", "0.277323", "0.243838", "0.212798", "0.183810",
+                 "0.157254", "0.133639", "0.113249", "0.096055", "0.081789"]
+
+POSITIVE = ["a wonderful , moving film", "great acting and a great story", "i loved every minute of it",
+            "funny , warm and smart", "a beautiful and touching movie", "brilliant direction , superb cast"]
+NEGATIVE = ["a dull , lifeless mess", "boring and far too long", "i hated every minute of it",
+            "the plot is stupid and the acting is bad", "a tedious , ugly film", "awful writing , weak cast"]
+
+
+def write_tsv(path: Path, repeat: int = 4) -> Path:
+    rows = [f"1\t{s}" for s in POSITIVE] + [f"0\t{s}" for s in NEGATIVE]
+    path.write_text("\n".join(rows * repeat) + "\n", encoding="utf-8")
+    return path
+
+
+def small_fit_args(data: Path, root: Path, *extra: str) -> list[str]:
+    """A short fit of the default recipe on a small file."""
+    return ["fit", "--config", str(CONFIGS / "default.yaml"), "--data.path", str(data),
+            "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2",
+            "--trainer.enable_progress_bar", "false", "--model.hidden_size", "16", "--model.fc_size", "16",
+            "--model.embedding_dim", "8", "--data.batch_size", "8", "--trainer.log_every_n_steps", "1", *extra]
+
+
+def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def event_tags(log_dir: Path) -> set[str]:
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small fit through the CLI; its CLI object (in-memory model and data) and log directory."""
+    root = tmp_path_factory.mktemp("fit")
+    data = write_tsv(root / "small.tsv")
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=small_fit_args(data, root),
+                       auto_configure_optimizers=False, save_config_kwargs={"overwrite": True})
+    return cli, Path(cli.trainer.logger.log_dir)
+
+
+def test_fit_on_a_small_file_writes_checkpoints(trained):
+    cli, log_dir = trained
+    assert cli.trainer.global_step == 2 * len(cli.datamodule.train_dataloader())  # two epochs
+    checkpoints = sorted(p.name for p in (log_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+
+
+def test_tensorboard_events_hold_train_loss_and_validation_metrics(trained):
+    _, log_dir = trained
+    tags = event_tags(log_dir)
+    assert {"train/loss_step", "val/loss", "val/acc", "val/f1", "val/auroc", "grad_norm/total"} <= tags
+    assert any(tag.startswith("lr-") for tag in tags)  # the LearningRateMonitor
+
+
+def test_predict_py_matches_the_in_memory_model(trained, tmp_path, capsys):
+    cli, log_dir = trained
+    checkpoint = log_dir / "checkpoints" / "last.ckpt"
+    sentences = ["a wonderful film", "boring and ugly", "the cast is great but the plot is dull"]
+    model = cli.model.eval()
+    batch = cli.datamodule.encode_texts(sentences)
+    with torch.no_grad():
+        expected = model(batch["tokens"], batch["mask"]).softmax(dim=1)
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences[1:]) + "\n", encoding="utf-8")
+    predict_main([str(checkpoint), sentences[0], "--file", str(tmp_path / "sentences.txt"), "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == sentences
+    names = cli.datamodule.label_names
+    for row, probabilities in zip(rows, expected):
+        label = int(probabilities.argmax())
+        assert row["label"] == names[label]
+        assert row["probability"] == pytest.approx(float(probabilities[label]), abs=1e-6)
+
+
+def test_seed_report_reproduces_the_report_to_six_decimals(tmp_path, capsys):
+    if not (sources.CS5242_DIR / "train.csv").is_file():
+        pytest.skip(f"the report's data is not at {sources.CS5242_DIR}")
+    main(["fit", "--config", str(CONFIGS / "seed_report.yaml"), "--trainer.default_root_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    printed = [line for line in out.splitlines() if line.startswith("(Iteration")]
+    expected = [f"(Iteration {10 * i + 1} / 100) loss: {loss}" for i, loss in enumerate(REPORT_LOSSES)]
+    assert printed == expected
+    log_dir = next((tmp_path / "lightning_logs").iterdir())
+    assert (log_dir / "loss_history.png").stat().st_size > 0
+    accumulator = EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    losses = [event.value for event in accumulator.Scalars("train/loss_step")]
+    assert len(losses) == 100
+    assert f"{losses[0]:f}" == REPORT_LOSSES[0]
+
+
+def test_fit_on_the_default_corpus(tmp_path, capsys):
+    try:
+        sources.fetch_vader_corpus("rotten_tomatoes")
+    except DownloadError as error:
+        pytest.skip(f"no package index reachable to fetch the default corpus: {error}")
+    main(["fit", "--config", str(CONFIGS / "default.yaml"), "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.max_steps", "5", "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"])
+    out = capsys.readouterr().out
+    assert "Best validation" in out and "tensorboard --logdir" in out
+
+
+def test_ddp_fit_in_two_processes(tmp_path):
+    data = write_tsv(tmp_path / "small.tsv")
+    result = run_script("train.py", "fit", "--config", str(CONFIGS / "ddp_cpu.yaml"), "--data.path", str(data),
+                        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
+                        "--trainer.enable_progress_bar", "false", "--model.hidden_size", "16",
+                        "--model.fc_size", "16", "--model.embedding_dim", "8", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training finished" in result.stdout
+    assert (next((tmp_path / "lightning_logs").iterdir()) / "checkpoints" / "last.ckpt").is_file()
+
+
+# ---- bad input: one line on stderr, exit status 1 ------------------------------------------------------
+def cli_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "empty"),
+        ("1\tgood film\n0\tbad film\nmaybe\tso so\n", "bad.tsv:3: invalid label 'maybe'"),
+        ("label\ttext\n1\tgood\n0\t\n", "bad.tsv:3"),
+        ("score\tcomment\n1\tgood\n0\tbad\n", "column"),
+    ],
+    ids=["empty", "unknown-label", "empty-text-with-header", "wrong-column"],
+)
+def test_bad_data_file_gives_one_line_and_exit_1(tmp_path, capsys, content, expected):
+    data = tmp_path / "bad.tsv"
+    data.write_text(content, encoding="utf-8")
+    err = cli_error(small_fit_args(data, tmp_path), capsys)
+    assert "bad.tsv" in err and expected in err
+
+
+def test_missing_data_file(tmp_path, capsys):
+    err = cli_error(small_fit_args(tmp_path / "nowhere.tsv", tmp_path), capsys)
+    assert "nowhere.tsv" in err
+
+
+def test_checkpoint_that_is_not_ours(tmp_path, capsys):
+    data = write_tsv(tmp_path / "small.tsv")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2)}}, foreign)
+    err = cli_error(["test", "--config", str(CONFIGS / "default.yaml"), "--data.path", str(data),
+                     "--ckpt_path", str(foreign)], capsys)
+    assert "foreign.ckpt" in err and "not a torch-rnn sentiment checkpoint" in err
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("hello", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        predict_main([str(not_a_checkpoint), "a sentence"])
+    assert "notes.ckpt: not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_cli_exit_status_in_a_real_process(tmp_path):
+    result = run_script("predict.py", str(tmp_path / "missing.ckpt"), "a sentence", cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file"
