@@ -392,8 +392,9 @@ def test_rnn_constructor_bad_arguments_raise_like_torch(kwargs, keywords):
     pytest.param(lambda m: m(torch.randn(D), torch.randn(H + 1)), ("hidden_size", str(H + 1)),
                  id="hx_unbatched"),
     pytest.param(lambda m: m(torch.randn(2, D), torch.randn(1, 2, H)), ("hidden", "3D"), id="hx_rank_3d"),
-    pytest.param(lambda m: m(torch.randn(2, D), torch.randn(H)), ("(2, 3)", f"({H},)"), id="hx_rank_batched"),
-    pytest.param(lambda m: m(torch.randn(D), torch.randn(1, H)), ("(3,)", f"(1, {H})"), id="hx_rank_unbatched"),
+    # hx of the other rank: the message names both ranks, like nn.RNN's "For batched 3-D input, hx should also be 3-D"
+    pytest.param(lambda m: m(torch.randn(2, D), torch.randn(H)), ("2-D", "1-D"), id="hx_rank_batched"),
+    pytest.param(lambda m: m(torch.randn(D), torch.randn(1, H)), ("1-D", "2-D"), id="hx_rank_unbatched"),
     pytest.param(lambda m: m(torch.randn(2, D, dtype=torch.float64)), ("float64", "float32"), id="input_dtype"),
 ])
 def test_rnn_cell_forward_bad_inputs_raise_like_torch(call, keywords):

