@@ -22,12 +22,15 @@ hidden features):
 Times are ``torch.utils.benchmark.Timer`` medians (``blocked_autorange``) in ms. The VM this runs on drifts,
 so the implementations are interleaved: every round times each of them once (a short ``blocked_autorange``,
 the order rotating between rounds), and each time reported is the median over the rounds. Ratios are
-``torch_rnn / other`` of those medians: below 1 means ``torch_rnn`` is faster.
+``torch_rnn / other`` of those medians: below 1 means ``torch_rnn`` is faster. The header gives the 1-minute
+load average after each row: when other processes keep the cores busy, multi-threaded ops (whose threads
+wait for each other) slow down erratically, so trust such a run less, or use ``--threads 1``.
 
 **bound**: the matmul work of a training step, ``3 x 2 * steps * sum(D_in * H + H * H)`` FLOPs (forward,
 input gradient and weight gradient; summed over layers and directions, ``D_in`` being each layer's input
 size; ``steps = N * T``, or the sum of the lengths for the variable-length row), at the sustained
-``torch.mm`` rate of a 2048 x 2048 float32 product. "% of bound" is ``bound time / torch_rnn train time``.
+``torch.mm`` rate of a 2048 x 2048 float32 product, timed in the same interleaved rounds as the row.
+"% of bound" is ``bound time / torch_rnn train time``.
 
 **peak MB**: the peak memory of one training step, the same way for every implementation: the step runs
 under ``torch.profiler.profile(profile_memory=True)``, which records every CPU allocation and free with its
@@ -120,7 +123,7 @@ EXTRA_CASES = [
     Case(32, 50, 64, 128, num_layers=2, bidirectional=True),
     Case(32, 50, 64, 128, num_layers=2, bidirectional=True, varlen=True),
 ]
-FULL = Settings(rounds=7, min_run_time=0.2)
+FULL = Settings(rounds=11, min_run_time=0.1)
 QUICK = Settings(rounds=2, min_run_time=0.02)
 
 
@@ -249,11 +252,10 @@ def time_interleaved(steps: dict[str, Callable[[], None]], settings: Settings) -
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def mm_gflops(settings: Settings) -> float:
-    """Sustained ``torch.mm`` rate on a ``MM_SIZE`` square float32 product, GFLOP/s."""
+def mm_step() -> tuple[Callable[[], None], int]:
+    """A ``MM_SIZE`` square float32 ``torch.mm`` and its FLOPs, timed beside each row for the sustained rate."""
     a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
-    seconds = time_interleaved({"mm": lambda: torch.mm(a, b)}, settings)["mm"]
-    return 2 * MM_SIZE**3 / seconds / 1e9
+    return lambda: torch.mm(a, b), 2 * MM_SIZE**3
 
 
 def matmul_flops(case: Case, steps: int) -> int:
@@ -303,17 +305,20 @@ def peak_memory_bytes(step: Callable[[], None]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- rows
-def run_case(case: Case, settings: Settings, gflops: float) -> dict:
-    """Check agreement, time train and fwd of every implementation interleaved, measure peak memory."""
+def run_case(case: Case, settings: Settings) -> dict:
+    """Check agreement, time train and fwd of every implementation and ``torch.mm`` interleaved, measure peak
+    memory."""
     bench = build(case)
     check_agreement(bench)
     train = {name: training_step(forward, bench.leaves[name]) for name, forward in bench.forwards.items()}
     steps = {f"{name} train": step for name, step in train.items()}
     steps.update({f"{name} fwd": inference_step(bench.forwards[name]) for name in ("nn.RNN", "torch_rnn")})
+    steps["mm"], mm_flops = mm_step()
     for step in steps.values():
         step()  # warm-up
     seconds = time_interleaved(steps, settings)
     ms = {name: 1e3 * s for name, s in seconds.items()}
+    gflops = mm_flops / seconds["mm"] / 1e9
     peak_mb = {name: peak_memory_bytes(step) / 1e6 for name, step in train.items()}
     bound_ms = 1e3 * matmul_flops(case, bench.steps) / (gflops * 1e9)
     naive_ms = ms.get("naive train")
@@ -342,6 +347,7 @@ def run_case(case: Case, settings: Settings, gflops: float) -> dict:
         "mm_gflops": gflops,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -369,18 +375,22 @@ def median_train_ratio(rows: Sequence[dict]) -> float:
     return statistics.median(row["train_ratio"] for row in rows if row["num_layers"] == 1 and not row["varlen"])
 
 
-def markdown(rows: Sequence[dict], settings: Settings, gflops: float) -> str:
+def markdown(rows: Sequence[dict], settings: Settings) -> str:
     """Header lines and a markdown table, one row per case."""
+    loads = [row["load_average"] for row in rows]
     header = [
         f"torch {torch.__version__}, float32 CPU, {torch.get_num_threads()} threads; "
-        f"torch.mm {MM_SIZE}x{MM_SIZE}: {gflops:.1f} GFLOP/s; "
-        f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}",
+        f"torch.mm {MM_SIZE}x{MM_SIZE}: {statistics.median(row['mm_gflops'] for row in rows):.1f} GFLOP/s "
+        "(median over rows); "
+        f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}; "
+        f"1-min load average after each row: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs",
         "",
         f"Times: medians over {settings.rounds} interleaved rounds of blocked_autorange(min_run_time="
         f"{settings.min_run_time}s), ms. train = forward + (output.sum() + h_n.sum()).backward(), input requires "
         "grad, gradients set to None first; fwd = forward under no_grad. Ratios < 1: torch_rnn faster. "
-        "bound = matmul FLOPs of a training step at the torch.mm rate. Peak MB = peak of the running sum of "
-        "the CPU allocations and frees recorded by torch.profiler(profile_memory=True) during one training step.",
+        "bound = matmul FLOPs of a training step at the torch.mm rate timed in the same rounds as the row. "
+        "Peak MB = peak of the running sum of the CPU allocations and frees recorded by "
+        "torch.profiler(profile_memory=True) during one training step.",
         "",
         "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
         "|" + "|".join("---" if key == "shape" else "---:" for _, key, _ in COLUMNS) + "|",
@@ -418,15 +428,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     settings = QUICK if args.quick else FULL
     cases = args.shapes or MAIN_CASES + EXTRA_CASES
     start = time.perf_counter()
-    gflops = mm_gflops(settings)
     try:
-        rows = [run_case(case, settings, gflops) for case in cases]
+        rows = [run_case(case, settings) for case in cases]
     except MismatchError as error:
         sys.exit(f"bench_rnn: {error}")
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(markdown(rows, settings, gflops))
+        print(markdown(rows, settings))
         print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, vmap
 
 from helpers import randn, seeded
 from torch_rnn import RNN, RNNCell
@@ -16,8 +16,8 @@ from torch_rnn import kernels
 from torch_rnn.autograd import (AffineFunction, RNNCellFunction, RNNFunction, SoftmaxLossFunction,
                                 TemporalAffineFunction, TemporalAverageFunction)
 
-# First derivatives in slow mode (the full Jacobian: fast mode's random projections miss a 1% error in a small
-# Jacobian); second derivatives of the sequence Functions in fast mode to keep the suite quick.
+# Slow mode (full Jacobians: fast mode's random projections can miss a 1% error in a small Jacobian), except
+# the sequence Functions' and modules' second derivatives, which are large, in fast mode to keep the suite quick.
 GRADCHECK = dict(check_forward_ad=True, check_batched_grad=True, check_backward_ad=True, fast_mode=False)
 GRADGRADCHECK = dict(check_batched_grad=True)
 D, H = 3, 4
@@ -28,7 +28,7 @@ def leaf(*shape, gen, scale=1.0):
     return (torch.randn(*shape, dtype=torch.float64, generator=gen) * scale).requires_grad_()
 
 
-def check(fn, inputs, fast_gradgrad=True):
+def check(fn, inputs, fast_gradgrad=False):
     assert gradcheck(fn, inputs, **GRADCHECK)
     assert gradgradcheck(fn, inputs, fast_mode=fast_gradgrad, **GRADGRADCHECK)
 
@@ -56,7 +56,7 @@ def test_rnn_function_gradcheck(input_kind, nonlinearity, bias, batch_sizes):
     def fn(x, h0, Wx, Wh, b=None):
         return RNNFunction.apply(x, h0, Wx, Wh, b, nonlinearity, batch_sizes)
 
-    check(fn, inputs)
+    check(fn, inputs, fast_gradgrad=True)
 
 
 def test_rnn_function_onehot_equals_dense_input():
@@ -81,9 +81,9 @@ def test_rnn_cell_function_gradcheck(nonlinearity, bias):
     x, h, Wx, Wh = leaf(3, D, gen=g), leaf(3, H, gen=g), leaf(H, D, gen=g), leaf(H, H, gen=g)
     b = leaf(H, gen=g)
     if bias:
-        check(lambda x, h, Wx, Wh, b: RNNCellFunction.apply(x, h, Wx, Wh, b, nonlinearity), (x, h, Wx, Wh, b), fast_gradgrad=False)
+        check(lambda x, h, Wx, Wh, b: RNNCellFunction.apply(x, h, Wx, Wh, b, nonlinearity), (x, h, Wx, Wh, b))
     else:
-        check(lambda x, h, Wx, Wh: RNNCellFunction.apply(x, h, Wx, Wh, None, nonlinearity), (x, h, Wx, Wh), fast_gradgrad=False)
+        check(lambda x, h, Wx, Wh: RNNCellFunction.apply(x, h, Wx, Wh, None, nonlinearity), (x, h, Wx, Wh))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -91,9 +91,9 @@ def test_temporal_affine_function_gradcheck(bias):
     g = seeded(3)
     x, W, b = leaf(2, 3, H, gen=g), leaf(D, H, gen=g), leaf(D, gen=g)
     if bias:
-        check(lambda x, W, b: TemporalAffineFunction.apply(x, W, b), (x, W, b), fast_gradgrad=False)
+        check(lambda x, W, b: TemporalAffineFunction.apply(x, W, b), (x, W, b))
     else:
-        check(lambda x, W: TemporalAffineFunction.apply(x, W, None), (x, W), fast_gradgrad=False)
+        check(lambda x, W: TemporalAffineFunction.apply(x, W, None), (x, W))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -101,21 +101,21 @@ def test_affine_function_gradcheck(bias):
     g = seeded(4)
     x, W, b = leaf(3, H, gen=g), leaf(D, H, gen=g), leaf(D, gen=g)
     if bias:
-        check(lambda x, W, b: AffineFunction.apply(x, W, b), (x, W, b), fast_gradgrad=False)
+        check(lambda x, W, b: AffineFunction.apply(x, W, b), (x, W, b))
     else:
-        check(lambda x, W: AffineFunction.apply(x, W, None), (x, W), fast_gradgrad=False)
+        check(lambda x, W: AffineFunction.apply(x, W, None), (x, W))
 
 
 def test_temporal_average_function_gradcheck():
     x = leaf(3, 4, D, gen=seeded(5))
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]], dtype=torch.float64)
-    check(lambda x: TemporalAverageFunction.apply(x, mask), (x,), fast_gradgrad=False)
+    check(lambda x: TemporalAverageFunction.apply(x, mask), (x,))
 
 
 def test_softmax_loss_function_gradcheck():
     scores = leaf(5, 3, gen=seeded(6))
     y = torch.tensor([0, 2, 1, 1, 0])
-    check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,), fast_gradgrad=False)
+    check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,))
 
 
 def test_functions_only_return_requested_gradients():
@@ -162,7 +162,7 @@ def test_rnn_module_gradcheck_with_parameters(config, extra):
         return functional_call(rnn, params, (x, hx), dict(lengths=lengths))
 
     params = [p.detach().clone().requires_grad_() for p in rnn.parameters()]
-    check(fn, tuple(inputs + params))
+    check(fn, tuple(inputs + params), fast_gradgrad=True)
 
 
 @pytest.mark.parametrize("config", [dict(), dict(bias=False, nonlinearity="relu")], ids=["default", "relu_no_bias"])
@@ -183,7 +183,42 @@ def test_rnn_module_onehot_gradcheck_with_parameters():
     names = [name for name, _ in rnn.named_parameters()]
     idx = torch.tensor([[0, 2, -1], [1, -1, 2], [2, 0, -1]])
     params = [p.detach().clone().requires_grad_() for p in rnn.parameters()]
-    check(lambda *ps: functional_call(rnn, dict(zip(names, ps)), (idx,), dict(lengths=[3, 3, 1])), tuple(params))
+    check(lambda *ps: functional_call(rnn, dict(zip(names, ps)), (idx,), dict(lengths=[3, 3, 1])), tuple(params),
+          fast_gradgrad=True)
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 1, 2]], ids=["full", "lengths"])
+def test_forward_mode_jacobian_and_hessian_of_rnn_module_match_reverse_mode(lengths):
+    """torch.func's forward mode (jvp under vmap: the Functions' jvp and generated vmap rules) against reverse
+    mode, for the Jacobian of the outputs and the Hessian of a scalar loss, wrt the input."""
+    torch.manual_seed(23)
+    rnn = RNN(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = randn(3, 3, D, gen=seeded(24))
+
+    def outputs(x):
+        output, h_n = rnn(x, lengths=lengths)
+        return torch.cat([output.reshape(-1), h_n.reshape(-1)])
+
+    torch.testing.assert_close(jacfwd(outputs)(x), jacrev(outputs)(x), rtol=1e-10, atol=1e-10)
+
+    def loss(x):
+        return (outputs(x) ** 2).sum()
+
+    torch.testing.assert_close(jacfwd(jacrev(loss))(x), jacrev(jacrev(loss))(x), rtol=1e-10, atol=1e-10)
+
+
+def test_forward_mode_jacobian_of_layers_match_reverse_mode():
+    g = seeded(25)
+    x, W, b = randn(2, 3, H, gen=g), randn(D, H, gen=g), randn(D, gen=g)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([2, 0])
+
+    def model(x, W, b):
+        features = TemporalAverageFunction.apply(TemporalAffineFunction.apply(x, W, b), mask)  # (2, D)
+        return SoftmaxLossFunction.apply(AffineFunction.apply(features, W.T[:D], None), y)
+
+    for a, e in zip(jacfwd(model, argnums=(0, 1, 2))(x, W, b), jacrev(model, argnums=(0, 1, 2))(x, W, b)):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def check_backward(forward, backward, inputs, douts, dtype):
 # ----------------------------------------------------------------------------------------------------------
 # One step and the whole layer
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_rnn_step_backward(nonlinearity, bias, dtype):
@@ -51,7 +51,7 @@ def test_rnn_step_backward(nonlinearity, bias, dtype):
     check_backward(forward, backward, [x, prev_h, Wx, Wh, b], [dnext_h], dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_rnn_backward(nonlinearity, bias, dtype):
@@ -70,7 +70,7 @@ def test_rnn_backward(nonlinearity, bias, dtype):
     check_backward(forward, backward, [x, h0, Wx, Wh, b], [dh], dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_rnn_forward_equals_looping_rnn_step_forward(nonlinearity, dtype):
     g = seeded(3)
@@ -106,7 +106,7 @@ def recurrence_inputs(dtype, batch_sizes, seed=5, shape=None):
     return p, h0, Wh, dh, dh_last
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes", [None, BATCH_SIZES], ids=["full", "packed"])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_recurrence_backward(nonlinearity, batch_sizes, dtype):
@@ -146,7 +146,7 @@ def test_recurrence_weight_grad_is_sum_of_outer_products(nonlinearity, batch_siz
 
 
 @pytest.mark.parametrize("tangents", ["all", "no_dh0", "no_dWh"])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes", [None, BATCH_SIZES], ids=["full", "packed"])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_recurrence_jvp_equals_torch_func_jvp(nonlinearity, batch_sizes, dtype, tangents):
@@ -168,7 +168,7 @@ def test_recurrence_jvp_equals_torch_func_jvp(nonlinearity, batch_sizes, dtype, 
 # ----------------------------------------------------------------------------------------------------------
 # Affine maps, one-hot projection, average, softmax loss
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_temporal_affine_backward(bias, dtype):
     g = seeded(7)
@@ -208,7 +208,7 @@ def dense_onehot(indices, D_, dtype):
     return TF.one_hot(indices.clamp(min=0), D_).to(dtype) * (indices >= 0).unsqueeze(-1).to(dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_onehot_affine_forward_equals_dense_onehot_temporal_affine(bias, dtype):
     g = seeded(10)
@@ -219,7 +219,7 @@ def test_onehot_affine_forward_equals_dense_onehot_temporal_affine(bias, dtype):
     torch.testing.assert_close(out, expected, **AUTOGRAD_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_onehot_affine_backward(bias, dtype):
     g = seeded(11)
@@ -240,7 +240,7 @@ def test_onehot_affine_backward(bias, dtype):
     assert_grads_close(backward()[1:], [dW, db], **AUTOGRAD_TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.int64, torch.float32])
 def test_average_backward(mask_dtype, dtype):
     g = seeded(12)
@@ -261,7 +261,7 @@ def test_average_forward_equals_masked_mean():
         torch.testing.assert_close(out[n], x[n][mask[n].bool()].mean(0), rtol=1e-14, atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_affine_backward(bias, dtype):
     g = seeded(14)
@@ -276,7 +276,7 @@ def test_affine_backward(bias, dtype):
     torch.testing.assert_close(forward(x, W, b), TF.linear(x, W, b))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("scale", [1.0, 1000.0], ids=["normal", "large_scores"])
 def test_softmax_loss_equals_cross_entropy(scale, dtype):
     g = seeded(15)
@@ -310,7 +310,7 @@ KERNEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_kernel_recurrence_forward_equals_reference(nonlinearity, batch_sizes, shape, dtype):
@@ -326,7 +326,7 @@ def test_kernel_recurrence_forward_equals_reference(nonlinearity, batch_sizes, s
             assert (h[t, n:] == 0).all(), "steps past a row's length are zero"
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 def test_kernel_recurrence_backward_equals_reference(nonlinearity, batch_sizes, shape, dtype):
@@ -343,8 +343,8 @@ def test_kernel_recurrence_backward_equals_reference(nonlinearity, batch_sizes, 
     assert torch.equal(h, h_before)
 
 
-def test_kernel_tanh_large_block_takes_sigmoid_path_and_matches_tanh():
-    """The block size where ``_tanh_`` switches to ``2 sigmoid(2x) - 1``: both sides agree with ``tanh``."""
+def test_kernel_tanh_matches_tanh_on_both_sides_of_the_4096_switch():
+    """``_tanh_`` switches to ``2 sigmoid(2x) - 1`` at 4096 elements: both sides agree with ``tanh``."""
     for numel in (4095, 4096):
         x = torch.linspace(-20, 20, numel, dtype=torch.float32)
         torch.testing.assert_close(kernels._tanh_(x.clone()), torch.tanh(x), rtol=0, atol=1e-6)

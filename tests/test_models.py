@@ -196,7 +196,7 @@ def test_bad_forward_inputs_raise():
         net(tokens, empty_row)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_softmax_loss_equals_cross_entropy_and_its_gradient(dtype):
     g = seeded(2)
     scores = torch.randn(6, C, dtype=dtype, generator=g, requires_grad=True)

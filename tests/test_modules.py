@@ -80,10 +80,13 @@ def packed_input(dtype, gen, lengths, enforce_sorted):
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no_hx", "hx"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
 @pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])  # ignored for packed input
 @pytest.mark.parametrize("lengths,enforce_sorted", [([4, 3, 3, 1], True), ([2, 4, 1, 4], False), ([3, 1, 2], False)],
                          ids=["sorted", "unsorted", "unsorted_short"])
-def test_rnn_packed_sequence_matches_torch_nn_rnn(lengths, enforce_sorted, num_layers, bidirectional, with_hx, dtype):
-    ours, theirs = pair(RNN, nn.RNN, D, H, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype)
+def test_rnn_packed_sequence_matches_torch_nn_rnn(lengths, enforce_sorted, batch_first, num_layers, bidirectional,
+                                                  with_hx, dtype):
+    ours, theirs = pair(RNN, nn.RNN, D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                        dtype=dtype)
     g = seeded(1)
     padded, packed = packed_input(dtype, g, lengths, enforce_sorted)
     data = packed.data.detach().requires_grad_()
@@ -196,14 +199,15 @@ def test_rnn_onehot_input_equals_dense_onehot(config, lengths):
 
 def test_rnn_onehot_unbatched_and_minus_one_is_zero_vector():
     torch.manual_seed(9)
-    rnn = RNN(D, H, dtype=torch.float64, bias=False)
-    out, h_n = rnn(torch.tensor([-1, -1, 2]))  # (T,) unbatched indices
+    ours, theirs = pair(RNN, nn.RNN, D, H, bias=False, dtype=torch.float64)
+    out, h_n = ours(torch.tensor([-1, -1, 2]))  # (T,) unbatched indices
     assert out.shape == (3, H) and h_n.shape == (1, H)
     assert (out[:2] == 0).all(), "zero inputs from h0 = 0 without bias stay zero"
-    expected = nn.RNN(D, H, bias=False, dtype=torch.float64)
-    copy_into(expected, rnn)
-    torch.testing.assert_close(out, expected(torch.eye(D, dtype=torch.float64)[[2, 2, 2]] * torch.tensor(
-        [[0.0], [0.0], [1.0]], dtype=torch.float64))[0], rtol=1e-12, atol=1e-12)
+    dense = torch.zeros(3, D, dtype=torch.float64)
+    dense[2, 2] = 1.0  # rows: zero vector, zero vector, e_2
+    expected_out, expected_h_n = theirs(dense)
+    torch.testing.assert_close(out, expected_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h_n, expected_h_n, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ def assert_raises_like_torch(ours_fn, theirs_fn, *keywords):
         assert keyword in message, f"{keyword!r} not in {message!r}"
 
 
-x3 = torch.randn(5, 2, D)
+x3 = torch.randn(5, 2, D, generator=seeded(20))
 
 
 @pytest.mark.parametrize("call,keywords", [
@@ -396,6 +400,8 @@ def test_rnn_constructor_bad_arguments_raise_like_torch(kwargs, keywords):
     pytest.param(lambda m: m(torch.randn(2, D), torch.randn(H)), ("2-D", "1-D"), id="hx_rank_batched"),
     pytest.param(lambda m: m(torch.randn(D), torch.randn(1, H)), ("1-D", "2-D"), id="hx_rank_unbatched"),
     pytest.param(lambda m: m(torch.randn(2, D, dtype=torch.float64)), ("float64", "float32"), id="input_dtype"),
+    pytest.param(lambda m: m(torch.randn(2, D), torch.randn(2, H, dtype=torch.float64)), ("hx", "float64", "float32"),
+                 id="hx_dtype"),
 ])
 def test_rnn_cell_forward_bad_inputs_raise_like_torch(call, keywords):
     ours, theirs = pair(RNNCell, nn.RNNCell, D, H)

@@ -117,6 +117,9 @@ class SentimentRNN(nn.Module):
     def _lengths(mask: Tensor) -> Tensor:
         """Per-row count of real steps, checking that the mask is real steps first, then padding."""
         lengths = mask.sum(1).long()  # (N,)
+        empty = (lengths == 0).nonzero().flatten()
+        if empty.numel() > 0:
+            raise ValueError(f"SentimentRNN: mask rows {empty.tolist()[:10]} have no real step to average over")
         prefix = torch.arange(mask.shape[1], device=mask.device) < lengths.unsqueeze(1)  # (N, T)
         if not torch.equal(prefix, mask.bool()):
             raise ValueError("SentimentRNN: with skip_padding=True the mask must be 1s followed by 0s in every row")

@@ -26,9 +26,14 @@ def _check_size(name: str, value: int) -> None:
         raise ValueError(f"{name} must be greater than zero, got {value}")
 
 
+class DtypeMismatchError(ValueError, RuntimeError):
+    """A tensor's dtype differs from the weights'. ``nn.RNN`` raises ValueError for this and ``nn.RNNCell``
+    RuntimeError, so this is both: ``except`` clauses written for either keep working."""
+
+
 def _check_dtype(name: str, tensor: Tensor, weight: Tensor) -> None:
     if tensor.dtype != weight.dtype:
-        raise ValueError(
+        raise DtypeMismatchError(
             f"RNN {name} dtype ({tensor.dtype}) does not match weight dtype ({weight.dtype}). "
             f"Convert {name}: {name}.to({weight.dtype}), or convert model: model.to({tensor.dtype})"
         )
@@ -389,6 +394,11 @@ class RNNCell(nn.Module):
         if hx is not None and hx.dim() not in (1, 2):
             raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
         is_batched = input.dim() == 2
+        if hx is not None and hx.dim() != input.dim():
+            raise RuntimeError(
+                f"For {'batched 2-D' if is_batched else 'unbatched 1-D'} input, hx should also be "
+                f"{input.dim()}-D but got {hx.dim()}-D tensor"
+            )
         x = input if is_batched else input.unsqueeze(0)  # (N, D)
         _check_dtype("input", x, self.weight_ih)
         if x.shape[1] != self.input_size:
@@ -397,7 +407,7 @@ class RNNCell(nn.Module):
             h = x.new_zeros(x.shape[0], self.hidden_size)
         else:
             h = hx if is_batched else hx.unsqueeze(0)
-            if h.dim() != 2 or h.shape[0] != x.shape[0]:
+            if h.shape[0] != x.shape[0]:
                 raise RuntimeError(
                     f"Input batch size {x.shape[0]} doesn't match hidden0 batch size {h.shape[0]} "
                     f"(input {tuple(input.shape)}, hx {tuple(hx.shape)})"
