@@ -35,7 +35,8 @@ size; ``steps = N * T``, or the sum of the lengths for the variable-length row),
 **peak MB**: the peak memory of one training step, the same way for every implementation: the step runs
 under ``torch.profiler.profile(profile_memory=True)``, which records every CPU allocation and free with its
 size; the peak of their running sum, in time order, is the most memory the step held on top of what
-existed before it (the input and the weights): saved activations, outputs, gradients, temporaries.
+existed before it (the input and the weights; the gradients are set to None before profiling starts):
+saved activations, outputs, gradients, temporaries.
 
 Before timing, every row checks that ``torch_rnn.RNN`` (and the naive loop) agree with ``nn.RNN``: outputs,
 ``h_n`` and the input gradient within 1e-4; the run aborts otherwise.
@@ -304,6 +305,17 @@ def peak_memory_bytes(step: Callable[[], None]) -> int:
     return peak
 
 
+def training_peak_bytes(step: Callable[[], None], leaves: Sequence[Tensor]) -> int:
+    """:func:`peak_memory_bytes` of a training step, its gradients set to None before profiling starts.
+
+    The profiler only knows the size of what it saw allocated, so freeing the previous step's gradients inside
+    the profile would count for nothing or for minus their size depending on what was profiled before.
+    """
+    for leaf in leaves:
+        leaf.grad = None
+    return peak_memory_bytes(step)
+
+
 # ----------------------------------------------------------------------------------------------- rows
 def run_case(case: Case, settings: Settings) -> dict:
     """Check agreement, time train and fwd of every implementation and ``torch.mm`` interleaved, measure peak
@@ -319,7 +331,7 @@ def run_case(case: Case, settings: Settings) -> dict:
     seconds = time_interleaved(steps, settings)
     ms = {name: 1e3 * s for name, s in seconds.items()}
     gflops = mm_flops / seconds["mm"] / 1e9
-    peak_mb = {name: peak_memory_bytes(step) / 1e6 for name, step in train.items()}
+    peak_mb = {name: training_peak_bytes(step, bench.leaves[name]) / 1e6 for name, step in train.items()}
     bound_ms = 1e3 * matmul_flops(case, bench.steps) / (gflops * 1e9)
     naive_ms = ms.get("naive train")
     return {
