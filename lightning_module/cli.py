@@ -37,13 +37,11 @@ class SentimentCLI(LightningCLI):
 
 
 def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:
-    """Run the CLI; with no arguments at all, fit ``default_config``."""
-    if args is None:
-        args = sys.argv[1:]
-    if not args and default_config is not None:
+    """Run the CLI on ``args`` (default: the command line); with no arguments at all, fit ``default_config``."""
+    if args is None and len(sys.argv) == 1 and default_config is not None:
         args = ["fit", "--config", str(default_config)]
     try:
-        SentimentCLI(SentimentClassifier, SentimentDataModule, args=list(args), auto_configure_optimizers=False,
+        SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
                      save_config_kwargs={"overwrite": True})
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -28,7 +28,8 @@ class SentimentClassifier(pl.LightningModule):
     Args:
         vocab_size: vocabulary size including padding (LightningCLI links it from the data).
         num_classes: number of classes (linked from the data).
-        hidden_size, fc_size, num_layers, bidirectional, nonlinearity, dropout, skip_padding, init:
+        hidden_size, fc_size, num_layers, bidirectional, nonlinearity, dropout, embedding_dropout,
+        skip_padding, init:
             see :class:`torch_rnn.models.SentimentRNN`.
         input_mode: ``"onehot"``, ``"embedding"`` or ``"pretrained"``.
         embedding_dim: size of the learned embedding.
@@ -54,6 +55,7 @@ class SentimentClassifier(pl.LightningModule):
         bidirectional: bool = False,
         nonlinearity: str = "tanh",
         dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
         skip_padding: bool = True,
         init: str = "pytorch",
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -74,6 +76,7 @@ class SentimentClassifier(pl.LightningModule):
         self.model = SentimentRNN(
             vocab_size, hidden_size, fc_size, num_classes, input_mode, embedding_dim, pretrained_vectors,
             freeze_embedding, num_layers, bidirectional, nonlinearity, dropout, skip_padding, init,
+            embedding_dropout,
         )
         task = "binary" if num_classes == 2 else "multiclass"
         metrics = {"acc": Accuracy(task=task, num_classes=num_classes),

@@ -36,6 +36,8 @@ class SentimentRNN(nn.Module):
         freeze_embedding: keep pretrained vectors fixed. Default False.
         num_layers, bidirectional, nonlinearity: passed to :class:`torch_rnn.RNN`.
         dropout: dropout between RNN layers and on the averaged features, in training. Default 0.
+        embedding_dropout: dropout on the embedded words (learned or pretrained input), in training.
+            Default 0.
         skip_padding: run every sentence only over its real steps (lengths read off the mask, which must be
             1s then 0s). Only the average reads the mask, so for a one-directional RNN the scores are the same
             as running over all ``T`` steps, only faster; a bidirectional RNN's reverse direction then starts at
@@ -67,6 +69,7 @@ class SentimentRNN(nn.Module):
         dropout: float = 0.0,
         skip_padding: bool = True,
         init: str = "pytorch",
+        embedding_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if input_mode not in INPUT_MODES:
@@ -98,6 +101,7 @@ class SentimentRNN(nn.Module):
         self.temporal_affine = TemporalAffine(hidden_size * (2 if bidirectional else 1), fc_size)
         self.average = TemporalAverage()
         self.dropout = nn.Dropout(dropout)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.classifier = Affine(fc_size, num_classes)
         if init == "assignment":
             self._assignment_init(nonlinearity)
@@ -107,7 +111,10 @@ class SentimentRNN(nn.Module):
             raise ValueError(f"SentimentRNN: tokens must be an (N, T) integer tensor, got {tokens.dtype} {tuple(tokens.shape)}")
         if mask.shape != tokens.shape:
             raise ValueError(f"SentimentRNN: mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}")
-        inputs = tokens - 1 if self.embedding is None else self.embedding(tokens)  # (N, T) ids or (N, T, E)
+        if self.embedding is None:
+            inputs = tokens - 1  # (N, T) one-hot indices, -1 (padding) = the zero vector
+        else:
+            inputs = self.embedding_dropout(self.embedding(tokens))  # (N, T, E)
         lengths = self._lengths(mask) if self.skip_padding else None
         h, _ = self.rnn(inputs, lengths=lengths)  # (N, T, H * dirs)
         features = self.average(self.temporal_affine(h), mask)  # (N, A)
