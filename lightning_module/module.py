@@ -21,8 +21,9 @@ STAGES = ("train", "val", "test")
 class SentimentClassifier(pl.LightningModule):
     """Sentence -> sentiment class, with the hand-written RNN.
 
-    Logs ``train/loss`` every step and, per epoch and stage (``train``, ``val``, ``test``), the loss,
-    accuracy, macro F1 and (two classes) AUROC; plus ``grad_norm/total`` every step. The optimizer and the
+    Logs ``train/loss`` every step and, per epoch and stage (``train``, ``val``, ``test``), the loss
+    (``train/loss_epoch`` for training), accuracy, macro F1 and (two classes) AUROC; plus ``grad_norm/total``
+    every step and, with the configs' LearningRateMonitor, the learning rate. The optimizer and the
     learning-rate scheduler are injected from YAML (``model.optimizer``, ``model.lr_scheduler``).
 
     Args:
@@ -111,8 +112,11 @@ class SentimentClassifier(pl.LightningModule):
         loss = softmax_loss(scores, batch["labels"])
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(self._metric_input(scores), batch["labels"])
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(scores))
+        if stage == "train":  # every step as train/loss, and the epoch's mean as train/loss_epoch
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(scores))
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(scores))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 

@@ -76,7 +76,7 @@ def test_fit_on_a_small_file_writes_checkpoints(trained):
 def test_tensorboard_events_hold_train_loss_and_validation_metrics(trained):
     _, log_dir = trained
     tags = event_tags(log_dir)
-    assert {"train/loss_step", "val/loss", "val/acc", "val/f1", "val/auroc", "grad_norm/total"} <= tags
+    assert {"train/loss", "train/loss_epoch", "val/loss", "val/acc", "val/f1", "val/auroc", "grad_norm/total"} <= tags
     assert any(tag.startswith("lr-") for tag in tags)  # the LearningRateMonitor
 
 
@@ -111,7 +111,7 @@ def test_seed_report_reproduces_the_report_to_six_decimals(tmp_path, capsys):
     assert (log_dir / "loss_history.png").stat().st_size > 0
     accumulator = EventAccumulator(str(log_dir))
     accumulator.Reload()
-    losses = [event.value for event in accumulator.Scalars("train/loss_step")]
+    losses = [event.value for event in accumulator.Scalars("train/loss")]
     assert len(losses) == 100
     assert f"{losses[0]:f}" == REPORT_LOSSES[0]
 
