@@ -174,7 +174,6 @@ class RNN(nn.Module):
         hx: Optional[Tensor] = None,
         lengths: Optional[Union[Tensor, Sequence[int]]] = None,
     ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
-        num_directions = 2 if self.bidirectional else 1
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("RNN: pass lengths only with a padded input, not with a PackedSequence")
