@@ -1,7 +1,11 @@
-"""Shared helpers of the torch_rnn tests: a central-difference gradient, tolerances, module copying."""
+"""Shared helpers of the tests: a central-difference gradient, tolerances, module copying, script loading."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -88,3 +92,13 @@ def raised(fn: Callable[[], object]) -> Optional[BaseException]:
     except Exception as error:  # noqa: BLE001 - the point is to capture whatever torch raises
         return error
     return None
+
+
+def load_script(path: Path) -> Iterator[ModuleType]:
+    """Import a script that is not in a package (the benchmarks) as a module, for a pytest fixture to yield."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]

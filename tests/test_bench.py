@@ -1,24 +1,18 @@
 """Smoke test of benchmarks/bench_rnn.py: one tiny shape, quick settings, a JSON row with sane numbers."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_rnn", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from load_script(BENCH_PATH)
 
 
 def test_one_tiny_row(bench, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,12 +1,11 @@
 """Smoke test of benchmarks/bench_train.py: a few steps of the four variants on a small data file."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 import torch
 
 import torch_rnn
@@ -18,12 +17,7 @@ ROWS = ["1\ta wonderful , moving film", "1\tgreat acting and a great story", "1\
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from load_script(BENCH_PATH)
 
 
 def test_four_variants_on_a_small_file(bench, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
