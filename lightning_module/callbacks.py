@@ -47,17 +47,16 @@ class TrainingSummary(pl.Callback):
             lines.append(f"Best validation (epoch {self.best_epoch}, by {self.monitor}): {shown}")
         else:
             lines.append("No validation metrics (no validation split or no validation run).")
-        saved = [c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path]
-        for callback in trainer.checkpoint_callbacks:
-            if callback.best_model_path:
-                kind = f"best by {callback.monitor}" if callback.monitor else "latest"
-                lines.append(f"Checkpoint ({kind}): {callback.best_model_path}")
+        saved = [c for c in trainer.checkpoint_callbacks if c.best_model_path]
+        for callback in saved:
+            kind = f"best by {callback.monitor}" if callback.monitor else "latest"
+            lines.append(f"Checkpoint ({kind}): {callback.best_model_path}")
         if trainer.logger is not None and trainer.logger.log_dir is not None:
             log_dir = Path(trainer.logger.log_dir)
             lines.append(f"TensorBoard logs: {log_dir}")
             lines.append(f"View them with:   tensorboard --logdir {log_dir.parent}")
         if saved:
-            lines.append(f'Classify sentences: python predict.py {saved[0]} "a sentence to classify"')
+            lines.append(f'Classify sentences: python predict.py {saved[0].best_model_path} "a sentence to classify"')
         print("\n" + "\n".join(lines), flush=True)
 
 

@@ -88,7 +88,6 @@ class SentimentClassifier(pl.LightningModule):
         self.metrics = torch.nn.ModuleDict(
             {f"{stage}_metrics": MetricCollection(metrics, prefix=f"{stage}/").clone() for stage in STAGES}
         )
-        self._binary = num_classes == 2
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
@@ -141,7 +140,7 @@ class SentimentClassifier(pl.LightningModule):
     def _metric_input(self, scores: Tensor) -> Tensor:
         """Positive-class probability (binary) or the class probabilities (multiclass)."""
         probabilities = scores.detach().softmax(dim=1)
-        return probabilities[:, 1] if self._binary else probabilities
+        return probabilities[:, 1] if self.hparams.num_classes == 2 else probabilities
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

@@ -344,7 +344,7 @@ def test_kernel_recurrence_backward_equals_reference(nonlinearity, batch_sizes, 
 
 
 def test_kernel_tanh_matches_tanh_on_both_sides_of_the_4096_switch():
-    """``_tanh_`` switches to ``2 sigmoid(2x) - 1`` at 4096 elements: both sides agree with ``tanh``."""
+    """``_tanh_via_sigmoid_`` switches to ``2 sigmoid(2x) - 1`` at 4096 elements: both sides agree with ``tanh``."""
     for numel in (4095, 4096):
         x = torch.linspace(-20, 20, numel, dtype=torch.float32)
-        torch.testing.assert_close(kernels._tanh_(x.clone()), torch.tanh(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(kernels._tanh_via_sigmoid_(x.clone()), torch.tanh(x), rtol=0, atol=1e-6)

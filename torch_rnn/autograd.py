@@ -98,7 +98,7 @@ class RNNFunction(torch.autograd.Function):
         else:
             dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
         if x.is_floating_point():
-            dx, dWx, db = F.temporal_affine_backward(dp, (x, Wx, ctx.has_bias), needs_dx=need_dx)
+            dx, dWx, db = F.temporal_affine_backward(dp, (x, Wx, ctx.has_bias), need_dx, need_dWx)
         else:
             dx = None
             dWx, db = F.onehot_affine_backward(dp, (x, Wx.shape, ctx.has_bias))
@@ -195,8 +195,9 @@ class TemporalAffineFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dout: Tensor) -> tuple:
         x, W = ctx.saved_tensors
-        dx, dW, db = F.temporal_affine_backward(dout, (x, W, ctx.has_bias), needs_dx=ctx.needs_input_grad[0])
-        return dx, dW if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None
+        need_dx, need_dW, need_db = ctx.needs_input_grad
+        dx, dW, db = F.temporal_affine_backward(dout, (x, W, ctx.has_bias), need_dx, need_dW)
+        return dx, dW, db if need_db else None
 
     @staticmethod
     def jvp(ctx: Any, dx: Optional[Tensor], dW: Optional[Tensor], db: Optional[Tensor]) -> Tensor:

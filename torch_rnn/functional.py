@@ -105,22 +105,22 @@ def temporal_affine_forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> tuple[
 
 
 def temporal_affine_backward(
-    dout: Tensor, cache: tuple, needs_dx: bool = True
-) -> tuple[Optional[Tensor], Tensor, Optional[Tensor]]:
+    dout: Tensor, cache: tuple, needs_dx: bool = True, needs_dW: bool = True
+) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """``dx = dout W``, ``dW = sum_t dout_t^T x_t``, ``db = sum_t dout_t``, each one matmul over all steps.
 
     Args:
         dout: ``(N, T, M)`` upstream gradient.
         cache: from :func:`temporal_affine_forward`.
-        needs_dx: skip the ``dx`` matmul (returns None) when nobody asked for it.
+        needs_dx, needs_dW: skip that matmul (and return None) when nobody asked for the gradient.
 
     Returns:
-        ``dx (N, T, H)`` or None, ``dW (M, H)``, ``db (M,)`` or None.
+        ``dx (N, T, H)``, ``dW (M, H)``, ``db (M,)``, each None when skipped (``db`` without bias).
     """
     x, W, has_bias = cache
     flat_dout = dout.reshape(-1, W.shape[0])  # (N*T, M)
     dx = (flat_dout @ W).reshape(x.shape) if needs_dx else None
-    dW = flat_dout.T @ x.reshape(-1, x.shape[-1])  # (M, H)
+    dW = flat_dout.T @ x.reshape(-1, x.shape[-1]) if needs_dW else None  # (M, H)
     db = flat_dout.sum(0) if has_bias else None
     return dx, dW, db
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .autograd import SoftmaxLossFunction
-from .modules import RNN, Affine, TemporalAffine, TemporalAverage
+from .modules import RNN, Affine, TemporalAffine, TemporalAverage, check_mask_rows
 
 INPUT_MODES = ("onehot", "embedding", "pretrained")
 INITS = ("pytorch", "assignment")
@@ -123,10 +123,8 @@ class SentimentRNN(nn.Module):
     @staticmethod
     def _lengths(mask: Tensor) -> Tensor:
         """Per-row count of real steps, checking that the mask is real steps first, then padding."""
+        check_mask_rows(mask, "SentimentRNN")  # before the RNN, whose error would only name the lengths
         lengths = mask.sum(1).long()  # (N,)
-        empty = (lengths == 0).nonzero().flatten()
-        if empty.numel() > 0:
-            raise ValueError(f"SentimentRNN: mask rows {empty.tolist()[:10]} have no real step to average over")
         prefix = torch.arange(mask.shape[1], device=mask.device) < lengths.unsqueeze(1)  # (N, T)
         if not torch.equal(prefix, mask.bool()):
             raise ValueError("SentimentRNN: with skip_padding=True the mask must be 1s followed by 0s in every row")

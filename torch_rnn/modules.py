@@ -199,19 +199,20 @@ class RNN(nn.Module):
             )
         elif self.batch_first:
             input = input.transpose(0, 1)
-        x = input if one_hot else input.contiguous()  # (T, N, D) or (T, N)
+        x = input  # (T, N, D) or (T, N); made contiguous after any reordering, so it is copied at most once
         self._check_input(x)
         T, N = x.shape[0], x.shape[1]
-        hx = self._initial_state(hx, N, x)  # (L * dirs, N, H)
+        hx = self._initial_state(hx, N)  # (L * dirs, N, H)
 
         if lengths is None:
-            output, h_n = self._run_layers(x, hx, None)
+            output, h_n = self._run_layers(x.contiguous(), hx, None)
         else:
             lengths = self._check_lengths(lengths, N, T)
             sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
             in_order = bool((order == torch.arange(N)).all())
             if not in_order:
                 x, hx = x[:, order], hx[:, order]
+            x = x.contiguous()
             max_len = int(sorted_lengths[0])
             steps = torch.arange(max_len).unsqueeze(1)  # (T', 1)
             batch_sizes = (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist()  # rows running at each step
@@ -239,7 +240,7 @@ class RNN(nn.Module):
                 raise RuntimeError(f"For a PackedSequence input, hx should be 3-D but got {hx.dim()}-D tensor")
             if packed.sorted_indices is not None:
                 hx = hx.index_select(1, packed.sorted_indices)
-        hx = self._initial_state(hx, padded.shape[1], padded)
+        hx = self._initial_state(hx, padded.shape[1])
         output, h_n = self._run_layers(padded, hx, (packed.batch_sizes.tolist(), sorted_lengths))
         data = pack_padded_sequence(output, sorted_lengths, enforce_sorted=True).data
         if packed.unsorted_indices is not None:
@@ -255,16 +256,17 @@ class RNN(nn.Module):
         """
         batch_sizes, lengths = packing if packing is not None else (None, None)
         reverse_index = None if packing is None else _reverse_index(lengths, x.shape[0])  # (T, N)
+        num_directions = 2 if self.bidirectional else 1
         h_n = []
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
-            for direction in range(2 if self.bidirectional else 1):
+            for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
                 b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
                 inp = layer_input if direction == 0 else _reverse(layer_input, reverse_index)
-                h0 = hx[len(h_n)]
+                h0 = hx[layer * num_directions + direction]  # (N, H)
                 out, h_last = RNNFunction.apply(inp, h0, Wx, Wh, b, self.nonlinearity, batch_sizes)  # (T, N, H)
                 h_n.append(h_last)
                 outputs.append(out if direction == 0 else _reverse(out, reverse_index))
@@ -281,13 +283,14 @@ class RNN(nn.Module):
                 raise RuntimeError(
                     f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
                 )
-        elif x.numel() > 0 and (int(x.min()) < -1 or int(x.max()) >= self.input_size):
-            raise ValueError(
-                f"RNN: one-hot indices must lie in [-1, input_size={self.input_size}), "
-                f"got values in [{int(x.min())}, {int(x.max())}]"
-            )
+        elif x.numel() > 0:
+            low, high = (int(v) for v in torch.aminmax(x))
+            if low < -1 or high >= self.input_size:
+                raise ValueError(
+                    f"RNN: one-hot indices must lie in [-1, input_size={self.input_size}), got values in [{low}, {high}]"
+                )
 
-    def _initial_state(self, hx: Optional[Tensor], N: int, x: Tensor) -> Tensor:
+    def _initial_state(self, hx: Optional[Tensor], N: int) -> Tensor:
         weight = self.weight_ih_l0
         expected = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
         if hx is None:
@@ -475,7 +478,12 @@ class TemporalAverage(nn.Module):
             raise ValueError(
                 f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
             )
-        empty = (mask.sum(1) == 0).nonzero().flatten()
-        if empty.numel() > 0:
-            raise ValueError(f"TemporalAverage: mask rows {empty.tolist()[:10]} have no real step to average over")
+        check_mask_rows(mask, "TemporalAverage")
         return TemporalAverageFunction.apply(x, mask.to(x.dtype))
+
+
+def check_mask_rows(mask: Tensor, who: str) -> None:
+    """ValueError naming the rows of ``mask (N, T)`` without a single real step: there is nothing to average."""
+    empty = (mask.sum(1) == 0).nonzero().flatten()
+    if empty.numel() > 0:
+        raise ValueError(f"{who}: mask rows {empty.tolist()[:10]} have no real step to average over")
