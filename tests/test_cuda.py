@@ -1,10 +1,14 @@
-"""The same RNN on a CUDA device: agreement with the CPU and double backward (which cuDNN's RNN cannot do).
+"""The same RNN on a CUDA device: agreement with the CPU, gradcheck, the fast path against the reference path,
+double backward (which cuDNN's RNN cannot do), per-sample gradients with vmap, and a Lightning fit on the GPU.
 
 Skipped on machines without a GPU.
 """
+import json
+
 import pytest
 import torch
-from torch.autograd import gradgradcheck
+from torch.autograd import gradcheck, gradgradcheck
+from torch.func import functional_call, grad, vmap
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from torch_rnn import RNN, RNNCell
@@ -49,3 +53,79 @@ def test_sentiment_model_on_cuda():
     mask[1, 4:] = 0
     tokens[1, 4:] = 0
     assert model(tokens, mask).shape == (3, 2)
+
+
+def test_gradcheck_of_module_parameters_on_cuda_with_lengths():
+    """Every gradient by hand on the GPU: reverse, forward-mode and batched gradients against finite differences."""
+    torch.manual_seed(1)
+    rnn = RNN(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    names = [name for name, _ in rnn.named_parameters()]
+    x = torch.randn(4, 3, 3, dtype=torch.float64, device="cuda", requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+
+    def run(inp, *params):
+        output, h_n = functional_call(rnn, dict(zip(names, params)), (inp,), {"lengths": lengths})
+        return output, h_n
+
+    params = [p.detach().requires_grad_() for p in rnn.parameters()]
+    assert gradcheck(run, (x, *params), check_forward_ad=True, check_batched_grad=True)
+
+
+def test_fast_path_equals_reference_path_on_cuda():
+    """The in-place kernels (ordinary backward) against the reference functions (create_graph) on the GPU."""
+    torch.manual_seed(2)
+    rnn = RNN(5, 6, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    x = torch.randn(7, 3, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    output, h_n = rnn(x, lengths=torch.tensor([7, 3, 5]))
+    loss = output.sin().sum() + h_n.sum()
+    wrt = [x, *rnn.parameters()]
+    fast = torch.autograd.grad(loss, wrt, retain_graph=True)
+    reference = torch.autograd.grad(loss, wrt, create_graph=True)
+    for f, r in zip(fast, reference):
+        torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        inference, _ = rnn(x, lengths=torch.tensor([7, 3, 5]))
+    torch.testing.assert_close(inference, output.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_per_sample_gradients_with_vmap_on_cuda():
+    torch.manual_seed(3)
+    rnn = RNN(3, 4, bidirectional=True, dtype=torch.float64).cuda()
+    samples = torch.randn(5, 6, 3, dtype=torch.float64, device="cuda")  # 5 samples of (T=6, D=3)
+    params = {name: p.detach() for name, p in rnn.named_parameters()}
+
+    def loss(ps, x):
+        output, h_n = functional_call(rnn, ps, (x.unsqueeze(1),))
+        return (output ** 2).sum() + h_n.sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0))(params, samples)
+    for i, sample in enumerate(samples):
+        expected = grad(loss)(params, sample)
+        for name in params:
+            torch.testing.assert_close(per_sample[name][i], expected[name], rtol=1e-10, atol=1e-10)
+
+
+def test_lightning_fit_on_gpu_then_predict_from_the_checkpoint_on_cpu(tmp_path, capsys):
+    """train.py's stack on a GPU; the checkpoint then classifies with the trained model's probabilities."""
+    from lightning_module.cli import SentimentCLI
+    from lightning_module.datamodule import SentimentDataModule
+    from lightning_module.module import SentimentClassifier
+    from lightning_module.predict_cli import main as predict_main
+    from test_training import small_fit_args, write_tsv
+
+    data = write_tsv(tmp_path / "small.tsv")
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule,
+                       args=small_fit_args(data, tmp_path, "--trainer.accelerator", "gpu", "--trainer.devices", "1"),
+                       auto_configure_optimizers=False, save_config_kwargs={"overwrite": True})
+    assert cli.trainer.strategy.root_device.type == "cuda"  # trained there; Lightning hands the model back on the CPU
+    sentences = ["a wonderful film", "boring and ugly"]
+    batch = cli.datamodule.encode_texts(sentences)
+    model = cli.model.eval()
+    with torch.no_grad():
+        expected = model(batch["tokens"], batch["mask"]).softmax(dim=1)
+    checkpoint = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    predict_main([str(checkpoint), *sentences, "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row, probabilities in zip(rows, expected):
+        assert row["probability"] == pytest.approx(float(probabilities.max()), abs=1e-5)
