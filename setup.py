@@ -9,6 +9,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["torch_rnn", "torch_rnn.*", "lightning_module", "lightning_module.*"]),
+    # The C++ loops ship as source and are compiled on first use against the installed torch (torch_rnn.native).
+    package_data={"torch_rnn": ["csrc/*.cpp"]},
     install_requires=[
         "torch>=2.2,<3",
         "pytorch-lightning>=2.2,<3",
@@ -16,6 +18,7 @@ setup(
         "tensorboard>=2.14,<3",
         "jsonargparse[signatures]>=4.27,<5",
         "numpy>=1.24",
+        "ninja>=1.11",  # torch.utils.cpp_extension builds the C++ loops with it
         "nltk>=3.8,<4",
         "matplotlib>=3.7,<4",
     ],

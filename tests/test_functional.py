@@ -9,7 +9,7 @@ import torch.nn.functional as TF
 
 from helpers import assert_grads_close, autograd_grads, numeric_grads, randn, seeded
 from torch_rnn import functional as F
-from torch_rnn import kernels
+from torch_rnn import kernels, native
 
 NONLINEARITIES = ["tanh", "relu"]
 DTYPES = [torch.float32, torch.float64]
@@ -297,10 +297,21 @@ def test_softmax_loss_dscores_against_finite_differences():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Fast in-place kernels against the reference functions
+# Fast in-place kernels against the reference functions, in both their C++ and Python loops
 # ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(params=["cpp", "python"])
+def loops(request, monkeypatch):
+    """Run the kernels' C++ loops (torch_rnn.native) or their Python loops."""
+    if request.param == "python":
+        monkeypatch.setenv("TORCH_RNN_NATIVE", "0")
+    elif native.ops() is None:
+        pytest.skip("the C++ loops are not built here (tests/test_native.py checks that they build)")
+    return request.param
+
+
 KERNEL_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
-# (batch_sizes, (T, N, H)); N * H = 4096 takes the tanh kernel's sigmoid path on CPU, even with fewer rows running
+# (batch_sizes, (T, N, H)). Python loops: N * H = 4096 takes the sigmoid form of tanh, even with fewer rows running.
+# C++ loops: n * H * H >= 2**15 multiply-adds per step takes BLAS, fewer a plain loop (both in large_packed).
 KERNEL_CASES = [
     pytest.param(None, (T, N, H), id="small"),
     pytest.param(BATCH_SIZES, (5, 4, 3), id="small_packed"),
@@ -310,15 +321,52 @@ KERNEL_CASES = [
 ]
 
 
+def in_layout(x, layout):
+    """``x (T, N, H)`` as a time-major copy or as the (T, N, H) view of batch-major memory."""
+    return x.clone() if layout == "time_major" else x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+def reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse):
+    """The reference equations, on the reversed sequences for ``reverse``."""
+    if not reverse:
+        return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
+    h, h_last = F.recurrence_forward(F.reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
+    return F.reverse_in_time(h, batch_sizes), h_last
+
+
+def reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse):
+    if not reverse:
+        return F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
+    dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                         F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+    return F.reverse_in_time(dp, batch_sizes), dh0, dWh
+
+
+def test_reverse_in_time_reverses_each_row_within_its_length():
+    x = torch.arange(5 * 4, dtype=torch.float64).view(5, 4)  # (T, N)
+    batch_sizes = [4, 3, 3, 1, 1]  # lengths 5, 3, 3, 1
+    expected = x.clone()
+    for i, length in enumerate([5, 3, 3, 1]):
+        expected[:length, i] = x[:length, i].flip(0)
+    assert torch.equal(F.reverse_in_time(x, batch_sizes), expected)
+    assert torch.equal(F.reverse_in_time(x.unsqueeze(-1).expand(5, 4, 2), batch_sizes), expected.unsqueeze(-1).expand(5, 4, 2))
+    assert torch.equal(F.reverse_in_time(x), x.flip(0))
+
+
+LAYOUTS = ["time_major", "batch_major"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_kernel_recurrence_forward_equals_reference(nonlinearity, batch_sizes, shape, dtype):
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_kernel_recurrence_forward_equals_reference(layout, reverse, nonlinearity, batch_sizes, shape, dtype, loops):
     p, h0, Wh, _, _ = recurrence_inputs(dtype, batch_sizes, seed=17, shape=shape)
-    expected_h, expected_h_last = F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
-    buffer = p.clone()
-    h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, nonlinearity, batch_sizes)
-    assert h.data_ptr() == buffer.data_ptr(), "the kernel writes h into p"
+    expected_h, expected_h_last = reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse)
+    buffer = in_layout(p, layout)
+    h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, nonlinearity, batch_sizes, reverse)
+    assert h.data_ptr() == buffer.data_ptr() and h.stride() == buffer.stride(), "the kernel writes h into p"
     torch.testing.assert_close(h, expected_h, **KERNEL_TOL[dtype])
     torch.testing.assert_close(h_last, expected_h_last, **KERNEL_TOL[dtype])
     if batch_sizes is not None:
@@ -329,15 +377,19 @@ def test_kernel_recurrence_forward_equals_reference(nonlinearity, batch_sizes, s
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_kernel_recurrence_backward_equals_reference(nonlinearity, batch_sizes, shape, dtype):
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_kernel_recurrence_backward_equals_reference(layout, reverse, nonlinearity, batch_sizes, shape, dtype, loops):
     p, h0, Wh, dh, dh_last = recurrence_inputs(dtype, batch_sizes, seed=18, shape=shape)
-    h, _ = F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
-    expected_dp, expected_dh0, expected_dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
+    h, _ = reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse)
+    expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+    h, dh = in_layout(h, layout), in_layout(dh, layout)
     dh_before, dh_last_before, h_before = dh.clone(), dh_last.clone(), h.clone()
-    dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
+    dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     torch.testing.assert_close(dp, expected_dp, **KERNEL_TOL[dtype])
     torch.testing.assert_close(dh0, expected_dh0, **KERNEL_TOL[dtype])
-    torch.testing.assert_close(F.recurrence_weight_grad(dp, h0, h), expected_dWh, **KERNEL_TOL[dtype])
+    dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
+    torch.testing.assert_close(dWh, expected_dWh, **KERNEL_TOL[dtype])
     assert torch.equal(dh, dh_before), "the incoming gradient must not be modified"
     assert torch.equal(dh_last, dh_last_before), "the incoming dh_last must not be modified"
     assert torch.equal(h, h_before)

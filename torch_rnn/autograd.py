@@ -35,10 +35,28 @@ def _plain(*tensors: Optional[Tensor]) -> bool:
 
 
 def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
-    """``p_t = W_x x_t + b`` for all steps at once; integer ``x`` holds one-hot indices (-1 = zero vector)."""
+    """``p_t = W_x x_t + b`` for all steps at once, in ``x``'s memory layout (time-major or batch-major);
+    integer ``x`` holds one-hot indices (-1 = zero vector)."""
+    if kernels.batch_major(x):  # one matmul over the rows as they lie, no transposed copy
+        # detach(): the same memory, but not an autograd view, which a Function's output must not be for
+        # forward-mode AD (its tangent would have to share the view's layout)
+        return _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1).detach()
     if x.is_floating_point():
         return F.temporal_affine_forward(x, Wx, b)[0]
     return F.onehot_affine_forward(x, Wx, b)[0]
+
+
+def _input_projection_backward(
+    dp: Tensor, x: Tensor, Wx: Tensor, has_bias: bool, need_dx: bool, need_dWx: bool
+) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """``dx``, ``dW_x``, ``db`` of :func:`_input_projection`: matmuls over all steps in memory order."""
+    if kernels.batch_major(x) and kernels.batch_major(dp):
+        dx, dWx, db = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, has_bias, need_dx, need_dWx)
+        return None if dx is None else dx.transpose(0, 1), dWx, db
+    if x.is_floating_point():
+        return F.temporal_affine_backward(dp, (x, Wx, has_bias), need_dx, need_dWx)
+    dWx, db = F.onehot_affine_backward(dp, (x, Wx.shape, has_bias))
+    return None, dWx, db
 
 
 class RNNFunction(torch.autograd.Function):
@@ -46,7 +64,8 @@ class RNNFunction(torch.autograd.Function):
 
     Forward: the input projection of all steps as one matmul, then only the recurrence inside the loop.
     Backward: the loop computes ``da_t`` for every step; then ``dW_x``, ``dW_h``, ``db`` and ``dx`` are each
-    one large matmul (or sum) over all steps.
+    one large matmul (or sum) over all steps. A batch-first input (the transposed view of ``(N, T, D)``
+    memory) is used as it lies: ``h`` and every gradient keep that layout, so nothing is transposed.
 
     Inputs:
         x: ``(T, N, D)`` inputs, or ``(T, N)`` integer one-hot indices in ``[-1, D)`` (-1 = zero vector).
@@ -55,10 +74,12 @@ class RNNFunction(torch.autograd.Function):
         nonlinearity: ``"tanh"`` or ``"relu"``.
         batch_sizes: None, or ``T`` non-increasing counts of the rows still running at each step
             (rows sorted by length, longest first; PackedSequence's convention).
+        reverse: run every row backwards in time from its own last step (a bidirectional RNN's second
+            direction); ``h`` stays in the input's time order.
 
     Outputs:
         h: ``(T, N, H)``, zero at steps past a row's length.
-        h_last: ``(N, H)``, each row's hidden state at its last step (``h_n``).
+        h_last: ``(N, H)``, each row's hidden state after its last step (``h_n``).
     """
 
     generate_vmap_rule = True
@@ -72,42 +93,49 @@ class RNNFunction(torch.autograd.Function):
         b: Optional[Tensor],
         nonlinearity: str,
         batch_sizes: Optional[Sequence[int]],
+        reverse: bool = False,
     ) -> tuple[Tensor, Tensor]:
         p = _input_projection(x, Wx, b)  # (T, N, H), a fresh buffer
         if _plain(x, h0, Wx, Wh, b):
-            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes)
-        return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
+            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse)
+        if not reverse:
+            return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
+        h, h_last = F.recurrence_forward(F.reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
+        return F.reverse_in_time(h, batch_sizes), h_last
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        x, h0, Wx, Wh, b, nonlinearity, batch_sizes = inputs
+        x, h0, Wx, Wh, b, nonlinearity, batch_sizes, *rest = inputs
         h, _ = output
         ctx.save_for_backward(x, h0, Wx, Wh, h)
         ctx.save_for_forward(x, h0, Wx, Wh, h)
         ctx.has_bias = b is not None
         ctx.nonlinearity = nonlinearity
         ctx.batch_sizes = batch_sizes
+        ctx.reverse = bool(rest and rest[0])
 
     @staticmethod
     def backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
         x, h0, Wx, Wh, h = ctx.saved_tensors
-        need_dx, need_dh0, need_dWx, need_dWh, need_db, _, _ = ctx.needs_input_grad
+        need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
+        nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
-            dWh = F.recurrence_weight_grad(dp, h0, h) if need_dWh else None
-        else:
-            dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
-        if x.is_floating_point():
-            dx, dWx, db = F.temporal_affine_backward(dp, (x, Wx, ctx.has_bias), need_dx, need_dWx)
-        else:
-            dx = None
-            dWx, db = F.onehot_affine_backward(dp, (x, Wx.shape, ctx.has_bias))
+            dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+            dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
+        elif not reverse:
+            dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
+        else:  # the reference equations on the reversed sequences (reverse_in_time is an involution)
+            dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                                 F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+            dp = F.reverse_in_time(dp, batch_sizes)
+        dx, dWx, db = _input_projection_backward(dp, x, Wx, ctx.has_bias, need_dx, need_dWx)
         return (
             dx if need_dx else None,
             dh0 if need_dh0 else None,
             dWx if need_dWx else None,
             dWh if need_dWh else None,
             db if need_db else None,
+            None,
             None,
             None,
         )
@@ -122,6 +150,7 @@ class RNNFunction(torch.autograd.Function):
         db: Optional[Tensor],
         _nonlinearity: None,
         _batch_sizes: None,
+        _reverse: None = None,
     ) -> tuple[Tensor, Tensor]:
         x, h0, Wx, Wh, h = ctx.saved_tensors
         dp = torch.zeros_like(h)  # tangent of p_t = W_x x_t + b
@@ -131,7 +160,12 @@ class RNNFunction(torch.autograd.Function):
             dp = dp + _input_projection(x, dWx, None)
         if db is not None:
             dp = dp + db
-        return F.recurrence_jvp(dp, dh0, dWh, h0, Wh, h, ctx.nonlinearity, ctx.batch_sizes)
+        batch_sizes = ctx.batch_sizes
+        if not ctx.reverse:
+            return F.recurrence_jvp(dp, dh0, dWh, h0, Wh, h, ctx.nonlinearity, batch_sizes)
+        dh, dh_last = F.recurrence_jvp(F.reverse_in_time(dp, batch_sizes), dh0, dWh, h0, Wh,
+                                       F.reverse_in_time(h, batch_sizes), ctx.nonlinearity, batch_sizes)
+        return F.reverse_in_time(dh, batch_sizes), dh_last
 
 
 class RNNCellFunction(torch.autograd.Function):

@@ -247,6 +247,23 @@ def recurrence_weight_grad(dp: Tensor, h0: Tensor, h: Tensor) -> Tensor:
     return dWh
 
 
+def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> Tensor:
+    """``x (T, N, ...)`` with every row's steps reversed within its own length; padding stays in place.
+
+    A bidirectional RNN's second direction is the same recurrence over the reversed sequences:
+    ``recurrence_forward`` on ``reverse_in_time(p)``, with the result reversed back (it is an involution).
+    Row ``i`` runs while ``batch_sizes[t] > i`` (rows sorted by length); None means every row has ``T`` steps.
+    """
+    if batch_sizes is None:
+        return x.flip(0)
+    T, N = x.shape[0], x.shape[1]
+    lengths = (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)  # (N,)
+    steps = torch.arange(T).unsqueeze(1)  # (T, 1)
+    last = (lengths - 1).unsqueeze(0)  # (1, N)
+    index = torch.where(steps <= last, last - steps, steps).to(x.device)  # (T, N)
+    return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
+
+
 def recurrence_jvp(
     dp: Tensor,
     dh0: Optional[Tensor],

@@ -4,6 +4,9 @@ Same equations, same argument conventions, tested against the reference function
 preallocated buffers and so cannot be differentiated, vmapped or traced by autograd: the autograd Functions
 use them only for plain tensors with grad mode off (the common training and inference case) and fall back to
 the reference functions otherwise (double backward, ``torch.func`` transforms).
+
+On the CPU each loop runs in C++ (:mod:`torch_rnn.native`, ``csrc/recurrence.cpp``) when that extension is
+built; the Python loops below are the same algorithm and run on other devices or when it is not.
 """
 from __future__ import annotations
 
@@ -12,22 +15,46 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .functional import activation_derivative
+from . import native
+from .functional import activation_derivative, reverse_in_time
+
+
+def _native_ops(t: Tensor):
+    """The C++ loops for a CPU float tensor when they are built, else None."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    return native.ops()
 
 
 def recurrence_forward_(
-    p: Tensor, h0: Tensor, Wh: Tensor, nonlinearity: str = "tanh", batch_sizes: Optional[Sequence[int]] = None
+    p: Tensor,
+    h0: Tensor,
+    Wh: Tensor,
+    nonlinearity: str = "tanh",
+    batch_sizes: Optional[Sequence[int]] = None,
+    reverse: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """:func:`torch_rnn.functional.recurrence_forward`, overwriting ``p (T, N, H)`` with ``h``.
 
-    Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place.
-    ``p`` must be contiguous so that every step's running rows are a contiguous block.
+    Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place. ``p`` is
+    time-major, or the ``(T, N, H)`` transposed view of batch-first memory: every step's running rows are then
+    a block of rows ``T * H`` apart, which the matmul takes as they are.
+
+    ``reverse=True`` runs every row backwards from its own last step (the equations on
+    :func:`torch_rnn.functional.reverse_in_time` of ``p``, the result reversed back): the C++ loops index the
+    steps directly, the Python loops reverse copies.
 
     Returns:
         ``h`` (which is ``p``) and ``h_last (N, H)``.
     """
-    T, N, _ = p.shape
     WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
+    ops = _native_ops(p)
+    if ops is not None:
+        return p, ops.recurrence_forward_(p, h0, WhT, nonlinearity == "relu", list(batch_sizes or []), reverse)
+    if reverse:
+        h, h_last = recurrence_forward_(reverse_in_time(p, batch_sizes).contiguous(), h0, Wh, nonlinearity, batch_sizes)
+        return p.copy_(reverse_in_time(h, batch_sizes)), h_last
+    T, N, _ = p.shape
     if nonlinearity == "relu":
         activation_ = torch.relu_
     else:
@@ -71,6 +98,7 @@ def recurrence_backward_(
     h: Tensor,
     nonlinearity: str = "tanh",
     batch_sizes: Optional[Sequence[int]] = None,
+    reverse: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
@@ -78,10 +106,20 @@ def recurrence_backward_(
     before the loop; the loop adds the recurrent part in place with ``addcmul_``. ``carry`` starts as
     ``dh_last`` and, row by row, becomes ``W_h^T da_{t+1}`` once the row's later steps are done.
 
+    The C++ loops fuse that product into the loop (one pass per step) and write ``dp`` in ``h``'s memory
+    layout; ``reverse`` is as in :func:`recurrence_forward_`.
+
     Returns:
         ``dp (T, N, H)`` and ``dh0 (N, H)``; the weight gradient is one matmul afterwards
-        (:func:`torch_rnn.functional.recurrence_weight_grad`).
+        (:func:`recurrence_weight_grad`).
     """
+    ops = _native_ops(h)
+    if ops is not None:
+        return ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse)
+    if reverse:
+        dp, dh0 = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                       reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+        return reverse_in_time(dp, batch_sizes), dh0
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
@@ -96,3 +134,38 @@ def recurrence_backward_(
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
     return dp, carry
+
+
+def batch_major(x: Tensor) -> bool:
+    """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
+    return not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+
+
+def recurrence_weight_grad(
+    dp: Tensor, h0: Tensor, h: Tensor, batch_sizes: Optional[Sequence[int]] = None, reverse: bool = False
+) -> Tensor:
+    """``dW_h = sum_t da_t^T h_prev_t`` as one matmul over the rows of ``dp`` and ``h`` in memory order.
+
+    ``h_prev_t`` is ``h_{t-1}`` (``h_{t+1}`` in reverse) and ``h0`` at a row's first step. Flattened in memory
+    order, ``h_prev`` is ``h`` shifted by one step: ``N`` rows for time-major memory, one row for batch-major
+    memory, where the shift also pairs each sequence's first step with the previous sequence's last one; those
+    ``N - 1`` pairs are subtracted. Steps past a row's length hold zeros in ``dp`` and ``h``, so they add
+    nothing. ``dp`` and ``h`` share a memory layout (the kernels make it so).
+    """
+    T, N, H = h.shape
+    first = 0 if not reverse else T - 1  # where every full-length row starts
+    if batch_major(dp) and batch_major(h):
+        flat_dp, flat_h = dp.transpose(0, 1).reshape(-1, H), h.transpose(0, 1).reshape(-1, H)  # views
+        if reverse:
+            dWh = flat_dp[:-1].T @ flat_h[1:] - dp[T - 1, :-1].T @ h[0, 1:]
+        else:
+            dWh = flat_dp[1:].T @ flat_h[:-1] - dp[0, 1:].T @ h[T - 1, :-1]
+    else:
+        flat_dp, flat_h = dp.reshape(-1, H), h.reshape(-1, H)
+        dWh = flat_dp[: -N or None].T @ flat_h[N:] if reverse else flat_dp[N:].T @ flat_h[: -N or None]
+    if reverse and batch_sizes is not None:  # a reversed row starts at its own last step
+        lengths = (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)  # (N,)
+        dp_first = dp[lengths - 1, torch.arange(N)]  # (N, H)
+    else:
+        dp_first = dp[first]
+    return dWh.addmm_(dp_first.T, h0)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import kernels
 from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
 from .functional import NONLINEARITIES
 
@@ -199,29 +200,28 @@ class RNN(nn.Module):
             )
         elif self.batch_first:
             input = input.transpose(0, 1)
-        x = input  # (T, N, D) or (T, N); made contiguous after any reordering, so it is copied at most once
+        x = input  # (T, N, D) or (T, N): time-major, or batch-first memory seen time-major (never transposed)
         self._check_input(x)
         T, N = x.shape[0], x.shape[1]
         hx = self._initial_state(hx, N)  # (L * dirs, N, H)
 
         if lengths is None:
-            output, h_n = self._run_layers(x.contiguous(), hx, None)
+            output, h_n = self._run_layers(_rows_as_they_lie(x), hx, None)
         else:
             lengths = self._check_lengths(lengths, N, T)
             sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
             in_order = bool((order == torch.arange(N)).all())
             if not in_order:
-                x, hx = x[:, order], hx[:, order]
-            x = x.contiguous()
+                x, hx = _select_rows(x, order), hx[:, order]
             max_len = int(sorted_lengths[0])
             steps = torch.arange(max_len).unsqueeze(1)  # (T', 1)
             batch_sizes = (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist()  # rows running at each step
-            output, h_n = self._run_layers(x[:max_len], hx, (batch_sizes, sorted_lengths))
+            output, h_n = self._run_layers(_rows_as_they_lie(x[:max_len]), hx, batch_sizes)
             if max_len < T:
-                output = torch.cat([output, output.new_zeros(T - max_len, *output.shape[1:])])
+                output = _pad_steps(output, T)
             if not in_order:
                 inverse = torch.argsort(order)
-                output, h_n = output[:, inverse], h_n[:, inverse]
+                output, h_n = _select_rows(output, inverse), h_n[:, inverse]
 
         if not is_batched:
             return output.squeeze(1), h_n.squeeze(1)
@@ -241,21 +241,18 @@ class RNN(nn.Module):
             if packed.sorted_indices is not None:
                 hx = hx.index_select(1, packed.sorted_indices)
         hx = self._initial_state(hx, padded.shape[1])
-        output, h_n = self._run_layers(padded, hx, (packed.batch_sizes.tolist(), sorted_lengths))
+        output, h_n = self._run_layers(padded, hx, packed.batch_sizes.tolist())
         data = pack_padded_sequence(output, sorted_lengths, enforce_sorted=True).data
         if packed.unsorted_indices is not None:
             h_n = h_n.index_select(1, packed.unsorted_indices)
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
 
-    def _run_layers(
-        self, x: Tensor, hx: Tensor, packing: Optional[tuple[list[int], Tensor]]
-    ) -> tuple[Tensor, Tensor]:
+    def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[list[int]]) -> tuple[Tensor, Tensor]:
         """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), rows sorted when packed.
 
-        ``packing`` is ``(batch_sizes, lengths)`` for variable lengths, else None.
+        ``batch_sizes``: rows running at each step, for variable lengths; else None. The reverse direction
+        runs each row from its own last step inside :class:`RNNFunction`, on the same input.
         """
-        batch_sizes, lengths = packing if packing is not None else (None, None)
-        reverse_index = None if packing is None else _reverse_index(lengths, x.shape[0])  # (T, N)
         num_directions = 2 if self.bidirectional else 1
         h_n = []
         layer_input = x
@@ -265,12 +262,12 @@ class RNN(nn.Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
                 b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
-                inp = layer_input if direction == 0 else _reverse(layer_input, reverse_index)
                 h0 = hx[layer * num_directions + direction]  # (N, H)
-                out, h_last = RNNFunction.apply(inp, h0, Wx, Wh, b, self.nonlinearity, batch_sizes)  # (T, N, H)
+                out, h_last = RNNFunction.apply(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
+                                                direction == 1)  # (T, N, H), (N, H)
                 h_n.append(h_last)
-                outputs.append(out if direction == 0 else _reverse(out, reverse_index))
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)  # (T, N, dirs * H)
+                outputs.append(out)
+            layer_input = outputs[0] if len(outputs) == 1 else _cat_features(outputs)  # (T, N, dirs * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n)
@@ -310,21 +307,34 @@ class RNN(nn.Module):
         return lengths
 
 
-def _reverse_index(lengths: Tensor, T: int) -> Tensor:
-    """``(T, N)`` time index that reverses each sequence within its own length and leaves padding in place."""
-    steps = torch.arange(T).unsqueeze(1)  # (T, 1)
-    last = (lengths - 1).unsqueeze(0)  # (1, N)
-    return torch.where(steps <= last, last - steps, steps)
+# Sequences travel as (T, N, ...) tensors in either memory layout: time-major, or batch-first memory seen
+# time-major. These helpers keep the layout they are given, so batch_first input is never transposed in memory.
+def _rows_as_they_lie(x: Tensor) -> Tensor:
+    """``x (T, N, ...)`` unchanged when time-major or batch-major in memory, else a time-major copy."""
+    return x if x.is_contiguous() or kernels.batch_major(x) else x.contiguous()
 
 
-def _reverse(x: Tensor, reverse_index: Optional[Tensor]) -> Tensor:
-    """Reverse ``x (T, N, ...)`` in time: a flip, or per sequence within its length (an involution either way)."""
-    if reverse_index is None:
-        return x.flip(0)
-    index = reverse_index.to(x.device)
-    if x.dim() == 3:
-        index = index.unsqueeze(-1).expand_as(x)
-    return x.gather(0, index)
+def _select_rows(x: Tensor, index: Tensor) -> Tensor:
+    """The rows (sequences) ``index`` of ``x (T, N, ...)``, in ``x``'s memory layout."""
+    index = index.to(x.device)
+    if kernels.batch_major(x):
+        return x.transpose(0, 1).index_select(0, index).transpose(0, 1)
+    return x.index_select(1, index)
+
+
+def _pad_steps(x: Tensor, T: int) -> Tensor:
+    """``x (T', N, ...)`` followed by zero steps up to ``T``, in ``x``'s memory layout."""
+    if kernels.batch_major(x):
+        x_b = x.transpose(0, 1)
+        return torch.cat([x_b, x_b.new_zeros(x_b.shape[0], T - x_b.shape[1], *x_b.shape[2:])], dim=1).transpose(0, 1)
+    return torch.cat([x, x.new_zeros(T - x.shape[0], *x.shape[1:])])
+
+
+def _cat_features(outputs: list[Tensor]) -> Tensor:
+    """The directions' outputs ``(T, N, H)`` side by side, ``(T, N, dirs * H)``, in their memory layout."""
+    if all(kernels.batch_major(o) for o in outputs):
+        return torch.cat([o.transpose(0, 1) for o in outputs], dim=2).transpose(0, 1)
+    return torch.cat(outputs, dim=2)
 
 
 class RNNCell(nn.Module):

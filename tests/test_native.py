@@ -1,0 +1,71 @@
+"""torch_rnn.native: the C++ loops build wherever a C++ compiler exists, their float32 tanh is accurate, bad
+arguments give clear errors, and a failed build falls back to the Python loops with a warning.
+(tests/test_functional.py runs the kernels in both C++ and Python against the reference functions.)"""
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from torch_rnn import RNN, native
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")
+
+
+@needs_compiler
+def test_the_cpp_loops_build_and_load_where_a_compiler_exists():
+    assert native.ops() is not None
+
+
+@needs_compiler
+def test_cpp_float32_tanh_within_3_ulp_of_exact_tanh_and_nan_propagates():
+    x = torch.cat([torch.linspace(-20, 20, 200_001), torch.logspace(-10, 1, 2001), -torch.logspace(-10, 1, 2001),
+                   torch.tensor([0.0, float("inf"), -float("inf")])])
+    h = x.view(-1, 1, 1).clone()  # T steps of one unit with W_h = 0: h_t = tanh(p_t)
+    native.ops().recurrence_forward_(h, torch.zeros(1, 1), torch.zeros(1, 1), False, [], False)
+    expected = torch.tanh(x.double())
+    error = (h.view(-1).double() - expected).abs()
+    assert (error <= 3 * 2.0 ** -23 * expected.abs()).all()  # relative error under 3 float32 ulp
+    nan = torch.full((1, 1, 2), float("nan"))
+    native.ops().recurrence_forward_(nan, torch.zeros(1, 2), torch.zeros(2, 2), False, [], False)
+    assert nan.isnan().all()
+
+
+@needs_compiler
+@pytest.mark.parametrize("args, message", [
+    (lambda: (torch.zeros(3, 2, 4), torch.zeros(2, 5), torch.zeros(4, 4)), "expected a state of shape (2, 4)"),
+    (lambda: (torch.zeros(3, 2, 4), torch.zeros(2, 4), torch.zeros(4, 3)), "expected W_h of shape (4, 4)"),
+    (lambda: (torch.zeros(3, 2, 4), torch.zeros(2, 4, dtype=torch.float64), torch.zeros(4, 4)), "dtype"),
+])
+def test_cpp_loops_name_a_bad_argument(args, message):
+    with pytest.raises(RuntimeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        native.ops().recurrence_forward_(*args(), False, [], False)
+    with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):
+        native.ops().recurrence_forward_(torch.zeros(2, 2, 4), torch.zeros(2, 4), torch.zeros(4, 4), False, [1, 2], False)
+
+
+def test_a_failed_build_warns_once_and_the_python_loops_run(monkeypatch):
+    def failing_build(verbose=False):
+        raise RuntimeError("Error building extension 'torch_rnn_native'")
+
+    monkeypatch.setattr(native, "build", failing_build)
+    monkeypatch.setattr(native, "_ops", None)
+    monkeypatch.setattr(native, "_tried", False)
+    torch.manual_seed(0)
+    rnn = RNN(3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="could not be built.*Error building extension"):
+        output, _ = rnn(x)
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        output.sum().backward()
+        expected, _ = rnn(x)
+    assert later == [], "the build is tried and reported once per process"
+    torch.testing.assert_close(output, expected)
+
+
+def test_torch_rnn_native_0_selects_the_python_loops(monkeypatch):
+    monkeypatch.setenv("TORCH_RNN_NATIVE", "0")
+    assert native.ops() is None

@@ -1,0 +1,63 @@
+"""The C++ time loops (``csrc/recurrence.cpp``): built once on the machine that runs them, else Python.
+
+The extension is compiled with ``torch.utils.cpp_extension.load`` against the installed torch, so it always
+matches the torch in use; ``make test`` / ``make train`` build it right after installing the package
+(``python -m torch_rnn.build_native``), and the first use builds it otherwise (about 20 s, cached under
+``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). When it cannot be built (no C++ compiler, say),
+one warning says why and :mod:`torch_rnn.kernels` runs its Python loops instead: same results, slower.
+Set ``TORCH_RNN_NATIVE=0`` to use the Python loops on purpose.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
+_NAME = "torch_rnn_native"
+_ops: Optional[Any] = None
+_tried = False
+
+
+def enabled() -> bool:
+    """False when ``TORCH_RNN_NATIVE=0`` asks for the Python loops."""
+    return os.environ.get("TORCH_RNN_NATIVE", "1") != "0"
+
+
+def ops() -> Optional[Any]:
+    """``torch.ops.torch_rnn`` with the C++ loops, building them on first use; None when unavailable."""
+    global _ops, _tried
+    if not enabled():
+        return None
+    if not _tried:
+        _tried = True
+        try:
+            _ops = build()
+        except Exception as error:  # a missing compiler or ninja, a failed compile: fall back, loudly
+            warnings.warn(
+                f"torch_rnn: the C++ loops could not be built, so the slower Python loops run instead "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}). "
+                f"Run `python -m torch_rnn.build_native` to see the whole build log.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _ops
+
+
+def build(verbose: bool = False) -> Any:
+    """Compile (if needed) and load the extension; returns ``torch.ops.torch_rnn``. Raises when it cannot."""
+    from torch.utils import cpp_extension
+
+    if shutil.which("ninja") is None:  # the `ninja` package's binary, when this venv's bin is not on PATH
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    if not hasattr(torch.ops.torch_rnn, "recurrence_backward"):  # not yet loaded in this process
+        cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False,
+                           verbose=verbose)
+    return torch.ops.torch_rnn
+
