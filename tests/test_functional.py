@@ -361,11 +361,15 @@ LAYOUTS = ["time_major", "batch_major"]
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_kernel_recurrence_forward_equals_reference(layout, reverse, nonlinearity, batch_sizes, shape, dtype, loops):
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+def test_kernel_recurrence_forward_equals_reference(bias, layout, reverse, nonlinearity, batch_sizes, shape, dtype,
+                                                    loops):
     p, h0, Wh, _, _ = recurrence_inputs(dtype, batch_sizes, seed=17, shape=shape)
-    expected_h, expected_h_last = reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse)
+    b = randn(p.shape[-1], dtype=dtype, gen=seeded(20)) if bias else None
+    expected_h, expected_h_last = reference_forward(p if b is None else p + b, h0, Wh, nonlinearity, batch_sizes,
+                                                    reverse)
     buffer = in_layout(p, layout)
-    h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, nonlinearity, batch_sizes, reverse)
+    h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
     assert h.data_ptr() == buffer.data_ptr() and h.stride() == buffer.stride(), "the kernel writes h into p"
     torch.testing.assert_close(h, expected_h, **KERNEL_TOL[dtype])
     torch.testing.assert_close(h_last, expected_h_last, **KERNEL_TOL[dtype])
@@ -385,8 +389,9 @@ def test_kernel_recurrence_backward_equals_reference(layout, reverse, nonlineari
     expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     h, dh = in_layout(h, layout), in_layout(dh, layout)
     dh_before, dh_last_before, h_before = dh.clone(), dh_last.clone(), h.clone()
-    dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+    dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     torch.testing.assert_close(dp, expected_dp, **KERNEL_TOL[dtype])
+    torch.testing.assert_close(db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     torch.testing.assert_close(dh0, expected_dh0, **KERNEL_TOL[dtype])
     dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
     torch.testing.assert_close(dWh, expected_dWh, **KERNEL_TOL[dtype])
@@ -400,3 +405,16 @@ def test_kernel_tanh_matches_tanh_on_both_sides_of_the_4096_switch():
     for numel in (4095, 4096):
         x = torch.linspace(-20, 20, numel, dtype=torch.float32)
         torch.testing.assert_close(kernels._tanh_via_sigmoid_(x.clone()), torch.tanh(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_kernel_recurrence_backward_takes_an_expanded_incoming_gradient(layout, loops):
+    """``output.sum()`` sends an expanded gradient (stride 0); the C++ loop reads it a step at a time."""
+    p, h0, Wh, _, dh_last = recurrence_inputs(torch.float64, None, seed=19, shape=(4, 64, 64))
+    h, _ = F.recurrence_forward(p, h0, Wh)
+    dense = torch.full_like(h, 0.5)
+    expected_dp, expected_dh0, _ = kernels.recurrence_backward_(dense, dh_last, h0, Wh, in_layout(h, layout))
+    dp, dh0, _ = kernels.recurrence_backward_(torch.tensor(0.5, dtype=torch.float64).expand_as(h), dh_last, h0, Wh,
+                                           in_layout(h, layout))
+    torch.testing.assert_close(dp, expected_dp, rtol=0, atol=0)
+    torch.testing.assert_close(dh0, expected_dh0, rtol=0, atol=0)

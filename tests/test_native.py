@@ -24,12 +24,12 @@ def test_cpp_float32_tanh_within_3_ulp_of_exact_tanh_and_nan_propagates():
     x = torch.cat([torch.linspace(-20, 20, 200_001), torch.logspace(-10, 1, 2001), -torch.logspace(-10, 1, 2001),
                    torch.tensor([0.0, float("inf"), -float("inf")])])
     h = x.view(-1, 1, 1).clone()  # T steps of one unit with W_h = 0: h_t = tanh(p_t)
-    native.ops().recurrence_forward_(h, torch.zeros(1, 1), torch.zeros(1, 1), False, [], False)
+    native.ops().recurrence_forward_(h, torch.zeros(1, 1), torch.zeros(1, 1), None, False, [], False)
     expected = torch.tanh(x.double())
     error = (h.view(-1).double() - expected).abs()
     assert (error <= 3 * 2.0 ** -23 * expected.abs()).all()  # relative error under 3 float32 ulp
     nan = torch.full((1, 1, 2), float("nan"))
-    native.ops().recurrence_forward_(nan, torch.zeros(1, 2), torch.zeros(2, 2), False, [], False)
+    native.ops().recurrence_forward_(nan, torch.zeros(1, 2), torch.zeros(2, 2), None, False, [], False)
     assert nan.isnan().all()
 
 
@@ -41,9 +41,9 @@ def test_cpp_float32_tanh_within_3_ulp_of_exact_tanh_and_nan_propagates():
 ])
 def test_cpp_loops_name_a_bad_argument(args, message):
     with pytest.raises(RuntimeError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        native.ops().recurrence_forward_(*args(), False, [], False)
+        native.ops().recurrence_forward_(*args(), None, False, [], False)
     with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):
-        native.ops().recurrence_forward_(torch.zeros(2, 2, 4), torch.zeros(2, 4), torch.zeros(4, 4), False, [1, 2], False)
+        native.ops().recurrence_forward_(torch.zeros(2, 2, 4), torch.zeros(2, 4), torch.zeros(4, 4), None, False, [1, 2], False)
 
 
 def test_a_failed_build_warns_once_and_the_python_loops_run(monkeypatch):
@@ -69,3 +69,10 @@ def test_a_failed_build_warns_once_and_the_python_loops_run(monkeypatch):
 def test_torch_rnn_native_0_selects_the_python_loops(monkeypatch):
     monkeypatch.setenv("TORCH_RNN_NATIVE", "0")
     assert native.ops() is None
+
+
+@needs_compiler
+def test_cpp_forward_names_a_bad_bias():
+    with pytest.raises(RuntimeError, match=r"expected a bias of shape \(4\)"):
+        native.ops().recurrence_forward_(torch.zeros(3, 2, 4), torch.zeros(2, 4), torch.zeros(4, 4), torch.zeros(3),
+                                         False, [], False)

@@ -95,9 +95,10 @@ class RNNFunction(torch.autograd.Function):
         batch_sizes: Optional[Sequence[int]],
         reverse: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        p = _input_projection(x, Wx, b)  # (T, N, H), a fresh buffer
-        if _plain(x, h0, Wx, Wh, b):
-            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse)
+        if _plain(x, h0, Wx, Wh, b):  # the fast loops add the bias themselves
+            p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
+            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
+        p = _input_projection(x, Wx, b)
         if not reverse:
             return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
         h, h_last = F.recurrence_forward(F.reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
@@ -120,15 +121,17 @@ class RNNFunction(torch.autograd.Function):
         need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
         nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            dp, dh0 = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+            dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
             dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
-        elif not reverse:
-            dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
-        else:  # the reference equations on the reversed sequences (reverse_in_time is an involution)
-            dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                                 F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
-            dp = F.reverse_in_time(dp, batch_sizes)
-        dx, dWx, db = _input_projection_backward(dp, x, Wx, ctx.has_bias, need_dx, need_dWx)
+        else:
+            if not reverse:
+                dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
+            else:  # the reference equations on the reversed sequences (reverse_in_time is an involution)
+                dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                                     F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+                dp = F.reverse_in_time(dp, batch_sizes)
+            db = dp.sum((0, 1))
+        dx, dWx, _ = _input_projection_backward(dp, x, Wx, False, need_dx, need_dWx)
         return (
             dx if need_dx else None,
             dh0 if need_dh0 else None,

@@ -33,8 +33,12 @@ def recurrence_forward_(
     nonlinearity: str = "tanh",
     batch_sizes: Optional[Sequence[int]] = None,
     reverse: bool = False,
+    bias: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`torch_rnn.functional.recurrence_forward`, overwriting ``p (T, N, H)`` with ``h``.
+
+    ``bias (H,)``, when given, is added to every ``p_t`` inside the loop (``p`` then holds ``W_x x_t`` alone),
+    which spares the input projection a broadcast pass over the whole sequence.
 
     Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place. ``p`` is
     time-major, or the ``(T, N, H)`` transposed view of batch-first memory: every step's running rows are then
@@ -50,7 +54,9 @@ def recurrence_forward_(
     WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
     ops = _native_ops(p)
     if ops is not None:
-        return p, ops.recurrence_forward_(p, h0, WhT, nonlinearity == "relu", list(batch_sizes or []), reverse)
+        return p, ops.recurrence_forward_(p, h0, WhT, bias, nonlinearity == "relu", list(batch_sizes or []), reverse)
+    if bias is not None:
+        p.add_(bias)
     if reverse:
         h, h_last = recurrence_forward_(reverse_in_time(p, batch_sizes).contiguous(), h0, Wh, nonlinearity, batch_sizes)
         return p.copy_(reverse_in_time(h, batch_sizes)), h_last
@@ -110,16 +116,17 @@ def recurrence_backward_(
     layout; ``reverse`` is as in :func:`recurrence_forward_`.
 
     Returns:
-        ``dp (T, N, H)`` and ``dh0 (N, H)``; the weight gradient is one matmul afterwards
+        ``dp (T, N, H)``, ``dh0 (N, H)`` and ``db (H,)``, the sum of ``dp`` over steps and rows (the C++ loop
+        adds it up as it goes, in double precision); the weight gradient is one matmul afterwards
         (:func:`recurrence_weight_grad`).
     """
     ops = _native_ops(h)
     if ops is not None:
         return ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse)
     if reverse:
-        dp, dh0 = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                       reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
-        return reverse_in_time(dp, batch_sizes), dh0
+        dp, dh0, db = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                           reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+        return reverse_in_time(dp, batch_sizes), dh0, db
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
@@ -133,7 +140,7 @@ def recurrence_backward_(
             da, derivative_t, carry_t = da[:n], derivative_t[:n], carry[:n]
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
-    return dp, carry
+    return dp, carry, dp.sum((0, 1))
 
 
 def batch_major(x: Tensor) -> bool:

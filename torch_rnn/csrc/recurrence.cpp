@@ -63,14 +63,20 @@ inline scalar_t activation(scalar_t a, bool relu) {
 #define TORCH_RNN_CLONES
 #endif
 
-// h = f(h) over count elements.
-#define DEFINE_ACTIVATE(scalar_t)                                                        \
-  TORCH_RNN_CLONES void activate(scalar_t* h, int64_t count, bool relu) {               \
-    if (relu) {                                                                          \
-      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], true);                \
-    } else {                                                                             \
-      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], false);               \
-    }                                                                                    \
+// h = f(h + bias) over count elements (bias: count values, or nullptr for none).
+#define DEFINE_ACTIVATE(scalar_t)                                                                   \
+  TORCH_RNN_CLONES void activate(scalar_t* h, const scalar_t* bias, int64_t count, bool relu) {    \
+    if (bias != nullptr) {                                                                          \
+      if (relu) {                                                                                   \
+        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], true);               \
+      } else {                                                                                      \
+        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], false);              \
+      }                                                                                             \
+    } else if (relu) {                                                                              \
+      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], true);                           \
+    } else {                                                                                        \
+      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], false);                          \
+    }                                                                                               \
   }
 
 // da = (dh + carry) * f'(h) over count elements: f'(h) = 1 - h^2 (tanh), 1[h > 0] (relu).
@@ -182,15 +188,20 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
   }
 }
 
-// Forward loop, in place: p (T, N, H) holds the input projections and is overwritten with h (zero past each
-// row's length); returns h_last (N, H), each row's state after its last step. wh_t is W_h^T (H, H).
-Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in, bool relu,
-                           at::IntArrayRef batch_sizes, bool reverse) {
+// Forward loop, in place: p (T, N, H) holds the input projections W_x x_t (plus b when bias is None) and is
+// overwritten with h (zero past each row's length); returns h_last (N, H), each row's state after its last
+// step. wh_t is W_h^T (H, H); bias (H,) is added inside the loop, saving the projection a broadcast pass.
+Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in, const c10::optional<Tensor>& bias_in,
+                           bool relu, at::IntArrayRef batch_sizes, bool reverse) {
   check_inputs("recurrence_forward_", p, h0_in, wh_t_in, batch_sizes);
   TORCH_CHECK(p.stride(2) == 1, "recurrence_forward_: p's last dimension must be contiguous, got strides ",
               p.strides());
   const int64_t T = p.size(0), N = p.size(1), H = p.size(2);
   const Tensor h0 = h0_in.contiguous(), wh_t = wh_t_in.contiguous();
+  const Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : Tensor();
+  TORCH_CHECK(!bias.defined() || (bias.sizes() == at::IntArrayRef({H}) && bias.scalar_type() == p.scalar_type()),
+              "recurrence_forward_: expected a bias of shape (", H, ") and dtype ", p.scalar_type(), ", got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{}, " ", bias.defined() ? bias.scalar_type() : p.scalar_type());
   const Schedule schedule(T, N, batch_sizes, reverse);
   Tensor h_last = h0.clone();
   // Gathered steps run on two (N, H) buffers: the previous state and the step being computed.
@@ -198,6 +209,7 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "recurrence_forward_", [&] {
     const Rows<scalar_t> rows(p);
     scalar_t* last = h_last.data_ptr<scalar_t>();
+    const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
     int64_t ld_prev = H;
     scalar_t* gathered[2] = {nullptr, nullptr};
@@ -214,10 +226,10 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
         for (int64_t i = 0; i < n; ++i) std::copy(rows(schedule.time(s, i), i), rows(schedule.time(s, i), i) + H, out + i * H);
       }
       step_matmul(prev, ld_prev, wh_t, out, ld, n, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
-      if (ld == H) {
-        activate(out, n * H, relu);  // h_s = f(a_s)
+      if (b == nullptr && ld == H) {
+        activate(out, nullptr, n * H, relu);  // h_s = f(a_s)
       } else {
-        for (int64_t i = 0; i < n; ++i) activate(out + i * ld, H, relu);
+        for (int64_t i = 0; i < n; ++i) activate(out + i * ld, b, H, relu);  // h_s = f(a_s + b)
       }
       if (!schedule.aligned()) {
         for (int64_t i = 0; i < n; ++i) std::copy(out + i * H, out + (i + 1) * H, rows(schedule.time(s, i), i));
@@ -230,22 +242,28 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
 }
 
 // Backward loop: returns dp (T, N, H) with h's strides (the gradient of every step's pre-activation, zero past
-// a row's length) and dh0 (N, H). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified),
+// a row's length), dh0 (N, H) and db (H,), the sum of dp over steps and rows (accumulated in double). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified),
 // h the forward's output, wh W_h (H, H).
-std::tuple<Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last, const Tensor& wh_in,
+std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last, const Tensor& wh_in,
                                                const Tensor& h_in, bool relu, at::IntArrayRef batch_sizes,
                                                bool reverse) {
   check_inputs("recurrence_backward", h_in, dh_last, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
-  const Tensor dh = rows_last_contiguous(dh_in), h = rows_last_contiguous(h_in), wh = wh_in.contiguous();
+  const Tensor h = rows_last_contiguous(h_in), wh = wh_in.contiguous();
   const int64_t T = h.size(0), N = h.size(1), H = h.size(2);
   const Schedule schedule(T, N, batch_sizes, reverse);
+  // An incoming gradient with non-contiguous rows (the expanded one of `output.sum()`, say) is copied one step
+  // at a time into an (N, H) buffer, not as a whole (T, N, H) tensor, when the steps are aligned.
+  const bool dh_by_step = dh_in.stride(2) != 1 && schedule.aligned();
+  const Tensor dh = dh_by_step ? dh_in : rows_last_contiguous(dh_in);
+  Tensor dh_step = dh_by_step ? at::empty({N, H}, dh_in.options()) : Tensor();
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   Tensor carry = dh_last.clone(at::MemoryFormat::Contiguous);  // becomes da_{s+1} W_h, row by row
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(carry);
+  std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
-    const Rows<scalar_t> dh_rows(dh), h_rows(h), dp_rows(dp);
+    const Rows<scalar_t> dh_rows(dh_by_step ? dh_step.unsqueeze(0) : dh), h_rows(h), dp_rows(dp);
     scalar_t* c = carry.data_ptr<scalar_t>();
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t n = schedule.running(s);
@@ -254,7 +272,9 @@ std::tuple<Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor
       int64_t ld;
       if (schedule.aligned()) {
         const int64_t t = reverse ? T - 1 - s : s;
-        for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t, i), c + i * H, h_rows(t, i), dp_rows(t, i), H, relu);
+        if (dh_by_step) dh_step.narrow(0, 0, n).copy_(dh.select(0, t).narrow(0, 0, n));
+        const int64_t t_dh = dh_by_step ? 0 : t;
+        for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t_dh, i), c + i * H, h_rows(t, i), dp_rows(t, i), H, relu);
         da = dp_rows(t, 0), ld = dp_rows.sn;
       } else {
         scalar_t* rows = gathered.data_ptr<scalar_t>();
@@ -265,19 +285,24 @@ std::tuple<Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor
         }
         da = rows, ld = H;
       }
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* row = da + i * ld;
+        for (int64_t j = 0; j < H; ++j) db_sum[j] += row[j];
+      }
       step_matmul(da, ld, wh, c, H, n, /*accumulate=*/false);  // carry = da_s W_h
     }
   });
-  return {dp, carry};
+  Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
+  return {dp, carry, db};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(torch_rnn, m) {
-  m.def("recurrence_forward_(Tensor(a!) p, Tensor h0, Tensor wh_t, bool relu, int[] batch_sizes, bool reverse)"
-        " -> Tensor",
+  m.def("recurrence_forward_(Tensor(a!) p, Tensor h0, Tensor wh_t, Tensor? bias, bool relu, int[] batch_sizes,"
+        " bool reverse) -> Tensor",
         &recurrence_forward_);
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
-        " bool reverse) -> (Tensor, Tensor)",
+        " bool reverse) -> (Tensor, Tensor, Tensor)",
         &recurrence_backward);
 }
