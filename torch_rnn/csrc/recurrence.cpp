@@ -272,7 +272,13 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
       int64_t ld;
       if (schedule.aligned()) {
         const int64_t t = reverse ? T - 1 - s : s;
-        if (dh_by_step) dh_step.narrow(0, 0, n).copy_(dh.select(0, t).narrow(0, 0, n));
+        if (dh_by_step) {  // strided copy by hand: an ATen copy per step would cost more than a tiny step
+          const scalar_t* src = dh.data_ptr<scalar_t>() + t * dh.stride(0);
+          scalar_t* dst = dh_step.data_ptr<scalar_t>();
+          for (int64_t i = 0; i < n; ++i) {
+            for (int64_t j = 0; j < H; ++j) dst[i * H + j] = src[i * dh.stride(1) + j * dh.stride(2)];
+          }
+        }
         const int64_t t_dh = dh_by_step ? 0 : t;
         for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t_dh, i), c + i * H, h_rows(t, i), dp_rows(t, i), H, relu);
         da = dp_rows(t, 0), ld = dp_rows.sn;
