@@ -321,9 +321,15 @@ KERNEL_CASES = [
 ]
 
 
-def in_layout(x, layout):
-    """``x (T, N, H)`` as a time-major copy or as the (T, N, H) view of batch-major memory."""
+def in_layout(x, layout, batch_sizes=None):
+    """``x (T, N, H)`` as a time-major copy, as the (T, N, H) view of batch-major memory, or packed (R, H)."""
+    if layout == "packed":
+        return F.pack_padded(x, batch_sizes)
     return x.clone() if layout == "time_major" else x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+def from_layout(x, layout, batch_sizes=None):
+    return F.pad_packed(x, batch_sizes) if layout == "packed" else x
 
 
 def reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse):
@@ -354,23 +360,29 @@ def test_reverse_in_time_reverses_each_row_within_its_length():
 
 
 LAYOUTS = ["time_major", "batch_major"]
+# Every kernel case in every memory layout; packed (R, H) sequences exist only with batch_sizes.
+KERNEL_LAYOUT_CASES = [
+    pytest.param(layout, *case.values, id=f"{case.id}-{layout}")
+    for case in KERNEL_CASES
+    for layout in LAYOUTS + (["packed"] if case.values[0] is not None else [])
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
+@pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
-def test_kernel_recurrence_forward_equals_reference(bias, layout, reverse, nonlinearity, batch_sizes, shape, dtype,
+def test_kernel_recurrence_forward_equals_reference(bias, reverse, nonlinearity, layout, batch_sizes, shape, dtype,
                                                     loops):
     p, h0, Wh, _, _ = recurrence_inputs(dtype, batch_sizes, seed=17, shape=shape)
     b = randn(p.shape[-1], dtype=dtype, gen=seeded(20)) if bias else None
     expected_h, expected_h_last = reference_forward(p if b is None else p + b, h0, Wh, nonlinearity, batch_sizes,
                                                     reverse)
-    buffer = in_layout(p, layout)
+    buffer = in_layout(p, layout, batch_sizes)
     h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
     assert h.data_ptr() == buffer.data_ptr() and h.stride() == buffer.stride(), "the kernel writes h into p"
+    h = from_layout(h, layout, batch_sizes)
     torch.testing.assert_close(h, expected_h, **KERNEL_TOL[dtype])
     torch.testing.assert_close(h_last, expected_h_last, **KERNEL_TOL[dtype])
     if batch_sizes is not None:
@@ -379,18 +391,17 @@ def test_kernel_recurrence_forward_equals_reference(bias, layout, reverse, nonli
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("batch_sizes,shape", KERNEL_CASES)
+@pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_kernel_recurrence_backward_equals_reference(layout, reverse, nonlinearity, batch_sizes, shape, dtype, loops):
+def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layout, batch_sizes, shape, dtype, loops):
     p, h0, Wh, dh, dh_last = recurrence_inputs(dtype, batch_sizes, seed=18, shape=shape)
     h, _ = reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse)
     expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
-    h, dh = in_layout(h, layout), in_layout(dh, layout)
+    h, dh = in_layout(h, layout, batch_sizes), in_layout(dh, layout, batch_sizes)
     dh_before, dh_last_before, h_before = dh.clone(), dh_last.clone(), h.clone()
     dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
-    torch.testing.assert_close(dp, expected_dp, **KERNEL_TOL[dtype])
+    torch.testing.assert_close(from_layout(dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
     torch.testing.assert_close(db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     torch.testing.assert_close(dh0, expected_dh0, **KERNEL_TOL[dtype])
     dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)

@@ -59,6 +59,20 @@ def _input_projection_backward(
     return None, dWx, db
 
 
+def _padded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool) -> Tensor:
+    """A packed ``(R, H)`` or padded sequence as padded ``(T, N, H)``, reversed for ``reverse``: what the
+    time-major reference equations of :mod:`torch_rnn.functional` take (:func:`_unpadded` undoes it)."""
+    if x.dim() == 2:
+        x = F.pad_packed(x, batch_sizes)
+    return F.reverse_in_time(x, batch_sizes) if reverse else x
+
+
+def _unpadded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool, packed: bool) -> Tensor:
+    if reverse:
+        x = F.reverse_in_time(x, batch_sizes)
+    return F.pack_padded(x, batch_sizes) if packed else x
+
+
 class RNNFunction(torch.autograd.Function):
     """One RNN layer over a whole sequence, time-major.
 
@@ -68,7 +82,8 @@ class RNNFunction(torch.autograd.Function):
     memory) is used as it lies: ``h`` and every gradient keep that layout, so nothing is transposed.
 
     Inputs:
-        x: ``(T, N, D)`` inputs, or ``(T, N)`` integer one-hot indices in ``[-1, D)`` (-1 = zero vector).
+        x: ``(T, N, D)`` inputs, or ``(T, N)`` integer one-hot indices in ``[-1, D)`` (-1 = zero vector); or
+            packed with ``batch_sizes`` (``PackedSequence.data``'s layout): ``(R, D)`` or ``(R,)``.
         h0: ``(N, H)`` initial hidden state.
         Wx: ``(H, D)``; Wh: ``(H, H)``; b: ``(H,)`` or None.
         nonlinearity: ``"tanh"`` or ``"relu"``.
@@ -78,7 +93,7 @@ class RNNFunction(torch.autograd.Function):
             direction); ``h`` stays in the input's time order.
 
     Outputs:
-        h: ``(T, N, H)``, zero at steps past a row's length.
+        h: ``(T, N, H)``, zero at steps past a row's length; packed ``(R, H)`` for a packed input.
         h_last: ``(N, H)``, each row's hidden state after its last step (``h_n``).
     """
 
@@ -99,10 +114,9 @@ class RNNFunction(torch.autograd.Function):
             p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
             return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
         p = _input_projection(x, Wx, b)
-        if not reverse:
-            return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
-        h, h_last = F.recurrence_forward(F.reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
-        return F.reverse_in_time(h, batch_sizes), h_last
+        packed = p.dim() == 2
+        h, h_last = F.recurrence_forward(_padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)
+        return _unpadded(h, batch_sizes, reverse, packed), h_last
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
@@ -123,14 +137,11 @@ class RNNFunction(torch.autograd.Function):
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
             dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
             dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
-        else:
-            if not reverse:
-                dp, dh0, dWh = F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
-            else:  # the reference equations on the reversed sequences (reverse_in_time is an involution)
-                dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                                     F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
-                dp = F.reverse_in_time(dp, batch_sizes)
-            db = dp.sum((0, 1))
+        else:  # the reference equations, on the padded and (in reverse) reversed sequences
+            dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
+                                                 _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
+            dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
+            db = dp.sum(tuple(range(dp.dim() - 1)))
         dx, dWx, _ = _input_projection_backward(dp, x, Wx, False, need_dx, need_dWx)
         return (
             dx if need_dx else None,
@@ -163,12 +174,10 @@ class RNNFunction(torch.autograd.Function):
             dp = dp + _input_projection(x, dWx, None)
         if db is not None:
             dp = dp + db
-        batch_sizes = ctx.batch_sizes
-        if not ctx.reverse:
-            return F.recurrence_jvp(dp, dh0, dWh, h0, Wh, h, ctx.nonlinearity, batch_sizes)
-        dh, dh_last = F.recurrence_jvp(F.reverse_in_time(dp, batch_sizes), dh0, dWh, h0, Wh,
-                                       F.reverse_in_time(h, batch_sizes), ctx.nonlinearity, batch_sizes)
-        return F.reverse_in_time(dh, batch_sizes), dh_last
+        batch_sizes, reverse = ctx.batch_sizes, ctx.reverse
+        dh, dh_last = F.recurrence_jvp(_padded(dp, batch_sizes, reverse), dh0, dWh, h0, Wh,
+                                       _padded(h, batch_sizes, reverse), ctx.nonlinearity, batch_sizes)
+        return _unpadded(dh, batch_sizes, reverse, h.dim() == 2), dh_last
 
 
 class RNNCellFunction(torch.autograd.Function):

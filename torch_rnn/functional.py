@@ -264,6 +264,31 @@ def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> T
     return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
 
 
+def packed_positions(batch_sizes: Sequence[int]) -> Tensor:
+    """Every packed row's position ``t * N + i`` in the padded ``(T, N)`` layout.
+
+    A packed sequence (``PackedSequence.data``'s layout) stores step ``t``'s ``batch_sizes[t]`` running rows one
+    after another, so padding is neither stored nor computed.
+    """
+    sizes = torch.tensor(batch_sizes)
+    T, N = len(batch_sizes), batch_sizes[0]
+    t = torch.repeat_interleave(torch.arange(T), sizes)  # (R,) every row's step
+    first_row = torch.cumsum(sizes, 0) - sizes  # (T,) where every step starts
+    return t * N + torch.arange(len(t)) - first_row[t]
+
+
+def pad_packed(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
+    """Packed ``(R, ...)`` -> padded ``(T, N, ...)``, zeros past each row's length (differentiable)."""
+    T, N = len(batch_sizes), batch_sizes[0]
+    index = packed_positions(batch_sizes).to(x.device)
+    return x.new_zeros(T * N, *x.shape[1:]).index_copy(0, index, x).view(T, N, *x.shape[1:])
+
+
+def pack_padded(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
+    """Padded ``(T, N, ...)`` -> packed ``(R, ...)`` (differentiable); the inverse of :func:`pad_packed`."""
+    return x.reshape(-1, *x.shape[2:]).index_select(0, packed_positions(batch_sizes).to(x.device))
+
+
 def recurrence_jvp(
     dp: Tensor,
     dh0: Optional[Tensor],

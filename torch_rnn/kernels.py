@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .functional import activation_derivative, reverse_in_time
+from .functional import activation_derivative, pack_padded, pad_packed, reverse_in_time
 
 
 def _native_ops(t: Tensor):
@@ -57,6 +57,9 @@ def recurrence_forward_(
         return p, ops.recurrence_forward_(p, h0, WhT, bias, nonlinearity == "relu", list(batch_sizes or []), reverse)
     if bias is not None:
         p.add_(bias)
+    if p.dim() == 2:  # packed: the Python loops run on the padded sequence
+        h, h_last = recurrence_forward_(pad_packed(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes, reverse)
+        return p.copy_(pack_padded(h, batch_sizes)), h_last
     if reverse:
         h, h_last = recurrence_forward_(reverse_in_time(p, batch_sizes).contiguous(), h0, Wh, nonlinearity, batch_sizes)
         return p.copy_(reverse_in_time(h, batch_sizes)), h_last
@@ -123,6 +126,10 @@ def recurrence_backward_(
     ops = _native_ops(h)
     if ops is not None:
         return ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse)
+    if h.dim() == 2:  # packed: the Python loops run on the padded sequence
+        dp, dh0, db = recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh, pad_packed(h, batch_sizes),
+                                           nonlinearity, batch_sizes, reverse)
+        return pack_padded(dp, batch_sizes), dh0, db
     if reverse:
         dp, dh0, db = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
                                            reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
@@ -145,7 +152,7 @@ def recurrence_backward_(
 
 def batch_major(x: Tensor) -> bool:
     """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
-    return not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+    return x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
 
 
 def recurrence_weight_grad(
@@ -158,7 +165,11 @@ def recurrence_weight_grad(
     memory, where the shift also pairs each sequence's first step with the previous sequence's last one; those
     ``N - 1`` pairs are subtracted. Steps past a row's length hold zeros in ``dp`` and ``h``, so they add
     nothing. ``dp`` and ``h`` share a memory layout (the kernels make it so).
+
+    Packed ``(R, H)`` sequences gather ``h_prev`` (one copy) and take one matmul.
     """
+    if h.dim() == 2:
+        return dp.T @ _packed_previous_states(h, h0, batch_sizes, reverse)
     T, N, H = h.shape
     first = 0 if not reverse else T - 1  # where every full-length row starts
     if batch_major(dp) and batch_major(h):
@@ -176,3 +187,17 @@ def recurrence_weight_grad(
     else:
         dp_first = dp[first]
     return dWh.addmm_(dp_first.T, h0)
+
+
+def _packed_previous_states(h: Tensor, h0: Tensor, batch_sizes: Sequence[int], reverse: bool) -> Tensor:
+    """``h_prev`` of every row of a packed sequence: its state one step earlier in its own direction, or ``h0``."""
+    sizes = torch.tensor(batch_sizes)
+    T, R = len(batch_sizes), h.shape[0]
+    t = torch.repeat_interleave(torch.arange(T), sizes)  # (R,) every row's step
+    first_row = torch.cumsum(sizes, 0) - sizes  # (T,)
+    i = torch.arange(R) - first_row[t]  # (R,) every row's sequence
+    before = (t + 1).clamp(max=T - 1) if reverse else (t - 1).clamp(min=0)  # the step visited before t
+    has_previous = (t + 1 < T) & (i < sizes[before]) if reverse else t > 0
+    previous = h.index_select(0, torch.where(has_previous, first_row[before] + i, 0).to(h.device))  # (R, H)
+    starts = (~has_previous).nonzero().squeeze(1)  # rows at their sequence's first step
+    return previous.index_copy_(0, starts.to(h.device), h0.index_select(0, i[starts].to(h.device)))

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from . import kernels
 from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
@@ -207,21 +207,16 @@ class RNN(nn.Module):
 
         if lengths is None:
             output, h_n = self._run_layers(_rows_as_they_lie(x), hx, None)
-        else:
+        else:  # packed inside: padding is neither stored nor computed
             lengths = self._check_lengths(lengths, N, T)
             sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-            in_order = bool((order == torch.arange(N)).all())
-            if not in_order:
-                x, hx = _select_rows(x, order), hx[:, order]
-            max_len = int(sorted_lengths[0])
-            steps = torch.arange(max_len).unsqueeze(1)  # (T', 1)
+            steps = torch.arange(int(sorted_lengths[0])).unsqueeze(1)  # (T', 1)
             batch_sizes = (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist()  # rows running at each step
-            output, h_n = self._run_layers(_rows_as_they_lie(x[:max_len]), hx, batch_sizes)
-            if max_len < T:
-                output = _pad_steps(output, T)
-            if not in_order:
-                inverse = torch.argsort(order)
-                output, h_n = _select_rows(output, inverse), h_n[:, inverse]
+            memory_rows = _packed_memory_rows(x, order, batch_sizes)  # (R,) where each packed row lies in x
+            packed_output, h_n = self._run_layers(_memory_view(x).index_select(0, memory_rows), hx[:, order],
+                                                  batch_sizes)
+            output = _unpack(packed_output, memory_rows, x)  # (T, N, dirs * H), in x's memory layout
+            h_n = h_n[:, torch.argsort(order)]
 
         if not is_batched:
             return output.squeeze(1), h_n.squeeze(1)
@@ -230,28 +225,26 @@ class RNN(nn.Module):
         return output, h_n
 
     def _forward_packed(self, packed: PackedSequence, hx: Optional[Tensor]) -> tuple[PackedSequence, Tensor]:
-        """PackedSequence in, PackedSequence out; rows stay in the packed (sorted) order inside."""
+        """PackedSequence in, PackedSequence out, run packed; rows stay in the packed (sorted) order inside."""
         if packed.data.dim() != 2:
             raise RuntimeError(f"input must have 2 dimensions, got {packed.data.dim()}")
-        padded, sorted_lengths = pad_packed_sequence(PackedSequence(packed.data, packed.batch_sizes))  # (T, N, D)
-        self._check_input(padded)
+        self._check_input(packed.data)
+        batch_sizes = packed.batch_sizes.tolist()
         if hx is not None:
             if hx.dim() != 3:
                 raise RuntimeError(f"For a PackedSequence input, hx should be 3-D but got {hx.dim()}-D tensor")
             if packed.sorted_indices is not None:
                 hx = hx.index_select(1, packed.sorted_indices)
-        hx = self._initial_state(hx, padded.shape[1])
-        output, h_n = self._run_layers(padded, hx, packed.batch_sizes.tolist())
-        data = pack_padded_sequence(output, sorted_lengths, enforce_sorted=True).data
+        hx = self._initial_state(hx, batch_sizes[0])
+        output, h_n = self._run_layers(packed.data, hx, batch_sizes)
         if packed.unsorted_indices is not None:
             h_n = h_n.index_select(1, packed.unsorted_indices)
-        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
+        return PackedSequence(output, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
 
     def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[list[int]]) -> tuple[Tensor, Tensor]:
-        """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), rows sorted when packed.
-
-        ``batch_sizes``: rows running at each step, for variable lengths; else None. The reverse direction
-        runs each row from its own last step inside :class:`RNNFunction`, on the same input.
+        """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), or packed ``x (R, D)``
+        (or ``(R,)``) with ``batch_sizes``, the rows running at each step. The reverse direction runs each row
+        from its own last step inside :class:`RNNFunction`, on the same input.
         """
         num_directions = 2 if self.bidirectional else 1
         h_n = []
@@ -314,27 +307,35 @@ def _rows_as_they_lie(x: Tensor) -> Tensor:
     return x if x.is_contiguous() or kernels.batch_major(x) else x.contiguous()
 
 
-def _select_rows(x: Tensor, index: Tensor) -> Tensor:
-    """The rows (sequences) ``index`` of ``x (T, N, ...)``, in ``x``'s memory layout."""
-    index = index.to(x.device)
-    if kernels.batch_major(x):
-        return x.transpose(0, 1).index_select(0, index).transpose(0, 1)
-    return x.index_select(1, index)
+def _memory_view(x: Tensor) -> Tensor:
+    """``x (T, N, ...)`` (time-major or batch-major memory) as its rows in memory order, ``(T * N, ...)``."""
+    rows = x.transpose(0, 1) if kernels.batch_major(x) else x.contiguous()
+    return rows.reshape(-1, *x.shape[2:])
 
 
-def _pad_steps(x: Tensor, T: int) -> Tensor:
-    """``x (T', N, ...)`` followed by zero steps up to ``T``, in ``x``'s memory layout."""
-    if kernels.batch_major(x):
-        x_b = x.transpose(0, 1)
-        return torch.cat([x_b, x_b.new_zeros(x_b.shape[0], T - x_b.shape[1], *x_b.shape[2:])], dim=1).transpose(0, 1)
-    return torch.cat([x, x.new_zeros(T - x.shape[0], *x.shape[1:])])
+def _packed_memory_rows(x: Tensor, order: Tensor, batch_sizes: list[int]) -> Tensor:
+    """For every packed row (step ``t`` of sequence ``order[i]``, ``i < batch_sizes[t]``), its row in
+    :func:`_memory_view` of ``x``: sorting and packing become one gather."""
+    T, N = x.shape[0], x.shape[1]
+    sizes = torch.tensor(batch_sizes)
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), sizes)  # (R,) every row's step
+    sequence = order[torch.arange(len(t)) - (torch.cumsum(sizes, 0) - sizes)[t]]  # (R,)
+    rows = sequence * T + t if kernels.batch_major(x) else t * N + sequence
+    return rows.to(x.device)
+
+
+def _unpack(packed: Tensor, memory_rows: Tensor, like: Tensor) -> Tensor:
+    """Packed rows ``(R, F)`` back to a ``(T, N, F)`` sequence in ``like``'s memory layout, zero elsewhere."""
+    T, N = like.shape[0], like.shape[1]
+    flat = packed.new_zeros(T * N, packed.shape[-1]).index_copy(0, memory_rows, packed)
+    return flat.view(N, T, -1).transpose(0, 1) if kernels.batch_major(like) else flat.view(T, N, -1)
 
 
 def _cat_features(outputs: list[Tensor]) -> Tensor:
-    """The directions' outputs ``(T, N, H)`` side by side, ``(T, N, dirs * H)``, in their memory layout."""
+    """The directions' outputs ``(T, N, H)`` (or packed ``(R, H)``) side by side, in their memory layout."""
     if all(kernels.batch_major(o) for o in outputs):
         return torch.cat([o.transpose(0, 1) for o in outputs], dim=2).transpose(0, 1)
-    return torch.cat(outputs, dim=2)
+    return torch.cat(outputs, dim=-1)
 
 
 class RNNCell(nn.Module):

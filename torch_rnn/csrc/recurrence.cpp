@@ -11,8 +11,10 @@
 // from its own last step (a bidirectional RNN's second direction): row i takes time len_i - 1 - s at step s,
 // so no reversed copy of the input or the output is ever made.
 //
-// Sequences are (T, N, H) tensors of any strides whose last dimension is contiguous: time-major memory, or
-// the transposed view of batch-first memory, both without copies.
+// Sequences are (T, N, H) tensors of any strides whose last dimension is contiguous (time-major memory, or the
+// transposed view of batch-first memory, both without copies), or packed: (R, H) with the n_t rows of step t
+// at rows offset_t .. offset_t + n_t, R = sum of batch_sizes (PackedSequence.data's layout), so that padding
+// is neither stored nor computed.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -112,12 +114,22 @@ DEFINE_STEP_GRADIENT(double)
 DEFINE_SMALL_MATMUL_ADD(float)
 DEFINE_SMALL_MATMUL_ADD(double)
 
-void check_inputs(const char* who, const Tensor& sequence, const Tensor& state, const Tensor& weight,
-                  at::IntArrayRef batch_sizes) {
+// The sequence's T, N, H, and whether it is packed; checks every argument against them.
+struct Shape {
+  int64_t T, N, H;
+  bool packed;
+};
+
+Shape check_inputs(const char* who, const Tensor& sequence, const Tensor& state, const Tensor& weight,
+                   at::IntArrayRef batch_sizes) {
   TORCH_CHECK(sequence.device().is_cpu() && state.device().is_cpu() && weight.device().is_cpu(), who,
               ": the C++ kernels take CPU tensors");
-  TORCH_CHECK(sequence.dim() == 3, who, ": expected a (T, N, H) sequence, got shape ", sequence.sizes());
-  const int64_t T = sequence.size(0), N = sequence.size(1), H = sequence.size(2);
+  const bool packed = sequence.dim() == 2;
+  TORCH_CHECK(sequence.dim() == 3 || (packed && !batch_sizes.empty()), who,
+              ": expected a (T, N, H) sequence, or a packed (R, H) one with batch_sizes, got shape ",
+              sequence.sizes());
+  const int64_t T = packed ? static_cast<int64_t>(batch_sizes.size()) : sequence.size(0);
+  const int64_t N = packed ? batch_sizes[0] : sequence.size(1), H = sequence.size(-1);
   TORCH_CHECK(state.sizes() == at::IntArrayRef({N, H}), who, ": expected a state of shape (", N, ", ", H,
               "), got ", state.sizes());
   TORCH_CHECK(weight.sizes() == at::IntArrayRef({H, H}), who, ": expected W_h of shape (", H, ", ", H, "), got ",
@@ -126,10 +138,15 @@ void check_inputs(const char* who, const Tensor& sequence, const Tensor& state, 
               who, ": every tensor must have the sequence's dtype ", sequence.scalar_type());
   TORCH_CHECK(batch_sizes.empty() || static_cast<int64_t>(batch_sizes.size()) == T, who,
               ": batch_sizes must be empty or hold T = ", T, " counts, got ", batch_sizes.size());
+  int64_t total = 0;
   for (size_t t = 0; t < batch_sizes.size(); ++t) {
     TORCH_CHECK(batch_sizes[t] >= 0 && batch_sizes[t] <= N && (t == 0 || batch_sizes[t] <= batch_sizes[t - 1]),
                 who, ": batch_sizes must be non-increasing counts in 0..N = ", N, ", got ", batch_sizes);
+    total += batch_sizes[t];
   }
+  TORCH_CHECK(!packed || total == sequence.size(0), who, ": a packed sequence has sum(batch_sizes) = ", total,
+              " rows, got ", sequence.size(0));
+  return {T, N, H, packed};
 }
 
 // Which time step each row is at, step by step.
@@ -150,21 +167,32 @@ struct Schedule {
   }
   int64_t running(int64_t s) const { return batch_sizes.empty() ? N : batch_sizes[s]; }
   int64_t finishing_from(int64_t s) const { return s + 1 < T ? running(s + 1) : 0; }  // rows [this, n) end at s
-  // Every running row at the same time step, so a step is one strided (n, H) block; else rows are gathered.
-  bool aligned() const { return !reverse || batch_sizes.empty(); }
+  // Every running row at the same time step, so a step is one (n, H) block of rows; else rows are gathered.
+  bool aligned() const { return !reverse || batch_sizes.empty() || batch_sizes.front() == batch_sizes.back(); }
   int64_t time(int64_t s, int64_t i) const { return reverse ? lengths[i] - 1 - s : s; }
 };
 
-// A (T, N, H) tensor's rows by pointer: row (t, i) at data + t * st + i * sn, its H values contiguous.
+// A sequence's rows by pointer: row (t, i) at data + t * st + i * sn for (T, N, H) tensors, at
+// data + (offset_t + i) * H when packed; its H values are contiguous.
 template <typename scalar_t>
 struct Rows {
   scalar_t* data;
   int64_t st, sn;
-  explicit Rows(const Tensor& x) : data(x.data_ptr<scalar_t>()), st(x.stride(0)), sn(x.stride(1)) {}
-  scalar_t* operator()(int64_t t, int64_t i) const { return data + t * st + i * sn; }
+  std::vector<int64_t> offsets;  // packed: the first row of every step
+
+  Rows(const Tensor& x, const Shape& shape, at::IntArrayRef batch_sizes)
+      : data(x.data_ptr<scalar_t>()), st(shape.packed ? 0 : x.stride(0)), sn(shape.packed ? shape.H : x.stride(1)) {
+    if (shape.packed) {
+      offsets.resize(shape.T);
+      for (int64_t t = 0, offset = 0; t < shape.T; offset += batch_sizes[t], ++t) offsets[t] = offset;
+    }
+  }
+  scalar_t* operator()(int64_t t, int64_t i) const {
+    return offsets.empty() ? data + t * st + i * sn : data + (offsets[t] + i) * sn;
+  }
 };
 
-Tensor rows_last_contiguous(const Tensor& x) { return x.stride(2) == 1 ? x : x.contiguous(); }
+Tensor rows_last_contiguous(const Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
 // out[:n] (+)= a[:n] @ w for (n, K) and (n, H) blocks whose rows lie lda / ldo elements apart: a plain loop for
 // small steps, else BLAS through ATen (the row strides become its leading dimensions, so nothing is copied).
@@ -193,10 +221,10 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
 // step. wh_t is W_h^T (H, H); bias (H,) is added inside the loop, saving the projection a broadcast pass.
 Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in, const c10::optional<Tensor>& bias_in,
                            bool relu, at::IntArrayRef batch_sizes, bool reverse) {
-  check_inputs("recurrence_forward_", p, h0_in, wh_t_in, batch_sizes);
-  TORCH_CHECK(p.stride(2) == 1, "recurrence_forward_: p's last dimension must be contiguous, got strides ",
-              p.strides());
-  const int64_t T = p.size(0), N = p.size(1), H = p.size(2);
+  const Shape shape = check_inputs("recurrence_forward_", p, h0_in, wh_t_in, batch_sizes);
+  TORCH_CHECK(p.stride(-1) == 1 && (!shape.packed || p.is_contiguous()),
+              "recurrence_forward_: p's rows must be contiguous, got strides ", p.strides());
+  const int64_t T = shape.T, N = shape.N, H = shape.H;
   const Tensor h0 = h0_in.contiguous(), wh_t = wh_t_in.contiguous();
   const Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : Tensor();
   TORCH_CHECK(!bias.defined() || (bias.sizes() == at::IntArrayRef({H}) && bias.scalar_type() == p.scalar_type()),
@@ -207,7 +235,7 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   // Gathered steps run on two (N, H) buffers: the previous state and the step being computed.
   Tensor buffers = schedule.aligned() ? Tensor() : at::empty({2, N, H}, h0.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "recurrence_forward_", [&] {
-    const Rows<scalar_t> rows(p);
+    const Rows<scalar_t> rows(p, shape, batch_sizes);
     scalar_t* last = h_last.data_ptr<scalar_t>();
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
@@ -216,7 +244,9 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
     for (int64_t s = 0; s < T; ++s) {
       const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-      for (int64_t i = n; i < N; ++i) std::fill(rows(s, i), rows(s, i) + H, scalar_t(0));  // padding: zero
+      if (!shape.packed) {
+        for (int64_t i = n; i < N; ++i) std::fill(rows(s, i), rows(s, i) + H, scalar_t(0));  // padding: zero
+      }
       scalar_t* out;  // this step's running rows, ld apart
       int64_t ld;
       if (schedule.aligned()) {
@@ -247,27 +277,30 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
 std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last, const Tensor& wh_in,
                                                const Tensor& h_in, bool relu, at::IntArrayRef batch_sizes,
                                                bool reverse) {
-  check_inputs("recurrence_backward", h_in, dh_last, wh_in, batch_sizes);
+  const Shape shape = check_inputs("recurrence_backward", h_in, dh_last, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
-  const Tensor h = rows_last_contiguous(h_in), wh = wh_in.contiguous();
-  const int64_t T = h.size(0), N = h.size(1), H = h.size(2);
+  const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
+  const int64_t T = shape.T, N = shape.N, H = shape.H;
   const Schedule schedule(T, N, batch_sizes, reverse);
   // An incoming gradient with non-contiguous rows (the expanded one of `output.sum()`, say) is copied one step
   // at a time into an (N, H) buffer, not as a whole (T, N, H) tensor, when the steps are aligned.
-  const bool dh_by_step = dh_in.stride(2) != 1 && schedule.aligned();
-  const Tensor dh = dh_by_step ? dh_in : rows_last_contiguous(dh_in);
+  const bool dh_by_step = !shape.packed && dh_in.stride(2) != 1 && schedule.aligned();
+  const Tensor dh = dh_by_step ? dh_in : (shape.packed ? dh_in.contiguous() : rows_last_contiguous(dh_in));
   Tensor dh_step = dh_by_step ? at::empty({N, H}, dh_in.options()) : Tensor();
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   Tensor carry = dh_last.clone(at::MemoryFormat::Contiguous);  // becomes da_{s+1} W_h, row by row
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(carry);
   std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
-    const Rows<scalar_t> dh_rows(dh_by_step ? dh_step.unsqueeze(0) : dh), h_rows(h), dp_rows(dp);
+    const Rows<scalar_t> dh_rows(dh_by_step ? dh_step.unsqueeze(0) : dh, shape, batch_sizes), h_rows(h, shape, batch_sizes),
+        dp_rows(dp, shape, batch_sizes);
     scalar_t* c = carry.data_ptr<scalar_t>();
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t n = schedule.running(s);
-      for (int64_t i = n; i < N; ++i) std::fill(dp_rows(s, i), dp_rows(s, i) + H, scalar_t(0));  // padding
+      if (!shape.packed) {
+        for (int64_t i = n; i < N; ++i) std::fill(dp_rows(s, i), dp_rows(s, i) + H, scalar_t(0));  // padding
+      }
       const scalar_t* da;  // da_s of the running rows, ld apart
       int64_t ld;
       if (schedule.aligned()) {
