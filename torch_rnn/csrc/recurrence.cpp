@@ -34,7 +34,7 @@ constexpr int64_t SMALL_STEP = 1 << 15;
 // tanh in float32 as a rational function (Eigen's generic_fast_tanh_float: odd degree-13 numerator over even
 // degree-6 denominator, inputs clamped to +-7.9053, where tanh rounds to +-1 in float32). Branch-free, so the
 // compiler vectorises the loop; NaN propagates through min/max and the division.
-inline float tanh_float(float a) {
+__attribute__((always_inline)) inline float tanh_float(float a) {
   const float x = std::max(std::min(a, 7.90531110763549805f), -7.90531110763549805f);
   const float x2 = x * x;
   float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
@@ -50,8 +50,10 @@ inline float tanh_float(float a) {
   return std::fabs(a) < 0.0004f ? a : p / q;  // tanh(a) = a to float32 precision near 0
 }
 
+// always_inline: the loops below are compiled per target (target_clones), and GCC would otherwise keep this
+// call out of line, unvectorised.
 template <typename scalar_t>
-inline scalar_t activation(scalar_t a, bool relu) {
+__attribute__((always_inline)) inline scalar_t activation(scalar_t a, bool relu) {
   if (relu) return a > scalar_t(0) ? a : (a == a ? scalar_t(0) : a);  // NaN stays NaN, like torch.relu
   if constexpr (std::is_same_v<scalar_t, float>) return tanh_float(a);
   return std::tanh(a);
