@@ -83,14 +83,21 @@ __attribute__((always_inline)) inline scalar_t activation(scalar_t a, bool relu)
     }                                                                                               \
   }
 
-// da = (dh + carry) * f'(h) over count elements: f'(h) = 1 - h^2 (tanh), 1[h > 0] (relu).
+// One row of the backward step: da = (dh + carry) * f'(h) over H elements, f'(h) = 1 - h^2 (tanh) or 1[h > 0]
+// (relu), and db += da (db accumulates in double).
 #define DEFINE_STEP_GRADIENT(scalar_t)                                                                      \
   TORCH_RNN_CLONES void step_gradient(const scalar_t* dh, const scalar_t* carry, const scalar_t* h,         \
-                                      scalar_t* da, int64_t count, bool relu) {                             \
+                                      scalar_t* da, double* db, int64_t H, bool relu) {                     \
     if (relu) {                                                                                             \
-      for (int64_t i = 0; i < count; ++i) da[i] = h[i] > scalar_t(0) ? dh[i] + carry[i] : scalar_t(0);     \
+      for (int64_t j = 0; j < H; ++j) {                                                                     \
+        da[j] = h[j] > scalar_t(0) ? dh[j] + carry[j] : scalar_t(0);                                        \
+        db[j] += da[j];                                                                                     \
+      }                                                                                                     \
     } else {                                                                                                \
-      for (int64_t i = 0; i < count; ++i) da[i] = (dh[i] + carry[i]) * (scalar_t(1) - h[i] * h[i]);        \
+      for (int64_t j = 0; j < H; ++j) {                                                                     \
+        da[j] = (dh[j] + carry[j]) * (scalar_t(1) - h[j] * h[j]);                                           \
+        db[j] += da[j];                                                                                     \
+      }                                                                                                     \
     }                                                                                                       \
   }
 
@@ -310,25 +317,22 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
         if (dh_by_step) {  // strided copy by hand: an ATen copy per step would cost more than a tiny step
           const scalar_t* src = dh.data_ptr<scalar_t>() + t * dh.stride(0);
           scalar_t* dst = dh_step.data_ptr<scalar_t>();
+          const int64_t row_stride = dh.stride(1), stride = dh.stride(2);
           for (int64_t i = 0; i < n; ++i) {
-            for (int64_t j = 0; j < H; ++j) dst[i * H + j] = src[i * dh.stride(1) + j * dh.stride(2)];
+            for (int64_t j = 0; j < H; ++j) dst[i * H + j] = src[i * row_stride + j * stride];
           }
         }
         const int64_t t_dh = dh_by_step ? 0 : t;
-        for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t_dh, i), c + i * H, h_rows(t, i), dp_rows(t, i), H, relu);
+        for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t_dh, i), c + i * H, h_rows(t, i), dp_rows(t, i), db_sum.data(), H, relu);
         da = dp_rows(t, 0), ld = dp_rows.sn;
       } else {
         scalar_t* rows = gathered.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = schedule.time(s, i);
-          step_gradient(dh_rows(t, i), c + i * H, h_rows(t, i), rows + i * H, H, relu);
+          step_gradient(dh_rows(t, i), c + i * H, h_rows(t, i), rows + i * H, db_sum.data(), H, relu);
           std::copy(rows + i * H, rows + (i + 1) * H, dp_rows(t, i));
         }
         da = rows, ld = H;
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        const scalar_t* row = da + i * ld;
-        for (int64_t j = 0; j < H; ++j) db_sum[j] += row[j];
       }
       step_matmul(da, ld, wh, c, H, n, /*accumulate=*/false);  // carry = da_s W_h
     }
