@@ -38,6 +38,9 @@ size; the peak of their running sum, in time order, is the most memory the step 
 existed before it (the input and the weights; the gradients are set to None before profiling starts):
 saved activations, outputs, gradients, temporaries.
 
+``torch_rnn`` runs its C++ loops when they are built (the header says which loops ran);
+``TORCH_RNN_NATIVE=0 python benchmarks/bench_rnn.py`` times the same library with its Python loops.
+
 Before timing, every row checks that ``torch_rnn.RNN`` (and the naive loop) agree with ``nn.RNN``: outputs,
 ``h_n`` and the input gradient within 1e-4; the run aborts otherwise.
 
@@ -68,6 +71,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
 
 import torch_rnn
+from torch_rnn import native
 
 TOLERANCE = 1e-4
 MM_SIZE = 2048
@@ -390,8 +394,12 @@ def median_train_ratio(rows: Sequence[dict]) -> float:
 def markdown(rows: Sequence[dict], settings: Settings) -> str:
     """Header lines and a markdown table, one row per case."""
     loads = [row["load_average"] for row in rows]
+    if native.ops() is not None:
+        loops = "C++ (torch_rnn.native)"
+    else:
+        loops = "Python (TORCH_RNN_NATIVE=0)" if not native.enabled() else "Python (the C++ loops could not be built)"
     header = [
-        f"torch {torch.__version__}, float32 CPU, {torch.get_num_threads()} threads; "
+        f"torch {torch.__version__}, float32 CPU, {torch.get_num_threads()} threads; torch_rnn loops: {loops}; "
         f"torch.mm {MM_SIZE}x{MM_SIZE}: {statistics.median(row['mm_gflops'] for row in rows):.1f} GFLOP/s "
         "(median over rows); "
         f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}; "
