@@ -107,6 +107,25 @@ def test_rnn_packed_sequence_matches_torch_nn_rnn(lengths, enforce_sorted, batch
                 grads_of(theirs, theirs_out, douts, inputs), dtype)
 
 
+@pytest.mark.parametrize("lengths", [[4, 3, 3, 1], [3, 3, 3]], ids=["R11", "R9_square_when_D_is_9"])
+def test_rnn_packed_sequence_with_column_major_data_matches_torch_nn_rnn(lengths):
+    """PackedSequence.data in column-major memory (from a transpose, or numpy's Fortran order) is an (R, D)
+    sequence like any other, not batch-first memory to be used in place."""
+    dtype = torch.float64
+    D_ = 9 if sum(lengths) == 9 else D  # R == D as well: a transpose then has the right shape, and must not be taken
+    ours, theirs = pair(RNN, nn.RNN, D_, H, num_layers=2, bidirectional=True, dtype=dtype)
+    g = seeded(3)
+    data = random(D_, sum(lengths), dtype=dtype, gen=g).T.detach().requires_grad_()  # (R, D), strides (1, R)
+    assert not data.is_contiguous()
+    batch_sizes = pack_padded_sequence(torch.zeros(max(lengths), len(lengths)), lengths).batch_sizes
+    packed = PackedSequence(data, batch_sizes)
+    (ours_packed, ours_h), (theirs_packed, theirs_h) = ours(packed), theirs(packed)
+    douts = (random(*theirs_packed.data.shape, dtype=dtype, gen=g), random(*theirs_h.shape, dtype=dtype, gen=g))
+    ours_out, theirs_out = (ours_packed.data, ours_h), (theirs_packed.data, theirs_h)
+    assert_same(ours_out, theirs_out, grads_of(ours, ours_out, douts, [data]), grads_of(theirs, theirs_out, douts, [data]),
+                dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no_hx", "hx"])
 @pytest.mark.parametrize("config", [dict(), dict(num_layers=2, bidirectional=True, nonlinearity="relu"),

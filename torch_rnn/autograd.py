@@ -34,10 +34,17 @@ def _plain(*tensors: Optional[Tensor]) -> bool:
     )
 
 
+def _batch_major_sequence(x: Tensor) -> bool:
+    """True for a padded sequence, ``(T, N, D)`` floats or ``(T, N)`` indices, lying in batch-first memory; a
+    packed ``(R, D)`` sequence is never batch-major, whatever its strides."""
+    padded = x.dim() == (3 if x.is_floating_point() else 2)
+    return padded and kernels.batch_major(x)
+
+
 def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
     """``p_t = W_x x_t + b`` for all steps at once, in ``x``'s memory layout (time-major or batch-major);
     integer ``x`` holds one-hot indices (-1 = zero vector)."""
-    if kernels.batch_major(x):  # one matmul over the rows as they lie, no transposed copy
+    if _batch_major_sequence(x):  # one matmul over the rows as they lie, no transposed copy
         # detach(): the same memory, but not an autograd view, which a Function's output must not be for
         # forward-mode AD (its tangent would have to share the view's layout)
         return _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1).detach()
@@ -50,7 +57,7 @@ def _input_projection_backward(
     dp: Tensor, x: Tensor, Wx: Tensor, has_bias: bool, need_dx: bool, need_dWx: bool
 ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """``dx``, ``dW_x``, ``db`` of :func:`_input_projection`: matmuls over all steps in memory order."""
-    if kernels.batch_major(x) and kernels.batch_major(dp):
+    if _batch_major_sequence(x) and kernels.batch_major(dp):
         dx, dWx, db = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, has_bias, need_dx, need_dWx)
         return None if dx is None else dx.transpose(0, 1), dWx, db
     if x.is_floating_point():

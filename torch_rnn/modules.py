@@ -71,7 +71,9 @@ class RNN(nn.Module):
         - **hx**: ``(num_layers * num_directions, N, H)`` (``(num_layers * num_directions, H)`` unbatched)
           initial hidden states; zeros when None.
         - **lengths** (beyond ``nn.RNN``): ``(N,)`` lengths of padded sequences, each in ``1..T``. Each
-          sequence's state stops at its last real step, like packing, without packing.
+          sequence's state stops at its last real step, as with a PackedSequence, without the caller
+          packing: the rows are packed inside (one gather) and the output unpacked (one scatter), so the
+          padding is neither stored nor computed.
 
     Outputs: output, h_n
         - **output**: ``(T, N, num_directions * H)`` (``(N, T, ...)`` with batch_first), the last layer's
