@@ -289,6 +289,9 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
   const Shape shape = check_inputs("recurrence_backward", h_in, dh_last, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
+  TORCH_CHECK(dh_in.scalar_type() == h_in.scalar_type() && dh_in.device().is_cpu(),
+              "recurrence_backward: dh must be a CPU tensor of h's dtype ", h_in.scalar_type(), ", got ",
+              dh_in.scalar_type(), " on ", dh_in.device());
   const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
   const int64_t T = shape.T, N = shape.N, H = shape.H;
   const Schedule schedule(T, N, batch_sizes, reverse);
