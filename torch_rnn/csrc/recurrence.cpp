@@ -84,18 +84,25 @@ __attribute__((always_inline)) inline scalar_t activation(scalar_t a, bool relu)
   }
 
 // One row of the backward step: da = (dh + carry) * f'(h) over H elements, f'(h) = 1 - h^2 (tanh) or 1[h > 0]
-// (relu), and db += da (db accumulates in double).
+// (relu), and db += da (db accumulates in double). dh's elements lie dh_stride apart: 1, or 0 for the expanded
+// gradient of `output.sum()` (read in place rather than copied).
 #define DEFINE_STEP_GRADIENT(scalar_t)                                                                      \
-  TORCH_RNN_CLONES void step_gradient(const scalar_t* dh, const scalar_t* carry, const scalar_t* h,         \
-                                      scalar_t* da, double* db, int64_t H, bool relu) {                     \
-    if (relu) {                                                                                             \
+  TORCH_RNN_CLONES void step_gradient(const scalar_t* dh, int64_t dh_stride, const scalar_t* carry,        \
+                                      const scalar_t* h, scalar_t* da, double* db, int64_t H, bool relu) {  \
+    if (dh_stride == 1 && relu) {                                                                           \
       for (int64_t j = 0; j < H; ++j) {                                                                     \
         da[j] = h[j] > scalar_t(0) ? dh[j] + carry[j] : scalar_t(0);                                        \
         db[j] += da[j];                                                                                     \
       }                                                                                                     \
-    } else {                                                                                                \
+    } else if (dh_stride == 1) {                                                                            \
       for (int64_t j = 0; j < H; ++j) {                                                                     \
         da[j] = (dh[j] + carry[j]) * (scalar_t(1) - h[j] * h[j]);                                           \
+        db[j] += da[j];                                                                                     \
+      }                                                                                                     \
+    } else {                                                                                                \
+      for (int64_t j = 0; j < H; ++j) {                                                                     \
+        const scalar_t upstream = dh[j * dh_stride] + carry[j];                                             \
+        da[j] = relu ? (h[j] > scalar_t(0) ? upstream : scalar_t(0)) : upstream * (scalar_t(1) - h[j] * h[j]); \
         db[j] += da[j];                                                                                     \
       }                                                                                                     \
     }                                                                                                       \
@@ -295,18 +302,16 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
   const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
   const int64_t T = shape.T, N = shape.N, H = shape.H;
   const Schedule schedule(T, N, batch_sizes, reverse);
-  // An incoming gradient with non-contiguous rows (the expanded one of `output.sum()`, say) is copied one step
-  // at a time into an (N, H) buffer, not as a whole (T, N, H) tensor, when the steps are aligned.
-  const bool dh_by_step = !shape.packed && dh_in.stride(2) != 1 && schedule.aligned();
-  const Tensor dh = dh_by_step ? dh_in : (shape.packed ? dh_in.contiguous() : rows_last_contiguous(dh_in));
-  Tensor dh_step = dh_by_step ? at::empty({N, H}, dh_in.options()) : Tensor();
+  // The incoming gradient is read with its own strides (the expanded one of `output.sum()` has strides 0), so
+  // it is never copied; only a packed one must have contiguous rows.
+  const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
+  const int64_t dh_stride = dh.stride(-1);
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   Tensor carry = dh_last.clone(at::MemoryFormat::Contiguous);  // becomes da_{s+1} W_h, row by row
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(carry);
   std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
-    const Rows<scalar_t> dh_rows(dh_by_step ? dh_step.unsqueeze(0) : dh, shape, batch_sizes), h_rows(h, shape, batch_sizes),
-        dp_rows(dp, shape, batch_sizes);
+    const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes), dp_rows(dp, shape, batch_sizes);
     scalar_t* c = carry.data_ptr<scalar_t>();
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t n = schedule.running(s);
@@ -317,22 +322,15 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
       int64_t ld;
       if (schedule.aligned()) {
         const int64_t t = reverse ? T - 1 - s : s;
-        if (dh_by_step) {  // strided copy by hand: an ATen copy per step would cost more than a tiny step
-          const scalar_t* src = dh.data_ptr<scalar_t>() + t * dh.stride(0);
-          scalar_t* dst = dh_step.data_ptr<scalar_t>();
-          const int64_t row_stride = dh.stride(1), stride = dh.stride(2);
-          for (int64_t i = 0; i < n; ++i) {
-            for (int64_t j = 0; j < H; ++j) dst[i * H + j] = src[i * row_stride + j * stride];
-          }
+        for (int64_t i = 0; i < n; ++i) {
+          step_gradient(dh_rows(t, i), dh_stride, c + i * H, h_rows(t, i), dp_rows(t, i), db_sum.data(), H, relu);
         }
-        const int64_t t_dh = dh_by_step ? 0 : t;
-        for (int64_t i = 0; i < n; ++i) step_gradient(dh_rows(t_dh, i), c + i * H, h_rows(t, i), dp_rows(t, i), db_sum.data(), H, relu);
         da = dp_rows(t, 0), ld = dp_rows.sn;
       } else {
         scalar_t* rows = gathered.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = schedule.time(s, i);
-          step_gradient(dh_rows(t, i), c + i * H, h_rows(t, i), rows + i * H, db_sum.data(), H, relu);
+          step_gradient(dh_rows(t, i), dh_stride, c + i * H, h_rows(t, i), rows + i * H, db_sum.data(), H, relu);
           std::copy(rows + i * H, rows + (i + 1) * H, dp_rows(t, i));
         }
         da = rows, ld = H;
