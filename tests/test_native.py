@@ -84,3 +84,12 @@ def test_cpp_backward_names_a_gradient_of_the_wrong_dtype():
     with pytest.raises(RuntimeError, match="dh must be a CPU tensor of h's dtype Float, got Double"):
         native.ops().recurrence_backward(torch.zeros(3, 2, 4, dtype=torch.float64), torch.zeros(2, 4),
                                          torch.zeros(4, 4), h, False, [], False)
+
+
+@pytest.mark.parametrize("log, reason", [
+    ("Error building extension 'x': [1/2] c++ -c a.cpp\n/bin/sh: 1: c++: not found\nninja: build stopped", "/bin/sh: 1: c++: not found"),
+    ("Error building extension 'x': [1/2] c++ -c a.cpp\na.cpp:3:1: error: expected ';'\nninja: build stopped", "a.cpp:3:1: error: expected ';'"),
+    ("something odd\nlast line", "last line"),
+])
+def test_the_fallback_warning_names_the_telling_line_of_the_build_log(log, reason):
+    assert native._reason(RuntimeError(log)) == reason

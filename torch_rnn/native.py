@@ -40,12 +40,22 @@ def ops() -> Optional[Any]:
         except Exception as error:  # a missing compiler or ninja, a failed compile: fall back, loudly
             warnings.warn(
                 f"torch_rnn: the C++ loops could not be built, so the slower Python loops run instead "
-                f"({type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}). "
-                f"Run `python -m torch_rnn.build_native` to see the whole build log.",
+                f"({type(error).__name__}: {_reason(error)}). "
+                f"Run `python -m torch_rnn.build_native --verbose` to see the whole build log.",
                 RuntimeWarning,
                 stacklevel=3,
             )
     return _ops
+
+
+def _reason(error: Exception) -> str:
+    """The telling line of a build error (the compiler's error, a missing program), else its last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for marker in ("not found", "error:"):  # a missing program, then the compiler's first error
+        telling = [line for line in lines if marker in line.lower()]
+        if telling:
+            return telling[0]
+    return lines[-1] if lines else ""
 
 
 def build(verbose: bool = False) -> Any:
