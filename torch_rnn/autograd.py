@@ -54,16 +54,18 @@ def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
 
 
 def _input_projection_backward(
-    dp: Tensor, x: Tensor, Wx: Tensor, has_bias: bool, need_dx: bool, need_dWx: bool
-) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """``dx``, ``dW_x``, ``db`` of :func:`_input_projection`: matmuls over all steps in memory order."""
+    dp: Tensor, x: Tensor, Wx: Tensor, need_dx: bool, need_dWx: bool
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """``dx`` and ``dW_x`` of :func:`_input_projection`, each one matmul over all steps in memory order (the
+    bias gradient, a sum of ``dp``, comes from the recurrence's backward)."""
     if _batch_major_sequence(x) and kernels.batch_major(dp):
-        dx, dWx, db = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, has_bias, need_dx, need_dWx)
-        return None if dx is None else dx.transpose(0, 1), dWx, db
+        dx, dWx = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, need_dx, need_dWx)
+        return None if dx is None else dx.transpose(0, 1), dWx
     if x.is_floating_point():
-        return F.temporal_affine_backward(dp, (x, Wx, has_bias), need_dx, need_dWx)
-    dWx, db = F.onehot_affine_backward(dp, (x, Wx.shape, has_bias))
-    return None, dWx, db
+        dx, dWx, _ = F.temporal_affine_backward(dp, (x, Wx, False), need_dx, need_dWx)
+        return dx, dWx
+    dWx, _ = F.onehot_affine_backward(dp, (x, Wx.shape, False))
+    return None, dWx
 
 
 def _padded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool) -> Tensor:
@@ -127,11 +129,10 @@ class RNNFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-        x, h0, Wx, Wh, b, nonlinearity, batch_sizes, *rest = inputs
+        x, h0, Wx, Wh, _, nonlinearity, batch_sizes, *rest = inputs
         h, _ = output
         ctx.save_for_backward(x, h0, Wx, Wh, h)
         ctx.save_for_forward(x, h0, Wx, Wh, h)
-        ctx.has_bias = b is not None
         ctx.nonlinearity = nonlinearity
         ctx.batch_sizes = batch_sizes
         ctx.reverse = bool(rest and rest[0])
@@ -148,8 +149,8 @@ class RNNFunction(torch.autograd.Function):
             dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
                                                  _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
             dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
-            db = dp.sum(tuple(range(dp.dim() - 1)))
-        dx, dWx, _ = _input_projection_backward(dp, x, Wx, False, need_dx, need_dWx)
+            db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
+        dx, dWx = _input_projection_backward(dp, x, Wx, need_dx, need_dWx)
         return (
             dx if need_dx else None,
             dh0 if need_dh0 else None,

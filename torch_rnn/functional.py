@@ -264,17 +264,22 @@ def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> T
     return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def packed_positions(batch_sizes: Sequence[int]) -> Tensor:
-    """Every packed row's position ``t * N + i`` in the padded ``(T, N)`` layout.
+def packed_coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Every packed row's step ``t`` and sequence ``i``, two ``(R,)`` tensors.
 
     A packed sequence (``PackedSequence.data``'s layout) stores step ``t``'s ``batch_sizes[t]`` running rows one
     after another, so padding is neither stored nor computed.
     """
     sizes = torch.tensor(batch_sizes)
-    T, N = len(batch_sizes), batch_sizes[0]
-    t = torch.repeat_interleave(torch.arange(T), sizes)  # (R,) every row's step
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), sizes)  # (R,)
     first_row = torch.cumsum(sizes, 0) - sizes  # (T,) where every step starts
-    return t * N + torch.arange(len(t)) - first_row[t]
+    return t, torch.arange(len(t)) - first_row[t]
+
+
+def packed_positions(batch_sizes: Sequence[int]) -> Tensor:
+    """Every packed row's position ``t * N + i`` in the padded ``(T, N)`` layout."""
+    t, i = packed_coordinates(batch_sizes)
+    return t * batch_sizes[0] + i
 
 
 def pad_packed(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:

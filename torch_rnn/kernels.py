@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .functional import activation_derivative, pack_padded, pad_packed, reverse_in_time
+from .functional import activation_derivative, pack_padded, packed_coordinates, pad_packed, reverse_in_time
 
 
 def _native_ops(t: Tensor):
@@ -41,8 +41,9 @@ def recurrence_forward_(
     which spares the input projection a broadcast pass over the whole sequence.
 
     Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place. ``p`` is
-    time-major, or the ``(T, N, H)`` transposed view of batch-first memory: every step's running rows are then
-    a block of rows ``T * H`` apart, which the matmul takes as they are.
+    time-major; or the ``(T, N, H)`` transposed view of batch-first memory, every step's running rows then a
+    block of rows ``T * H`` apart, which the matmul takes as they are; or packed ``(R, H)`` with
+    ``batch_sizes`` (:func:`torch_rnn.functional.packed_coordinates`).
 
     ``reverse=True`` runs every row backwards from its own last step (the equations on
     :func:`torch_rnn.functional.reverse_in_time` of ``p``, the result reversed back): the C++ loops index the
@@ -192,10 +193,9 @@ def recurrence_weight_grad(
 def _packed_previous_states(h: Tensor, h0: Tensor, batch_sizes: Sequence[int], reverse: bool) -> Tensor:
     """``h_prev`` of every row of a packed sequence: its state one step earlier in its own direction, or ``h0``."""
     sizes = torch.tensor(batch_sizes)
-    T, R = len(batch_sizes), h.shape[0]
-    t = torch.repeat_interleave(torch.arange(T), sizes)  # (R,) every row's step
+    T = len(batch_sizes)
+    t, i = packed_coordinates(batch_sizes)  # (R,) every row's step and sequence
     first_row = torch.cumsum(sizes, 0) - sizes  # (T,)
-    i = torch.arange(R) - first_row[t]  # (R,) every row's sequence
     before = (t + 1).clamp(max=T - 1) if reverse else (t - 1).clamp(min=0)  # the step visited before t
     has_previous = (t + 1 < T) & (i < sizes[before]) if reverse else t > 0
     previous = h.index_select(0, torch.where(has_previous, first_row[before] + i, 0).to(h.device))  # (R, H)

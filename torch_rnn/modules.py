@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import kernels
 from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
-from .functional import NONLINEARITIES
+from .functional import NONLINEARITIES, packed_coordinates
 
 
 def _check_nonlinearity(nonlinearity: str) -> None:
@@ -319,9 +319,8 @@ def _packed_memory_rows(x: Tensor, order: Tensor, batch_sizes: list[int]) -> Ten
     """For every packed row (step ``t`` of sequence ``order[i]``, ``i < batch_sizes[t]``), its row in
     :func:`_memory_view` of ``x``: sorting and packing become one gather."""
     T, N = x.shape[0], x.shape[1]
-    sizes = torch.tensor(batch_sizes)
-    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), sizes)  # (R,) every row's step
-    sequence = order[torch.arange(len(t)) - (torch.cumsum(sizes, 0) - sizes)[t]]  # (R,)
+    t, i = packed_coordinates(batch_sizes)  # (R,) every packed row's step and (sorted) sequence
+    sequence = order[i]  # (R,) the sequence in x
     rows = sequence * T + t if kernels.batch_major(x) else t * N + sequence
     return rows.to(x.device)
 
