@@ -9,6 +9,7 @@ Set ``TORCH_RNN_NATIVE=0`` to use the Python loops on purpose.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -18,6 +19,7 @@ from typing import Any, Optional
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
+log = logging.getLogger(__name__)
 _NAME = "torch_rnn_native"
 _ops: Optional[Any] = None
 _tried = False
@@ -58,6 +60,16 @@ def _reason(error: Exception) -> str:
     return lines[-1] if lines else ""
 
 
+def _built() -> bool:
+    """Whether a compiled extension already lies in torch's build directory (a changed source still rebuilds)."""
+    from torch.utils import cpp_extension
+
+    try:
+        return os.path.exists(os.path.join(cpp_extension._get_build_directory(_NAME, False), f"{_NAME}.so"))
+    except Exception:  # a private helper of torch: if it moves, only this notice is lost
+        return True
+
+
 def build(verbose: bool = False) -> Any:
     """Compile (if needed) and load the extension; returns ``torch.ops.torch_rnn``. Raises when it cannot."""
     from torch.utils import cpp_extension
@@ -67,6 +79,9 @@ def build(verbose: bool = False) -> Any:
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     if not hasattr(torch.ops.torch_rnn, "recurrence_backward"):  # not yet loaded in this process
+        if not verbose and not _built():
+            log.warning("torch_rnn: compiling its C++ loops, once (about 20 s; cached under %s)",
+                        os.path.dirname(cpp_extension._get_build_directory(_NAME, False)))
         cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False,
                            verbose=verbose)
     return torch.ops.torch_rnn
