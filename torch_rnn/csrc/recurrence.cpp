@@ -3,8 +3,9 @@
 // 2-5 us of interpreter and dispatch overhead each; here a step is one BLAS call and one fused elementwise
 // pass over its (n, H) block, and tiny steps (N*H*H below SMALL_STEP) skip BLAS for a plain loop.
 //
-//   forward   a_t = p_t + h_{t-1} W_h^T,   h_t = f(a_t)                     (p_t = x_t W_x^T + b, precomputed)
-//   backward  da_t = (dh_t + da_{t+1} W_h) * f'(h_t),   f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu)
+//   forward   a_t = p_t + b + h_{t-1} W_h^T,   h_t = f(a_t)          (p_t = x_t W_x^T, one matmul beforehand)
+//   backward  da_t = (dh_t + da_{t+1} W_h) * f'(h_t),   f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu),
+//             db = sum of da_t over steps and rows; dW_x, dW_h and dx are one matmul each afterwards
 //
 // Rows are sorted by length (PackedSequence's convention): batch_sizes[s] rows run at step s, the rest are
 // finished; empty batch_sizes means every row runs at every step. reverse runs each row backwards in time
@@ -189,7 +190,8 @@ struct Schedule {
 };
 
 // A sequence's rows by pointer: row (t, i) at data + t * st + i * sn for (T, N, H) tensors, at
-// data + (offset_t + i) * H when packed; its H values are contiguous.
+// data + (offset_t + i) * H when packed. Its H values are contiguous, except an incoming gradient's, whose
+// element stride the backward passes along (0 for an expanded one).
 template <typename scalar_t>
 struct Rows {
   scalar_t* data;
