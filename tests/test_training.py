@@ -80,6 +80,24 @@ def test_tensorboard_events_hold_train_loss_and_validation_metrics(trained):
     assert any(tag.startswith("lr-") for tag in tags)  # the LearningRateMonitor
 
 
+def test_step_values_are_logged_on_the_steps_the_logger_writes(tmp_path):
+    """train/loss and grad_norm/total on every log_every_n_steps-th step (Lightning writes those), and
+    train/loss_epoch once per epoch."""
+    data = write_tsv(tmp_path / "small.tsv")
+    args = small_fit_args(data, tmp_path)
+    args[args.index("--trainer.log_every_n_steps") + 1] = "3"
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
+                       save_config_kwargs={"overwrite": True})
+    steps_per_epoch = len(cli.datamodule.train_dataloader())
+    accumulator = EventAccumulator(cli.trainer.logger.log_dir)
+    accumulator.Reload()
+    logged = {tag: [event.step for event in accumulator.Scalars(tag)]
+              for tag in ("train/loss", "grad_norm/total", "train/loss_epoch")}
+    every_third = list(range(2, cli.trainer.global_step, 3))
+    assert logged["train/loss"] == logged["grad_norm/total"] == every_third
+    assert logged["train/loss_epoch"] == [steps_per_epoch - 1, 2 * steps_per_epoch - 1]
+
+
 def test_predict_py_matches_the_in_memory_model(trained, tmp_path, capsys):
     cli, log_dir = trained
     checkpoint = log_dir / "checkpoints" / "last.ckpt"
