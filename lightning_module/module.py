@@ -125,8 +125,8 @@ class SentimentClassifier(pl.LightningModule):
         """Whether Lightning sends this training step's logged values to the logger: on every
         ``trainer.log_every_n_steps``-th optimizer step (Lightning's own rule) and when training stops.
 
-        Step values are logged only then: each ``self.log`` call costs Lightning about a millisecond of an
-        18 ms step, and on other steps it would only refresh the progress bar.
+        Step values are logged only then: each ``self.log`` call costs Lightning some hundreds of microseconds
+        of an 18 ms step, and on other steps it would only refresh the progress bar.
         """
         every = self.trainer.log_every_n_steps
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
