@@ -409,6 +409,11 @@ def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layo
     assert torch.equal(dh, dh_before), "the incoming gradient must not be modified"
     assert torch.equal(dh_last, dh_last_before), "the incoming dh_last must not be modified"
     assert torch.equal(h, h_before)
+    dp_alone, dh0_alone, db_alone = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
+                                                                 reverse, need_dh0=False)
+    torch.testing.assert_close(dp_alone, dp, rtol=0, atol=0)
+    torch.testing.assert_close(db_alone, db, rtol=0, atol=0)
+    assert dh0_alone is None
 
 
 def test_kernel_tanh_matches_tanh_on_both_sides_of_the_4096_switch():

@@ -83,7 +83,7 @@ def test_cpp_backward_names_a_gradient_of_the_wrong_dtype():
     h = torch.zeros(3, 2, 4)
     with pytest.raises(RuntimeError, match="dh must be a CPU tensor of h's dtype Float, got Double"):
         native.ops().recurrence_backward(torch.zeros(3, 2, 4, dtype=torch.float64), torch.zeros(2, 4),
-                                         torch.zeros(4, 4), h, False, [], False)
+                                         torch.zeros(4, 4), h, False, [], False, True)
 
 
 @pytest.mark.parametrize("log, reason", [

@@ -143,7 +143,8 @@ class RNNFunction(torch.autograd.Function):
         need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
         nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+            dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
+                                                       need_dh0=need_dh0)
             dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
         else:  # the reference equations, on the padded and (in reverse) reversed sequences
             dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,

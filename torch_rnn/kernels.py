@@ -109,7 +109,8 @@ def recurrence_backward_(
     nonlinearity: str = "tanh",
     batch_sizes: Optional[Sequence[int]] = None,
     reverse: bool = False,
-) -> tuple[Tensor, Tensor]:
+    need_dh0: bool = True,
+) -> tuple[Tensor, Optional[Tensor], Tensor]:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
     ``da_t = dh_t * f'(h_t) + carry_t * f'(h_t)``: the first product is one pass over the whole sequence
@@ -122,18 +123,22 @@ def recurrence_backward_(
     Returns:
         ``dp (T, N, H)``, ``dh0 (N, H)`` and ``db (H,)``, the sum of ``dp`` over steps and rows (the C++ loop
         adds it up as it goes, in double precision); the weight gradient is one matmul afterwards
-        (:func:`recurrence_weight_grad`).
+        (:func:`recurrence_weight_grad`). With ``need_dh0=False``, ``dh0`` is None; the C++ loop then saves
+        its last matmul and its buffer (the gradient arriving at each step is kept in ``dp``'s own rows).
     """
     ops = _native_ops(h)
     if ops is not None:
-        return ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse)
+        dp, dh0, db = ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []),
+                                              reverse, need_dh0)
+        return dp, dh0 if need_dh0 else None, db
     if h.dim() == 2:  # packed: the Python loops run on the padded sequence
         dp, dh0, db = recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh, pad_packed(h, batch_sizes),
-                                           nonlinearity, batch_sizes, reverse)
+                                           nonlinearity, batch_sizes, reverse, need_dh0)
         return pack_padded(dp, batch_sizes), dh0, db
     if reverse:
         dp, dh0, db = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                           reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+                                           reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
+                                           need_dh0=need_dh0)
         return reverse_in_time(dp, batch_sizes), dh0, db
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
@@ -148,7 +153,7 @@ def recurrence_backward_(
             da, derivative_t, carry_t = da[:n], derivative_t[:n], carry[:n]
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
-    return dp, carry, dp.sum((0, 1))
+    return dp, carry if need_dh0 else None, dp.sum((0, 1))
 
 
 def batch_major(x: Tensor) -> bool:

@@ -290,18 +290,20 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
 }
 
 // Backward loop: returns dp (T, N, H) with h's strides (the gradient of every step's pre-activation, zero past
-// a row's length), dh0 (N, H) and db (H,), the sum of dp over steps and rows (accumulated in double). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified),
-// h the forward's output, wh W_h (H, H).
-std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last, const Tensor& wh_in,
-                                               const Tensor& h_in, bool relu, at::IntArrayRef batch_sizes,
-                                               bool reverse) {
-  const Shape shape = check_inputs("recurrence_backward", h_in, dh_last, wh_in, batch_sizes);
+// a row's length), dh0 (N, H) (an empty tensor unless need_dh0) and db (H,), the sum of dp over steps and rows
+// (accumulated in double). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified), h the
+// forward's output, wh W_h (H, H).
+std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in,
+                                                       const Tensor& wh_in, const Tensor& h_in, bool relu,
+                                                       at::IntArrayRef batch_sizes, bool reverse, bool need_dh0) {
+  const Shape shape = check_inputs("recurrence_backward", h_in, dh_last_in, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
   TORCH_CHECK(dh_in.scalar_type() == h_in.scalar_type() && dh_in.device().is_cpu(),
               "recurrence_backward: dh must be a CPU tensor of h's dtype ", h_in.scalar_type(), ", got ",
               dh_in.scalar_type(), " on ", dh_in.device());
   const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
+  const Tensor dh_last = dh_last_in.contiguous();
   const int64_t T = shape.T, N = shape.N, H = shape.H;
   const Schedule schedule(T, N, batch_sizes, reverse);
   // The incoming gradient is read with its own strides (the expanded one of `output.sum()` has strides 0), so
@@ -309,39 +311,49 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
   const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
   const int64_t dh_stride = dh.stride(-1);
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
-  Tensor carry = dh_last.clone(at::MemoryFormat::Contiguous);  // becomes da_{s+1} W_h, row by row
-  Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(carry);
+  Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone() : at::empty({0}, dh_last.options());
+  Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(dh_last);
   std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes), dp_rows(dp, shape, batch_sizes);
-    scalar_t* c = carry.data_ptr<scalar_t>();
+    const scalar_t* last = dh_last.data_ptr<scalar_t>();
+    const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
+    int64_t ld = H;
     for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t n = schedule.running(s);
+      const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
       if (!shape.packed) {
         for (int64_t i = n; i < N; ++i) std::fill(dp_rows(s, i), dp_rows(s, i) + H, scalar_t(0));  // padding
       }
-      const scalar_t* da;  // da_s of the running rows, ld apart
-      int64_t ld;
       if (schedule.aligned()) {
+        // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
+        // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
         const int64_t t = reverse ? T - 1 - s : s;
+        scalar_t* block = dp_rows(t, 0);
+        const int64_t block_ld = dp_rows.sn;
+        if (n_next > 0) step_matmul(da, ld, wh, block, block_ld, n_next, /*accumulate=*/false);
+        for (int64_t i = n_next; i < n; ++i) std::copy(last + i * H, last + (i + 1) * H, block + i * block_ld);
         for (int64_t i = 0; i < n; ++i) {
-          step_gradient(dh_rows(t, i), dh_stride, c + i * H, h_rows(t, i), dp_rows(t, i), db_sum.data(), H, relu);
+          step_gradient(dh_rows(t, i), dh_stride, block + i * block_ld, h_rows(t, i), block + i * block_ld,
+                        db_sum.data(), H, relu);
         }
-        da = dp_rows(t, 0), ld = dp_rows.sn;
-      } else {
+        da = block, ld = block_ld;
+      } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
+        scalar_t* c = dh0.data_ptr<scalar_t>();
         scalar_t* rows = gathered.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = schedule.time(s, i);
           step_gradient(dh_rows(t, i), dh_stride, c + i * H, h_rows(t, i), rows + i * H, db_sum.data(), H, relu);
           std::copy(rows + i * H, rows + (i + 1) * H, dp_rows(t, i));
         }
-        da = rows, ld = H;
+        step_matmul(rows, H, wh, c, H, n, /*accumulate=*/false);  // carry = da_s W_h
       }
-      step_matmul(da, ld, wh, c, H, n, /*accumulate=*/false);  // carry = da_s W_h
+    }
+    if (schedule.aligned() && need_dh0 && T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+      step_matmul(da, ld, wh, dh0.data_ptr<scalar_t>(), H, schedule.running(0), /*accumulate=*/false);
     }
   });
   Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
-  return {dp, carry, db};
+  return {dp, dh0, db};
 }
 
 }  // namespace
@@ -351,6 +363,6 @@ TORCH_LIBRARY(torch_rnn, m) {
         " bool reverse) -> Tensor",
         &recurrence_forward_);
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
-        " bool reverse) -> (Tensor, Tensor, Tensor)",
+        " bool reverse, bool need_dh0) -> (Tensor, Tensor, Tensor)",
         &recurrence_backward);
 }
