@@ -257,11 +257,22 @@ def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> T
     if batch_sizes is None:
         return x.flip(0)
     T, N = x.shape[0], x.shape[1]
-    lengths = (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)  # (N,)
+    lengths = sequence_lengths(batch_sizes, N)  # (N,)
     steps = torch.arange(T).unsqueeze(1)  # (T, 1)
     last = (lengths - 1).unsqueeze(0)  # (1, N)
     index = torch.where(steps <= last, last - steps, steps).to(x.device)  # (T, N)
     return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def sequence_lengths(batch_sizes: Sequence[int], N: int) -> Tensor:
+    """``(N,)`` every row's length: row ``i`` runs while ``batch_sizes[t] > i``."""
+    return (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)
+
+
+def step_offsets(batch_sizes: Sequence[int]) -> Tensor:
+    """``(T,)`` the first row of every step in a packed sequence."""
+    sizes = torch.tensor(batch_sizes)
+    return torch.cumsum(sizes, 0) - sizes
 
 
 def packed_coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -270,10 +281,8 @@ def packed_coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
     A packed sequence (``PackedSequence.data``'s layout) stores step ``t``'s ``batch_sizes[t]`` running rows one
     after another, so padding is neither stored nor computed.
     """
-    sizes = torch.tensor(batch_sizes)
-    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), sizes)  # (R,)
-    first_row = torch.cumsum(sizes, 0) - sizes  # (T,) where every step starts
-    return t, torch.arange(len(t)) - first_row[t]
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), torch.tensor(batch_sizes))  # (R,)
+    return t, torch.arange(len(t)) - step_offsets(batch_sizes)[t]
 
 
 def packed_positions(batch_sizes: Sequence[int]) -> Tensor:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from . import native
-from .functional import activation_derivative, pack_padded, packed_coordinates, pad_packed, reverse_in_time
+from .functional import (activation_derivative, pack_padded, packed_coordinates, pad_packed, reverse_in_time,
+                         sequence_lengths, step_offsets)
 
 
 def _native_ops(t: Tensor):
@@ -188,8 +189,7 @@ def recurrence_weight_grad(
         flat_dp, flat_h = dp.reshape(-1, H), h.reshape(-1, H)
         dWh = flat_dp[: -N or None].T @ flat_h[N:] if reverse else flat_dp[N:].T @ flat_h[: -N or None]
     if reverse and batch_sizes is not None:  # a reversed row starts at its own last step
-        lengths = (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)  # (N,)
-        dp_first = dp[lengths - 1, torch.arange(N)]  # (N, H)
+        dp_first = dp[sequence_lengths(batch_sizes, N) - 1, torch.arange(N)]  # (N, H)
     else:
         dp_first = dp[first]
     return dWh.addmm_(dp_first.T, h0)
@@ -200,7 +200,7 @@ def _packed_previous_states(h: Tensor, h0: Tensor, batch_sizes: Sequence[int], r
     sizes = torch.tensor(batch_sizes)
     T = len(batch_sizes)
     t, i = packed_coordinates(batch_sizes)  # (R,) every row's step and sequence
-    first_row = torch.cumsum(sizes, 0) - sizes  # (T,)
+    first_row = step_offsets(batch_sizes)  # (T,)
     before = (t + 1).clamp(max=T - 1) if reverse else (t - 1).clamp(min=0)  # the step visited before t
     has_previous = (t + 1 < T) & (i < sizes[before]) if reverse else t > 0
     previous = h.index_select(0, torch.where(has_previous, first_row[before] + i, 0).to(h.device))  # (R, H)
