@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -82,7 +83,10 @@ def build(verbose: bool = False) -> Any:
         if not verbose and not _built():
             log.warning("torch_rnn: compiling its C++ loops, once (about 20 s; cached under %s)",
                         os.path.dirname(cpp_extension._get_build_directory(_NAME, False)))
-        cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], is_python_module=False,
-                           verbose=verbose)
+        # OpenMP splits each step between torch's intra-op threads (the same libgomp torch loaded, by its
+        # soname); only GCC on Linux is assumed to have it, elsewhere the loops run in one thread.
+        openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+        cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3", *openmp],
+                           extra_ldflags=openmp, is_python_module=False, verbose=verbose)
     return torch.ops.torch_rnn
 

@@ -3,6 +3,12 @@
 // 2-5 us of interpreter and dispatch overhead each; here a step is one BLAS call and one fused elementwise
 // pass over its (n, H) block, and tiny steps (N*H*H below SMALL_STEP) skip BLAS for a plain loop.
 //
+// float32 on AVX-512 CPUs goes further (PanelMatmul below): W_h is packed once per call into panels of 32
+// columns, each step's product runs in a register-tiled kernel that reads those panels straight from cache
+// (BLAS repacks its operand on every call, which is most of the cost at N = 16), and the step is split
+// between the intra-op threads by columns: each thread computes its columns of the product, the
+// nonlinearity and the gradient, and the threads meet once per step, since the next step needs all of them.
+//
 //   forward   a_t = p_t + b + h_{t-1} W_h^T,   h_t = f(a_t)          (p_t = x_t W_x^T, one matmul beforehand)
 //   backward  da_t = (dh_t + da_{t+1} W_h) * f'(h_t),   f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu),
 //             db = sum of da_t over steps and rows; dW_x, dW_h and dx are one matmul each afterwards
@@ -17,6 +23,7 @@
 // at rows offset_t .. offset_t + n_t, R = sum of batch_sizes (PackedSequence.data's layout), so that padding
 // is neither stored nor computed.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -24,6 +31,10 @@
 #include <cstdint>
 #include <tuple>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -234,6 +245,162 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
   }
 }
 
+// A thread's share of a step: columns [c0, c1) of the (n, H) block, which are whole panels [p0, p1).
+struct Slice {
+  int64_t c0, c1, p0, p1;
+};
+
+constexpr int64_t PANEL = 32;  // columns per panel of the packed weight: two 16-float AVX-512 registers
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TORCH_RNN_PANELS 1
+typedef float float16_aligned __attribute__((vector_size(64), aligned(64)));
+typedef float float16_unaligned __attribute__((vector_size(64), aligned(4)));
+
+// out[:R, :width] (+)= a[:R] (R, K) @ panel (K, 32): R rows times 32 columns held in 2R AVX-512 registers
+// while k runs, so each panel row loaded from cache feeds 2R fused multiply-adds.
+template <int R, bool FULL>
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_tile(
+    const float* a, int64_t lda, const float* panel, int64_t K, float* out, int64_t ldo, int64_t width,
+    bool accumulate) {
+  float16_aligned lo[R], hi[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = float16_aligned{};
+  for (int64_t k = 0; k < K; ++k) {
+    const float16_aligned b_lo = *reinterpret_cast<const float16_aligned*>(panel + k * PANEL);
+    const float16_aligned b_hi = *reinterpret_cast<const float16_aligned*>(panel + k * PANEL + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const float a_ik = a[i * lda + k];
+      lo[i] += a_ik * b_lo;
+      hi[i] += a_ik * b_hi;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    float* row = out + i * ldo;
+    if constexpr (FULL) {
+      auto* row_lo = reinterpret_cast<float16_unaligned*>(row);
+      auto* row_hi = reinterpret_cast<float16_unaligned*>(row + 16);
+      *row_lo = accumulate ? *row_lo + lo[i] : lo[i];
+      *row_hi = accumulate ? *row_hi + hi[i] : hi[i];
+    } else {  // the last panel of an H that is not a multiple of 32: only `width` columns exist
+      alignas(64) float sums[PANEL];
+      *reinterpret_cast<float16_aligned*>(sums) = lo[i];
+      *reinterpret_cast<float16_aligned*>(sums + 16) = hi[i];
+      for (int64_t j = 0; j < width; ++j) row[j] = accumulate ? row[j] + sums[j] : sums[j];
+    }
+  }
+}
+
+template <bool FULL>
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_rows(
+    const float* a, int64_t lda, const float* panel, int64_t K, float* out, int64_t ldo, int64_t n,
+    int64_t width, bool accumulate) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) panel_tile<8, FULL>(a + i * lda, lda, panel, K, out + i * ldo, ldo, width, accumulate);
+  a += i * lda, out += i * ldo;
+  switch (n - i) {
+    case 7: panel_tile<7, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 6: panel_tile<6, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 5: panel_tile<5, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 4: panel_tile<4, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 3: panel_tile<3, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 2: panel_tile<2, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 1: panel_tile<1, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    default: break;
+  }
+}
+
+// out[:n, 32 p0 : 32 p1] (+)= a[:n] @ w[:, 32 p0 : 32 p1], w packed by pack_panels.
+__attribute__((target("arch=x86-64-v4"))) void panel_matmul(const float* a, int64_t lda, const float* panels,
+                                                            int64_t K, int64_t H, float* out, int64_t ldo,
+                                                            int64_t n, int64_t p0, int64_t p1, bool accumulate) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t width = std::min(PANEL, H - p * PANEL);
+    const float* panel = panels + p * K * PANEL;
+    if (width == PANEL) {
+      panel_rows<true>(a, lda, panel, K, out + p * PANEL, ldo, n, width, accumulate);
+    } else {
+      panel_rows<false>(a, lda, panel, K, out + p * PANEL, ldo, n, width, accumulate);
+    }
+  }
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  return has;
+}
+#endif
+
+// The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, H) fixed for the whole loop.
+// float32 on AVX-512 packs w once into panels (ceil(H / 32), K, 32), zero past column H, and splits the
+// columns between threads(); otherwise it is step_matmul on all columns, in one thread (BLAS threads itself).
+template <typename scalar_t>
+class StepProduct {
+ public:
+  StepProduct(const Tensor& w, int64_t max_rows) : w_(w), K_(w.size(0)), H_(w.size(1)) {
+#ifdef TORCH_RNN_PANELS
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (cpu_has_avx512()) {
+        const int64_t count = (H_ + PANEL - 1) / PANEL;
+        panels_ = at::zeros({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
+        panels_.narrow(0, 0, H_ / PANEL).copy_(w.narrow(1, 0, H_ / PANEL * PANEL).view({K_, H_ / PANEL, PANEL}).permute({1, 0, 2}));
+        if (H_ % PANEL != 0) panels_[count - 1].narrow(1, 0, H_ % PANEL).copy_(w.narrow(1, H_ / PANEL * PANEL, H_ % PANEL));
+        // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
+        threads_ = max_rows * K_ * H_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
+      }
+    }
+#endif
+  }
+  int64_t threads() const { return threads_; }
+  void operator()(const scalar_t* a, int64_t lda, scalar_t* out, int64_t ldo, int64_t n, const Slice& slice,
+                  bool accumulate) const {
+    if (n == 0 || slice.c0 == slice.c1) return;
+#ifdef TORCH_RNN_PANELS
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (panels_.defined()) {
+        panel_matmul(a, lda, panels_.data_ptr<float>(), K_, H_, out, ldo, n, slice.p0, slice.p1, accumulate);
+        return;
+      }
+    }
+#endif
+    step_matmul(a, lda, w_, out, ldo, n, accumulate);  // threads() == 1: the slice is every column
+  }
+
+ private:
+  Tensor w_, panels_;
+  int64_t K_, H_, threads_ = 1;
+};
+
+// Runs body(slice) on `threads` threads (OpenMP, the pool torch's intra-op ops use), each with its share of
+// the H columns in whole panels; barrier() inside body waits for all of them. One thread gets every column
+// when threads is 1, when OpenMP is missing, or inside another parallel region. body must not throw while
+// other threads wait at a barrier, so the loops check everything before they start.
+template <typename Body>
+void in_column_team(int64_t threads, int64_t H, const Body& body) {
+  const int64_t panels = (H + PANEL - 1) / PANEL;
+  const auto slice = [&](int64_t id, int64_t count) {
+    const int64_t p0 = id * panels / count, p1 = (id + 1) * panels / count;
+    return Slice{std::min(H, p0 * PANEL), std::min(H, p1 * PANEL), p0, p1};
+  };
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body(slice(omp_get_thread_num(), omp_get_num_threads()));
+    return;
+  }
+#endif
+  body(slice(0, 1));
+}
+
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
 // Forward loop, in place: p (T, N, H) holds the input projections W_x x_t (plus b when bias is None) and is
 // overwritten with h (zero past each row's length); returns h_last (N, H), each row's state after its last
 // step. wh_t is W_h^T (H, H); bias (H,) is added inside the loop, saving the projection a broadcast pass.
@@ -254,37 +421,42 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   Tensor buffers = schedule.aligned() ? Tensor() : at::empty({2, N, H}, h0.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "recurrence_forward_", [&] {
     const Rows<scalar_t> rows(p, shape, batch_sizes);
+    const StepProduct<scalar_t> product(wh_t, N);  // a_s += h_{s-1} W_h^T
     scalar_t* last = h_last.data_ptr<scalar_t>();
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
-    int64_t ld_prev = H;
     scalar_t* gathered[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-      if (!shape.packed) {
-        for (int64_t i = n; i < N; ++i) std::fill(rows(s, i), rows(s, i) + H, scalar_t(0));  // padding: zero
+    in_column_team(product.threads(), H, [&](const Slice& cols) {
+      const int64_t c0 = cols.c0, width = cols.c1 - cols.c0;  // this thread's columns of every row
+      const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
+      int64_t ld_prev = H;
+      for (int64_t s = 0; s < T; ++s) {
+        const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
+        if (!shape.packed) {
+          for (int64_t i = n; i < N; ++i) std::fill_n(rows(s, i) + c0, width, scalar_t(0));  // padding: zero
+        }
+        scalar_t* out;  // this step's running rows, ld apart
+        int64_t ld;
+        if (schedule.aligned()) {
+          out = rows(reverse ? T - 1 - s : s, 0), ld = rows.sn;
+        } else {
+          out = gathered[s % 2], ld = H;
+          for (int64_t i = 0; i < n; ++i) std::copy_n(rows(schedule.time(s, i), i) + c0, width, out + i * H + c0);
+        }
+        product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
+        if (b == nullptr && ld == H && width == H) {
+          activate(out, nullptr, n * H, relu);  // h_s = f(a_s)
+        } else {
+          for (int64_t i = 0; i < n; ++i) activate(out + i * ld + c0, b == nullptr ? nullptr : b + c0, width, relu);
+        }
+        if (!schedule.aligned()) {
+          for (int64_t i = 0; i < n; ++i) std::copy_n(out + i * H + c0, width, rows(schedule.time(s, i), i) + c0);
+        }
+        for (int64_t i = n_next; i < n; ++i) std::copy_n(out + i * ld + c0, width, last + i * H + c0);  // rows ending at s
+        prev = out, ld_prev = ld;
+        barrier();  // the next step's product reads every column of this one
       }
-      scalar_t* out;  // this step's running rows, ld apart
-      int64_t ld;
-      if (schedule.aligned()) {
-        out = rows(reverse ? T - 1 - s : s, 0), ld = rows.sn;
-      } else {
-        out = gathered[s % 2], ld = H;
-        for (int64_t i = 0; i < n; ++i) std::copy(rows(schedule.time(s, i), i), rows(schedule.time(s, i), i) + H, out + i * H);
-      }
-      step_matmul(prev, ld_prev, wh_t, out, ld, n, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
-      if (b == nullptr && ld == H) {
-        activate(out, nullptr, n * H, relu);  // h_s = f(a_s)
-      } else {
-        for (int64_t i = 0; i < n; ++i) activate(out + i * ld, b, H, relu);  // h_s = f(a_s + b)
-      }
-      if (!schedule.aligned()) {
-        for (int64_t i = 0; i < n; ++i) std::copy(out + i * H, out + (i + 1) * H, rows(schedule.time(s, i), i));
-      }
-      for (int64_t i = n_next; i < n; ++i) std::copy(out + i * ld, out + i * ld + H, last + i * H);  // rows ending at s
-      prev = out, ld_prev = ld;
-    }
+    });
   });
   return h_last;
 }
@@ -312,45 +484,57 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
   const int64_t dh_stride = dh.stride(-1);
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone() : at::empty({0}, dh_last.options());
-  Tensor gathered = schedule.aligned() ? Tensor() : at::empty_like(dh_last);
+  // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
+  // still read the previous step's from the other.
+  Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
   std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes), dp_rows(dp, shape, batch_sizes);
+    const StepProduct<scalar_t> product(wh, N);  // da_s W_h
     const scalar_t* last = dh_last.data_ptr<scalar_t>();
-    const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
-    int64_t ld = H;
-    for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-      if (!shape.packed) {
-        for (int64_t i = n; i < N; ++i) std::fill(dp_rows(s, i), dp_rows(s, i) + H, scalar_t(0));  // padding
-      }
-      if (schedule.aligned()) {
-        // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
-        // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
-        const int64_t t = reverse ? T - 1 - s : s;
-        scalar_t* block = dp_rows(t, 0);
-        const int64_t block_ld = dp_rows.sn;
-        if (n_next > 0) step_matmul(da, ld, wh, block, block_ld, n_next, /*accumulate=*/false);
-        for (int64_t i = n_next; i < n; ++i) std::copy(last + i * H, last + (i + 1) * H, block + i * block_ld);
-        for (int64_t i = 0; i < n; ++i) {
-          step_gradient(dh_rows(t, i), dh_stride, block + i * block_ld, h_rows(t, i), block + i * block_ld,
-                        db_sum.data(), H, relu);
+    scalar_t* carry = dh0.data_ptr<scalar_t>();
+    scalar_t* gathered_rows[2] = {nullptr, nullptr};
+    if (!schedule.aligned()) gathered_rows[0] = gathered[0].data_ptr<scalar_t>(), gathered_rows[1] = gathered[1].data_ptr<scalar_t>();
+    in_column_team(product.threads(), H, [&](const Slice& cols) {
+      const int64_t c0 = cols.c0, width = cols.c1 - cols.c0;  // this thread's columns of every row
+      double* db = db_sum.data() + c0;
+      const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
+      int64_t ld = H;
+      for (int64_t s = T - 1; s >= 0; --s) {
+        const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
+        if (!shape.packed) {
+          for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
         }
-        da = block, ld = block_ld;
-      } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
-        scalar_t* c = dh0.data_ptr<scalar_t>();
-        scalar_t* rows = gathered.data_ptr<scalar_t>();
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t t = schedule.time(s, i);
-          step_gradient(dh_rows(t, i), dh_stride, c + i * H, h_rows(t, i), rows + i * H, db_sum.data(), H, relu);
-          std::copy(rows + i * H, rows + (i + 1) * H, dp_rows(t, i));
+        if (schedule.aligned()) {
+          // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
+          // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
+          const int64_t t = reverse ? T - 1 - s : s;
+          scalar_t* block = dp_rows(t, 0);
+          const int64_t block_ld = dp_rows.sn;
+          product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
+          for (int64_t i = n_next; i < n; ++i) std::copy_n(last + i * H + c0, width, block + i * block_ld + c0);
+          for (int64_t i = 0; i < n; ++i) {
+            scalar_t* row = block + i * block_ld + c0;
+            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, row, h_rows(t, i) + c0, row, db, width, relu);
+          }
+          da = block, ld = block_ld;
+          barrier();  // the next step's product reads every column of da_s
+        } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
+          scalar_t* rows = gathered_rows[s % 2];
+          for (int64_t i = 0; i < n; ++i) {
+            const int64_t t = schedule.time(s, i);
+            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, carry + i * H + c0, h_rows(t, i) + c0,
+                          rows + i * H + c0, db, width, relu);
+            std::copy_n(rows + i * H + c0, width, dp_rows(t, i) + c0);
+          }
+          barrier();  // the product reads every column of da_s
+          product(rows, H, carry, H, n, cols, /*accumulate=*/false);  // carry = da_s W_h
         }
-        step_matmul(rows, H, wh, c, H, n, /*accumulate=*/false);  // carry = da_s W_h
       }
-    }
-    if (schedule.aligned() && need_dh0 && T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
-      step_matmul(da, ld, wh, dh0.data_ptr<scalar_t>(), H, schedule.running(0), /*accumulate=*/false);
-    }
+      if (schedule.aligned() && need_dh0 && T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+        product(da, ld, carry, H, schedule.running(0), cols, /*accumulate=*/false);
+      }
+    });
   });
   Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
   return {dp, dh0, db};
