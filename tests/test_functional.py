@@ -311,13 +311,16 @@ def loops(request, monkeypatch):
 
 KERNEL_TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 # (batch_sizes, (T, N, H)). Python loops: N * H = 4096 takes the sigmoid form of tanh, even with fewer rows running.
-# C++ loops: n * H * H >= 2**15 multiply-adds per step takes BLAS, fewer a plain loop (both in large_packed).
+# C++ loops, float64: n * H * H >= 2**15 multiply-adds per step takes BLAS, fewer a plain loop (both in
+# large_packed). float32 on AVX-512: 32-column panels, split between threads from 2**15 multiply-adds per step;
+# unaligned_rows has rows that are not 64-byte aligned, a last panel of 6 columns, 8-row tiles and a 5-row rest.
 KERNEL_CASES = [
     pytest.param(None, (T, N, H), id="small"),
     pytest.param(BATCH_SIZES, (5, 4, 3), id="small_packed"),
     pytest.param(None, (3, 64, 64), id="large"),
     pytest.param([64, 64, 40, 7], (4, 64, 64), id="large_packed"),
     pytest.param(None, (2, 80, 80), id="large_6400"),
+    pytest.param([37, 30, 9], (3, 37, 70), id="unaligned_rows"),
 ]
 
 
@@ -400,7 +403,7 @@ def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layo
     expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     h, dh = in_layout(h, layout, batch_sizes), in_layout(dh, layout, batch_sizes)
     dh_before, dh_last_before, h_before = dh.clone(), dh_last.clone(), h.clone()
-    dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+    dp, dh0, db, _ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     torch.testing.assert_close(from_layout(dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
     torch.testing.assert_close(db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     torch.testing.assert_close(dh0, expected_dh0, **KERNEL_TOL[dtype])
@@ -409,7 +412,7 @@ def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layo
     assert torch.equal(dh, dh_before), "the incoming gradient must not be modified"
     assert torch.equal(dh_last, dh_last_before), "the incoming dh_last must not be modified"
     assert torch.equal(h, h_before)
-    dp_alone, dh0_alone, db_alone = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
+    dp_alone, dh0_alone, db_alone, _ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
                                                                  reverse, need_dh0=False)
     torch.testing.assert_close(dp_alone, dp, rtol=0, atol=0)
     torch.testing.assert_close(db_alone, db, rtol=0, atol=0)
@@ -425,12 +428,83 @@ def test_kernel_tanh_matches_tanh_on_both_sides_of_the_4096_switch():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_kernel_recurrence_backward_takes_an_expanded_incoming_gradient(layout, loops):
-    """``output.sum()`` sends an expanded gradient (stride 0); the C++ loop reads it a step at a time."""
+    """``output.sum()`` sends an expanded gradient (stride 0); the C++ loop reads it a step at a time, and an
+    expanded ``dh_last`` in place too."""
     p, h0, Wh, _, dh_last = recurrence_inputs(torch.float64, None, seed=19, shape=(4, 64, 64))
     h, _ = F.recurrence_forward(p, h0, Wh)
     dense = torch.full_like(h, 0.5)
-    expected_dp, expected_dh0, _ = kernels.recurrence_backward_(dense, dh_last, h0, Wh, in_layout(h, layout))
-    dp, dh0, _ = kernels.recurrence_backward_(torch.tensor(0.5, dtype=torch.float64).expand_as(h), dh_last, h0, Wh,
-                                           in_layout(h, layout))
+    expected_dp, expected_dh0, _, _ = kernels.recurrence_backward_(dense, dh_last, h0, Wh, in_layout(h, layout))
+    dp, dh0, _, _ = kernels.recurrence_backward_(torch.tensor(0.5, dtype=torch.float64).expand_as(h), dh_last, h0, Wh,
+                                                 in_layout(h, layout))
     torch.testing.assert_close(dp, expected_dp, rtol=0, atol=0)
     torch.testing.assert_close(dh0, expected_dh0, rtol=0, atol=0)
+    # h_n.sum() sends an expanded dh_last too, read in place as well
+    expected_dp, expected_dh0, _, _ = kernels.recurrence_backward_(dense, torch.full_like(dh_last, 0.25), h0, Wh,
+                                                                   in_layout(h, layout))
+    dp, dh0, _, _ = kernels.recurrence_backward_(dense, torch.tensor(0.25, dtype=torch.float64).expand_as(dh_last), h0,
+                                                 Wh, in_layout(h, layout))
+    torch.testing.assert_close(dp, expected_dp, rtol=0, atol=0)
+    torch.testing.assert_close(dh0, expected_dh0, rtol=0, atol=0)
+
+
+def projection_inputs(dtype, batch_sizes, shape, D_, seed):
+    """``x (T, N, D)`` and ``W_x (H, D)`` beside :func:`recurrence_inputs`."""
+    g = seeded(seed)
+    T_, N_, _ = shape
+    return randn(T_, N_, D_, dtype=dtype, gen=g), randn(shape[-1], D_, dtype=dtype, gen=g) / D_ ** 0.5
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("D_", [3, 100])
+def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse, layout, batch_sizes, shape, dtype,
+                                                                    loops):
+    """Given ``x`` and ``W_x``, the forward loop computes ``p_t = W_x x_t`` itself (ignoring ``p``'s contents)
+    and the backward loop returns ``dx = dp W_x``, in ``dp``'s layout, zero past each row's length."""
+    p, h0, Wh, dh, dh_last = recurrence_inputs(dtype, batch_sizes, seed=21, shape=shape)
+    x, Wx = projection_inputs(dtype, batch_sizes, shape, D_, seed=22)
+    if batch_sizes is not None:  # padding steps of x hold garbage: they must not reach anything
+        for t, n in enumerate(batch_sizes):
+            x[t, n:] = float("nan")
+    b = randn(shape[-1], dtype=dtype, gen=seeded(23))
+    x_clean = x.nan_to_num(0.0)
+    expected_h, expected_h_last = reference_forward(x_clean @ Wx.T + b, h0, Wh, "tanh", batch_sizes, reverse)
+    buffer = torch.full_like(in_layout(p, layout, batch_sizes), float("nan"))
+    h, h_last = kernels.recurrence_forward_(buffer, h0, Wh, "tanh", batch_sizes, reverse, bias=b,
+                                            x=in_layout(x, layout, batch_sizes), Wx=Wx)
+    torch.testing.assert_close(from_layout(h, layout, batch_sizes), expected_h, **KERNEL_TOL[dtype])
+    torch.testing.assert_close(h_last, expected_h_last, **KERNEL_TOL[dtype])
+
+    expected_dp, _, _ = reference_backward(dh, dh_last, h0, Wh, expected_h, "tanh", batch_sizes, reverse)
+    dp, _, _, dx = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh",
+                                                batch_sizes, reverse, Wx=Wx)
+    torch.testing.assert_close(from_layout(dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
+    assert dx.shape == dp.shape[:-1] + (D_,) and (dx.dim() == 2 or kernels.batch_major(dx) == kernels.batch_major(dp))
+    torch.testing.assert_close(from_layout(dx, layout, batch_sizes), expected_dp @ Wx, **KERNEL_TOL[dtype])
+
+
+@pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, batch_sizes, shape):
+    """The C++ loops split each step's columns between threads; every element is computed the same way
+    whoever computes it, so one thread and several give identical bits."""
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=24, shape=shape)
+    x, Wx = projection_inputs(torch.float32, batch_sizes, shape, 50, seed=25)
+    results = []
+    threads = torch.get_num_threads()
+    for count in (1, 3):
+        torch.set_num_threads(count)
+        try:
+            h, h_last = kernels.recurrence_forward_(in_layout(p, layout, batch_sizes), h0, Wh, "tanh", batch_sizes,
+                                                    reverse, x=in_layout(x, layout, batch_sizes), Wx=Wx)
+            grads = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh",
+                                                 batch_sizes, reverse, Wx=Wx)
+        finally:
+            torch.set_num_threads(threads)
+        results.append((h, h_last, *grads))
+    for one, several in zip(*results):
+        assert torch.equal(one, several)
+

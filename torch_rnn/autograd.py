@@ -53,6 +53,16 @@ def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
     return F.onehot_affine_forward(x, Wx, b)[0]
 
 
+def _projection_buffer(x: Tensor, H: int) -> Tensor:
+    """An uninitialised ``(T, N, H)`` (packed: ``(R, H)``) buffer laid out like ``x`` (batch-major memory for a
+    batch-major ``x``), for loops that compute the input projection themselves."""
+    if x.dim() == 2:
+        return x.new_empty(x.shape[0], H)
+    if _batch_major_sequence(x):
+        return x.new_empty(x.shape[1], x.shape[0], H).transpose(0, 1)
+    return x.new_empty(x.shape[0], x.shape[1], H)
+
+
 def _input_projection_backward(
     dp: Tensor, x: Tensor, Wx: Tensor, need_dx: bool, need_dWx: bool
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -120,6 +130,9 @@ class RNNFunction(torch.autograd.Function):
         reverse: bool = False,
     ) -> tuple[Tensor, Tensor]:
         if _plain(x, h0, Wx, Wh, b):  # the fast loops add the bias themselves
+            if kernels.projects_input(x):  # and the C++ loop projects x step by step, into a buffer laid out like x
+                p = _projection_buffer(x, Wh.shape[0])
+                return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
             p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
             return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
         p = _input_projection(x, Wx, b)
@@ -142,16 +155,19 @@ class RNNFunction(torch.autograd.Function):
         x, h0, Wx, Wh, h = ctx.saved_tensors
         need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
         nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
+        dx = None
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            dp, dh0, db = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
-                                                       need_dh0=need_dh0)
+            in_loop = need_dx and kernels.projects_input(x)  # the C++ loop computes dx step by step
+            dp, dh0, db, dx = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
+                                                           need_dh0=need_dh0, Wx=Wx if in_loop else None)
             dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
         else:  # the reference equations, on the padded and (in reverse) reversed sequences
             dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
                                                  _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
             dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
             db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
-        dx, dWx = _input_projection_backward(dp, x, Wx, need_dx, need_dWx)
+        dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
+        dx = dx_after if dx is None else dx
         return (
             dx if need_dx else None,
             dh0 if need_dh0 else None,

@@ -27,6 +27,13 @@ def _native_ops(t: Tensor):
     return native.ops()
 
 
+def projects_input(x: Tensor) -> bool:
+    """Whether the loops take ``x`` and ``W_x`` themselves (the C++ loops, for a float ``x``): the forward loop
+    then computes ``p_t = W_x x_t`` step by step and the backward loop ``dx_t = W_x^T da_t``, each while the
+    step's rows are in cache, instead of one large matmul before or after the loop."""
+    return x.is_floating_point() and _native_ops(x) is not None
+
+
 def recurrence_forward_(
     p: Tensor,
     h0: Tensor,
@@ -35,11 +42,17 @@ def recurrence_forward_(
     batch_sizes: Optional[Sequence[int]] = None,
     reverse: bool = False,
     bias: Optional[Tensor] = None,
+    x: Optional[Tensor] = None,
+    Wx: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`torch_rnn.functional.recurrence_forward`, overwriting ``p (T, N, H)`` with ``h``.
 
     ``bias (H,)``, when given, is added to every ``p_t`` inside the loop (``p`` then holds ``W_x x_t`` alone),
     which spares the input projection a broadcast pass over the whole sequence.
+
+    Given ``x (T, N, D)`` (packed: ``(R, D)``) and ``Wx (H, D)``, ``p``'s contents are not read: ``p_t = W_x x_t``
+    is computed first (:func:`projects_input`: by the C++ loop itself, step by step). ``p`` is then only the
+    output buffer, best laid out like ``x``.
 
     Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place. ``p`` is
     time-major; or the ``(T, N, H)`` transposed view of batch-first memory, every step's running rows then a
@@ -56,7 +69,11 @@ def recurrence_forward_(
     WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
     ops = _native_ops(p)
     if ops is not None:
-        return p, ops.recurrence_forward_(p, h0, WhT, bias, nonlinearity == "relu", list(batch_sizes or []), reverse)
+        WxT = None if Wx is None else Wx.T.contiguous()
+        return p, ops.recurrence_forward_(p, h0, WhT, bias, nonlinearity == "relu", list(batch_sizes or []), reverse,
+                                          x, WxT)
+    if x is not None:
+        p.copy_(x @ Wx.T)
     if bias is not None:
         p.add_(bias)
     if p.dim() == 2:  # packed: the Python loops run on the padded sequence
@@ -111,7 +128,8 @@ def recurrence_backward_(
     batch_sizes: Optional[Sequence[int]] = None,
     reverse: bool = False,
     need_dh0: bool = True,
-) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    Wx: Optional[Tensor] = None,
+) -> tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
     ``da_t = dh_t * f'(h_t) + carry_t * f'(h_t)``: the first product is one pass over the whole sequence
@@ -126,21 +144,27 @@ def recurrence_backward_(
         adds it up as it goes, in double precision); the weight gradient is one matmul afterwards
         (:func:`recurrence_weight_grad`). With ``need_dh0=False``, ``dh0`` is None; the C++ loop then saves
         its last matmul and its buffer (the gradient arriving at each step is kept in ``dp``'s own rows).
+        Given ``Wx (H, D)``, a fourth result ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory layout (the C++ loop
+        computes it step by step, :func:`projects_input`); else None.
     """
     ops = _native_ops(h)
     if ops is not None:
-        dp, dh0, db = ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []),
-                                              reverse, need_dh0)
-        return dp, dh0 if need_dh0 else None, db
+        dp, dh0, db, dx = ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu",
+                                                  list(batch_sizes or []), reverse, need_dh0, Wx)
+        return dp, dh0 if need_dh0 else None, db, dx if Wx is not None else None
+    if Wx is not None:
+        dp, dh0, db, _ = recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0)
+        dx = (dp.transpose(0, 1) @ Wx).transpose(0, 1) if batch_major(dp) else dp @ Wx  # in dp's layout
+        return dp, dh0, db, dx
     if h.dim() == 2:  # packed: the Python loops run on the padded sequence
-        dp, dh0, db = recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh, pad_packed(h, batch_sizes),
-                                           nonlinearity, batch_sizes, reverse, need_dh0)
-        return pack_padded(dp, batch_sizes), dh0, db
+        dp, dh0, db, _ = recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh, pad_packed(h, batch_sizes),
+                                              nonlinearity, batch_sizes, reverse, need_dh0)
+        return pack_padded(dp, batch_sizes), dh0, db, None
     if reverse:
-        dp, dh0, db = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                           reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
-                                           need_dh0=need_dh0)
-        return reverse_in_time(dp, batch_sizes), dh0, db
+        dp, dh0, db, _ = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                              reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
+                                              need_dh0=need_dh0)
+        return reverse_in_time(dp, batch_sizes), dh0, db, None
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
@@ -154,7 +178,7 @@ def recurrence_backward_(
             da, derivative_t, carry_t = da[:n], derivative_t[:n], carry[:n]
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
-    return dp, carry if need_dh0 else None, dp.sum((0, 1))
+    return dp, carry if need_dh0 else None, dp.sum((0, 1)), None
 
 
 def batch_major(x: Tensor) -> bool:

@@ -95,29 +95,35 @@ __attribute__((always_inline)) inline scalar_t activation(scalar_t a, bool relu)
     }                                                                                               \
   }
 
-// One row of the backward step: da = (dh + carry) * f'(h) over H elements, f'(h) = 1 - h^2 (tanh) or 1[h > 0]
-// (relu), and db += da (db accumulates in double). dh's elements lie dh_stride apart: 1, or 0 for the expanded
-// gradient of `output.sum()` (read in place rather than copied).
-#define DEFINE_STEP_GRADIENT(scalar_t)                                                                      \
-  TORCH_RNN_CLONES void step_gradient(const scalar_t* dh, int64_t dh_stride, const scalar_t* carry,        \
-                                      const scalar_t* h, scalar_t* da, double* db, int64_t H, bool relu) {  \
-    if (dh_stride == 1 && relu) {                                                                           \
-      for (int64_t j = 0; j < H; ++j) {                                                                     \
-        da[j] = h[j] > scalar_t(0) ? dh[j] + carry[j] : scalar_t(0);                                        \
-        db[j] += da[j];                                                                                     \
-      }                                                                                                     \
-    } else if (dh_stride == 1) {                                                                            \
-      for (int64_t j = 0; j < H; ++j) {                                                                     \
-        da[j] = (dh[j] + carry[j]) * (scalar_t(1) - h[j] * h[j]);                                           \
-        db[j] += da[j];                                                                                     \
-      }                                                                                                     \
-    } else {                                                                                                \
-      for (int64_t j = 0; j < H; ++j) {                                                                     \
-        const scalar_t upstream = dh[j * dh_stride] + carry[j];                                             \
+// One row of the backward step, in place: da holds the carry (the gradient from the step above) and becomes
+// da = (dh + carry) * f'(h) over H elements, f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu); db += da (db
+// accumulates in double). dh's elements lie dh_stride apart: 1, or 0 for the expanded gradient of
+// `output.sum()` (read in place rather than copied). One branch per case and no aliasing (__restrict), so
+// each loop vectorises; an out-of-place da would make GCC's overlap check fail and run the scalar loop.
+#define DEFINE_STEP_GRADIENT(scalar_t)                                                                       \
+  TORCH_RNN_CLONES void step_gradient(const scalar_t* __restrict dh, int64_t dh_stride,                     \
+                                      const scalar_t* __restrict h, scalar_t* __restrict da,                \
+                                      double* __restrict db, int64_t H, bool relu) {                        \
+    if (dh_stride == 0) {                                                                                    \
+      const scalar_t upstream = dh[0];                                                                       \
+      if (relu) {                                                                                            \
+        for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? upstream + da[j] : scalar_t(0);         \
+      } else {                                                                                               \
+        for (int64_t j = 0; j < H; ++j) da[j] = (upstream + da[j]) * (scalar_t(1) - h[j] * h[j]);            \
+      }                                                                                                      \
+    } else if (dh_stride == 1) {                                                                             \
+      if (relu) {                                                                                            \
+        for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? dh[j] + da[j] : scalar_t(0);            \
+      } else {                                                                                               \
+        for (int64_t j = 0; j < H; ++j) da[j] = (dh[j] + da[j]) * (scalar_t(1) - h[j] * h[j]);               \
+      }                                                                                                      \
+    } else {                                                                                                 \
+      for (int64_t j = 0; j < H; ++j) {                                                                      \
+        const scalar_t upstream = dh[j * dh_stride] + da[j];                                                 \
         da[j] = relu ? (h[j] > scalar_t(0) ? upstream : scalar_t(0)) : upstream * (scalar_t(1) - h[j] * h[j]); \
-        db[j] += da[j];                                                                                     \
-      }                                                                                                     \
-    }                                                                                                       \
+      }                                                                                                      \
+    }                                                                                                        \
+    for (int64_t j = 0; j < H; ++j) db[j] += da[j];                                                          \
   }
 
 // out (n, H) += a (n, K) @ b (K, H), row-major; a's rows lda apart, out's ldo apart, b contiguous. For steps
@@ -210,7 +216,7 @@ struct Rows {
   std::vector<int64_t> offsets;  // packed: the first row of every step
 
   Rows(const Tensor& x, const Shape& shape, at::IntArrayRef batch_sizes)
-      : data(x.data_ptr<scalar_t>()), st(shape.packed ? 0 : x.stride(0)), sn(shape.packed ? shape.H : x.stride(1)) {
+      : data(x.data_ptr<scalar_t>()), st(shape.packed ? 0 : x.stride(0)), sn(shape.packed ? x.stride(0) : x.stride(1)) {
     if (shape.packed) {
       offsets.resize(shape.T);
       for (int64_t t = 0, offset = 0; t < shape.T; offset += batch_sizes[t], ++t) offsets[t] = offset;
@@ -245,46 +251,74 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
   }
 }
 
-// A thread's share of a step: columns [c0, c1) of the (n, H) block, which are whole panels [p0, p1).
+// A thread's share of a step's product: columns [c0, c1) of its output, which are whole panels [p0, p1).
 struct Slice {
   int64_t c0, c1, p0, p1;
+  int64_t width() const { return c1 - c0; }
 };
 
-constexpr int64_t PANEL = 32;  // columns per panel of the packed weight: two 16-float AVX-512 registers
+constexpr int64_t PANEL = 32;  // columns per panel of a packed weight: two 16-float AVX-512 registers
+
+// A thread of the team that runs a loop: `id` of `count` threads.
+struct TeamMember {
+  int64_t id, count;
+};
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TORCH_RNN_PANELS 1
 typedef float float16_aligned __attribute__((vector_size(64), aligned(64)));
-typedef float float16_unaligned __attribute__((vector_size(64), aligned(4)));
 
-// out[:R, :width] (+)= a[:R] (R, K) @ panel (K, 32): R rows times 32 columns held in 2R AVX-512 registers
-// while k runs, so each panel row loaded from cache feeds 2R fused multiply-adds.
-template <int R, bool FULL>
-__attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_tile(
-    const float* a, int64_t lda, const float* panel, int64_t K, float* out, int64_t ldo, int64_t width,
-    bool accumulate) {
-  float16_aligned lo[R], hi[R];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) lo[i] = hi[i] = float16_aligned{};
-  for (int64_t k = 0; k < K; ++k) {
-    const float16_aligned b_lo = *reinterpret_cast<const float16_aligned*>(panel + k * PANEL);
-    const float16_aligned b_hi = *reinterpret_cast<const float16_aligned*>(panel + k * PANEL + 16);
+// 16 floats at any address (output rows need not be 64-byte aligned): memcpy compiles to one vmovups.
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline float16_aligned load16(const float* from) {
+  float16_aligned v;
+  __builtin_memcpy(&v, from, sizeof v);
+  return v;
+}
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void store16(float* to, float16_aligned v) {
+  __builtin_memcpy(to, &v, sizeof v);
+}
+
+// One operand pair of a panel product: rows a (R, K), lda apart, times one packed panel (K, 32).
+struct PanelOperand {
+  const float* a;
+  int64_t lda;
+  const float* panel;
+  int64_t K;
+};
+
+// acc_lo/hi[i] += a[i] @ panel for R rows: R times 32 columns held in 2R AVX-512 registers while k runs, so
+// each panel row loaded from cache feeds 2R fused multiply-adds.
+template <int R>
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_accumulate(
+    const PanelOperand& x, float16_aligned* lo, float16_aligned* hi) {
+  for (int64_t k = 0; k < x.K; ++k) {
+    const float16_aligned b_lo = *reinterpret_cast<const float16_aligned*>(x.panel + k * PANEL);
+    const float16_aligned b_hi = *reinterpret_cast<const float16_aligned*>(x.panel + k * PANEL + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const float a_ik = a[i * lda + k];
+      const float a_ik = x.a[i * x.lda + k];
       lo[i] += a_ik * b_lo;
       hi[i] += a_ik * b_hi;
     }
   }
+}
+
+// out[:R, :width] (+)= first[:R] @ first.panel + second[:R] @ second.panel (second.K may be 0).
+template <int R, bool FULL>
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_tile(
+    const PanelOperand& first, const PanelOperand& second, float* out, int64_t ldo, int64_t width, bool accumulate) {
+  float16_aligned lo[R], hi[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = float16_aligned{};
+  panel_accumulate<R>(first, lo, hi);
+  panel_accumulate<R>(second, lo, hi);
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
     float* row = out + i * ldo;
     if constexpr (FULL) {
-      auto* row_lo = reinterpret_cast<float16_unaligned*>(row);
-      auto* row_hi = reinterpret_cast<float16_unaligned*>(row + 16);
-      *row_lo = accumulate ? *row_lo + lo[i] : lo[i];
-      *row_hi = accumulate ? *row_hi + hi[i] : hi[i];
-    } else {  // the last panel of an H that is not a multiple of 32: only `width` columns exist
+      store16(row, accumulate ? load16(row) + lo[i] : lo[i]);
+      store16(row + 16, accumulate ? load16(row + 16) + hi[i] : hi[i]);
+    } else {  // the last panel of a width that is not a multiple of 32: only `width` columns exist
       alignas(64) float sums[PANEL];
       *reinterpret_cast<float16_aligned*>(sums) = lo[i];
       *reinterpret_cast<float16_aligned*>(sums + 16) = hi[i];
@@ -293,36 +327,42 @@ __attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_tile(
   }
 }
 
+// Rows 0..n of one panel's columns, in tiles of 8 rows and one smaller tile for the rest.
 template <bool FULL>
 __attribute__((target("arch=x86-64-v4"), always_inline)) inline void panel_rows(
-    const float* a, int64_t lda, const float* panel, int64_t K, float* out, int64_t ldo, int64_t n,
-    int64_t width, bool accumulate) {
+    PanelOperand first, PanelOperand second, float* out, int64_t ldo, int64_t n, int64_t width, bool accumulate) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) panel_tile<8, FULL>(a + i * lda, lda, panel, K, out + i * ldo, ldo, width, accumulate);
-  a += i * lda, out += i * ldo;
+  for (; i + 8 <= n; i += 8) {
+    panel_tile<8, FULL>(first, second, out, ldo, width, accumulate);
+    first.a += 8 * first.lda, second.a += 8 * second.lda, out += 8 * ldo;
+  }
   switch (n - i) {
-    case 7: panel_tile<7, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 6: panel_tile<6, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 5: panel_tile<5, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 4: panel_tile<4, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 3: panel_tile<3, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 2: panel_tile<2, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
-    case 1: panel_tile<1, FULL>(a, lda, panel, K, out, ldo, width, accumulate); break;
+    case 7: panel_tile<7, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 6: panel_tile<6, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 5: panel_tile<5, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 4: panel_tile<4, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 3: panel_tile<3, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 2: panel_tile<2, FULL>(first, second, out, ldo, width, accumulate); break;
+    case 1: panel_tile<1, FULL>(first, second, out, ldo, width, accumulate); break;
     default: break;
   }
 }
 
-// out[:n, 32 p0 : 32 p1] (+)= a[:n] @ w[:, 32 p0 : 32 p1], w packed by pack_panels.
+// out[:n, 32 p0 : 32 p1] (+)= a[:n] @ w[:, 32 p0 : 32 p1] (+ a2[:n] @ w2[...] when K2 > 0), for weights packed
+// into panels (ceil(C / 32), K, 32) of their C columns; out's row has C columns.
 __attribute__((target("arch=x86-64-v4"))) void panel_matmul(const float* a, int64_t lda, const float* panels,
-                                                            int64_t K, int64_t H, float* out, int64_t ldo,
-                                                            int64_t n, int64_t p0, int64_t p1, bool accumulate) {
+                                                            int64_t K, const float* a2, int64_t lda2,
+                                                            const float* panels2, int64_t K2, int64_t C,
+                                                            float* out, int64_t ldo, int64_t n, int64_t p0,
+                                                            int64_t p1, bool accumulate) {
   for (int64_t p = p0; p < p1; ++p) {
-    const int64_t width = std::min(PANEL, H - p * PANEL);
-    const float* panel = panels + p * K * PANEL;
+    const int64_t width = std::min(PANEL, C - p * PANEL);
+    const PanelOperand first{a, lda, panels + p * K * PANEL, K};
+    const PanelOperand second{a2, lda2, K2 > 0 ? panels2 + p * K2 * PANEL : nullptr, K2};
     if (width == PANEL) {
-      panel_rows<true>(a, lda, panel, K, out + p * PANEL, ldo, n, width, accumulate);
+      panel_rows<true>(first, second, out + p * PANEL, ldo, n, width, accumulate);
     } else {
-      panel_rows<false>(a, lda, panel, K, out + p * PANEL, ldo, n, width, accumulate);
+      panel_rows<false>(first, second, out + p * PANEL, ldo, n, width, accumulate);
     }
   }
 }
@@ -334,65 +374,85 @@ bool cpu_has_avx512() {
 }
 #endif
 
-// The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, H) fixed for the whole loop.
-// float32 on AVX-512 packs w once into panels (ceil(H / 32), K, 32), zero past column H, and splits the
-// columns between threads(); otherwise it is step_matmul on all columns, in one thread (BLAS threads itself).
+// Whether StepProduct packs panels for this dtype on this CPU (float32 on AVX-512).
+template <typename scalar_t>
+bool panels_available() {
+#ifdef TORCH_RNN_PANELS
+  if constexpr (std::is_same_v<scalar_t, float>) return cpu_has_avx512();
+#endif
+  return false;
+}
+
+// The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, C) fixed for the whole loop.
+// float32 on AVX-512 packs w once into panels (ceil(C / 32), K, 32), zero past column C, and a team of
+// threads splits the panels; otherwise it is step_matmul on all columns, in one thread (BLAS threads itself).
 template <typename scalar_t>
 class StepProduct {
  public:
-  StepProduct(const Tensor& w, int64_t max_rows) : w_(w), K_(w.size(0)), H_(w.size(1)) {
-#ifdef TORCH_RNN_PANELS
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (cpu_has_avx512()) {
-        const int64_t count = (H_ + PANEL - 1) / PANEL;
-        panels_ = at::zeros({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
-        panels_.narrow(0, 0, H_ / PANEL).copy_(w.narrow(1, 0, H_ / PANEL * PANEL).view({K_, H_ / PANEL, PANEL}).permute({1, 0, 2}));
-        if (H_ % PANEL != 0) panels_[count - 1].narrow(1, 0, H_ % PANEL).copy_(w.narrow(1, H_ / PANEL * PANEL, H_ % PANEL));
-        // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
-        threads_ = max_rows * K_ * H_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
-      }
+  StepProduct(const Tensor& w, int64_t max_rows) : w_(w), K_(w.size(0)), C_(w.size(1)) {
+    if (panels_available<scalar_t>()) {
+      const int64_t count = (C_ + PANEL - 1) / PANEL, full = C_ / PANEL;
+      panels_ = at::zeros({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
+      panels_.narrow(0, 0, full).copy_(w.narrow(1, 0, full * PANEL).view({K_, full, PANEL}).permute({1, 0, 2}));
+      if (full < count) panels_[full].narrow(1, 0, C_ - full * PANEL).copy_(w.narrow(1, full * PANEL, C_ - full * PANEL));
+      // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
+      threads_ = max_rows * K_ * C_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
     }
-#endif
   }
   int64_t threads() const { return threads_; }
+  // The columns this member computes: its share of the panels (all of them for a one-thread team).
+  Slice slice(const TeamMember& member) const {
+    if (!panels_.defined()) return Slice{0, C_, 0, 1};  // one thread, every column (see threads())
+    const int64_t panels = panels_.size(0);
+    const int64_t p0 = member.id * panels / member.count, p1 = (member.id + 1) * panels / member.count;
+    return Slice{std::min(C_, p0 * PANEL), std::min(C_, p1 * PANEL), p0, p1};
+  }
   void operator()(const scalar_t* a, int64_t lda, scalar_t* out, int64_t ldo, int64_t n, const Slice& slice,
                   bool accumulate) const {
-    if (n == 0 || slice.c0 == slice.c1) return;
+    if (n == 0 || slice.width() == 0) return;
 #ifdef TORCH_RNN_PANELS
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (panels_.defined()) {
-        panel_matmul(a, lda, panels_.data_ptr<float>(), K_, H_, out, ldo, n, slice.p0, slice.p1, accumulate);
+        panel_matmul(a, lda, panels_.data_ptr<float>(), K_, nullptr, 0, nullptr, 0, C_, out, ldo, n, slice.p0,
+                     slice.p1, accumulate);
         return;
       }
     }
 #endif
-    step_matmul(a, lda, w_, out, ldo, n, accumulate);  // threads() == 1: the slice is every column
+    step_matmul(a, lda, w_, out, ldo, n, accumulate);
+  }
+  // out[:n, slice] (+)= a[:n] @ w[:, slice] + a2[:n] @ w2[:, slice] in one pass over out (panels only; w2 has
+  // this product's columns).
+  void operator()(const scalar_t* a, int64_t lda, const StepProduct& second, const scalar_t* a2, int64_t lda2,
+                  scalar_t* out, int64_t ldo, int64_t n, const Slice& slice, bool accumulate) const {
+    if (n == 0 || slice.width() == 0) return;
+#ifdef TORCH_RNN_PANELS
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      panel_matmul(a, lda, panels_.data_ptr<float>(), K_, a2, lda2, second.panels_.data_ptr<float>(), second.K_, C_,
+                   out, ldo, n, slice.p0, slice.p1, accumulate);
+    }
+#endif
   }
 
  private:
   Tensor w_, panels_;
-  int64_t K_, H_, threads_ = 1;
+  int64_t K_, C_, threads_ = 1;
 };
 
-// Runs body(slice) on `threads` threads (OpenMP, the pool torch's intra-op ops use), each with its share of
-// the H columns in whole panels; barrier() inside body waits for all of them. One thread gets every column
+// Runs body(member) on `threads` threads (OpenMP, the pool torch's intra-op ops use); each member computes
+// its slice of every product, and barrier() inside body waits for all of them. One thread does everything
 // when threads is 1, when OpenMP is missing, or inside another parallel region. body must not throw while
 // other threads wait at a barrier, so the loops check everything before they start.
 template <typename Body>
-void in_column_team(int64_t threads, int64_t H, const Body& body) {
-  const int64_t panels = (H + PANEL - 1) / PANEL;
-  const auto slice = [&](int64_t id, int64_t count) {
-    const int64_t p0 = id * panels / count, p1 = (id + 1) * panels / count;
-    return Slice{std::min(H, p0 * PANEL), std::min(H, p1 * PANEL), p0, p1};
-  };
+void in_team(int64_t threads, const Body& body) {
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    body(slice(omp_get_thread_num(), omp_get_num_threads()));
+    body(TeamMember{omp_get_thread_num(), omp_get_num_threads()});
     return;
   }
 #endif
-  body(slice(0, 1));
+  body(TeamMember{0, 1});
 }
 
 inline void barrier() {
@@ -401,11 +461,32 @@ inline void barrier() {
 #endif
 }
 
+// out = a @ w for sequences out (T, N, C) / packed (R, C) and a (T, N, K) / (R, K) that lie alike in memory:
+// one matmul over their rows in memory order (a copy only when they do not lie alike).
+void project_into(const Tensor& out, const Tensor& a, const Tensor& w) {
+  if (out.dim() == 2) {
+    at::mm_out(const_cast<Tensor&>(out), a, w);
+    return;
+  }
+  for (const bool batch_major : {false, true}) {
+    Tensor o = batch_major ? out.transpose(0, 1) : out, i = batch_major ? a.transpose(0, 1) : a;
+    if (o.is_contiguous() && i.is_contiguous()) {
+      Tensor flat_out = o.view({-1, o.size(-1)});
+      at::mm_out(flat_out, i.view({-1, i.size(-1)}), w);
+      return;
+    }
+  }
+  out.copy_(at::matmul(a, w));
+}
+
 // Forward loop, in place: p (T, N, H) holds the input projections W_x x_t (plus b when bias is None) and is
 // overwritten with h (zero past each row's length); returns h_last (N, H), each row's state after its last
 // step. wh_t is W_h^T (H, H); bias (H,) is added inside the loop, saving the projection a broadcast pass.
+// Given x (T, N, D) (or packed (R, D)) lying like p in memory and wx_t = W_x^T (D, H), p's contents are not
+// read: the loop computes p_t = x_t W_x^T itself (with W_h's product, in one pass, when the panels run).
 Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in, const c10::optional<Tensor>& bias_in,
-                           bool relu, at::IntArrayRef batch_sizes, bool reverse) {
+                           bool relu, at::IntArrayRef batch_sizes, bool reverse, const c10::optional<Tensor>& x_in,
+                           const c10::optional<Tensor>& wx_t_in) {
   const Shape shape = check_inputs("recurrence_forward_", p, h0_in, wh_t_in, batch_sizes);
   TORCH_CHECK(p.stride(-1) == 1 && (!shape.packed || p.is_contiguous()),
               "recurrence_forward_: p's rows must be contiguous, got strides ", p.strides());
@@ -415,19 +496,41 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   TORCH_CHECK(!bias.defined() || (bias.sizes() == at::IntArrayRef({H}) && bias.scalar_type() == p.scalar_type()),
               "recurrence_forward_: expected a bias of shape (", H, ") and dtype ", p.scalar_type(), ", got ",
               bias.defined() ? bias.sizes() : at::IntArrayRef{}, " ", bias.defined() ? bias.scalar_type() : p.scalar_type());
+  const bool project = x_in.has_value() && x_in->defined();
+  TORCH_CHECK(project == (wx_t_in.has_value() && wx_t_in->defined()),
+              "recurrence_forward_: x and wx_t come together");
+  Tensor x, wx_t;
+  if (project) {
+    x = rows_last_contiguous(*x_in), wx_t = wx_t_in->contiguous();
+    TORCH_CHECK(x.dim() == p.dim() && x.sizes().slice(0, x.dim() - 1) == p.sizes().slice(0, p.dim() - 1) &&
+                    x.scalar_type() == p.scalar_type() && x.device().is_cpu(),
+                "recurrence_forward_: x must be a CPU tensor of p's dtype and leading shape ",
+                p.sizes().slice(0, p.dim() - 1), ", got ", x.sizes(), " ", x.scalar_type());
+    TORCH_CHECK(wx_t.dim() == 2 && wx_t.size(0) == x.size(-1) && wx_t.size(1) == H && wx_t.scalar_type() == p.scalar_type(),
+                "recurrence_forward_: expected wx_t of shape (", x.size(-1), ", ", H, "), got ", wx_t.sizes());
+    TORCH_CHECK(!shape.packed || x.is_contiguous(), "recurrence_forward_: a packed x must be contiguous");
+  }
   const Schedule schedule(T, N, batch_sizes, reverse);
   Tensor h_last = h0.clone();
   // Gathered steps run on two (N, H) buffers: the previous state and the step being computed.
   Tensor buffers = schedule.aligned() ? Tensor() : at::empty({2, N, H}, h0.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "recurrence_forward_", [&] {
+    // The loop projects x itself when the panels run and each step is one block of rows; else one matmul now.
+    const bool project_in_loop = project && schedule.aligned() && panels_available<scalar_t>();
+    if (project && !project_in_loop) project_into(p, x, wx_t);
     const Rows<scalar_t> rows(p, shape, batch_sizes);
     const StepProduct<scalar_t> product(wh_t, N);  // a_s += h_{s-1} W_h^T
+    const c10::optional<StepProduct<scalar_t>> input_product =
+        project_in_loop ? c10::make_optional(StepProduct<scalar_t>(wx_t, N)) : c10::nullopt;  // x_s W_x^T
+    const c10::optional<Rows<scalar_t>> x_rows =
+        project_in_loop ? c10::make_optional(Rows<scalar_t>(x, shape, batch_sizes)) : c10::nullopt;
     scalar_t* last = h_last.data_ptr<scalar_t>();
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* gathered[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
-    in_column_team(product.threads(), H, [&](const Slice& cols) {
-      const int64_t c0 = cols.c0, width = cols.c1 - cols.c0;  // this thread's columns of every row
+    in_team(product.threads(), [&](const TeamMember& member) {
+      const Slice cols = product.slice(member);
+      const int64_t c0 = cols.c0, width = cols.width();  // this thread's columns of every row
       const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
       int64_t ld_prev = H;
       for (int64_t s = 0; s < T; ++s) {
@@ -438,12 +541,18 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
         scalar_t* out;  // this step's running rows, ld apart
         int64_t ld;
         if (schedule.aligned()) {
-          out = rows(reverse ? T - 1 - s : s, 0), ld = rows.sn;
+          const int64_t t = reverse ? T - 1 - s : s;
+          out = rows(t, 0), ld = rows.sn;
+          if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
+            (*input_product)((*x_rows)(t, 0), x_rows->sn, product, prev, ld_prev, out, ld, n, cols, /*accumulate=*/false);
+          } else {  // a_s = p_s + h_{s-1} W_h^T
+            product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);
+          }
         } else {
           out = gathered[s % 2], ld = H;
           for (int64_t i = 0; i < n; ++i) std::copy_n(rows(schedule.time(s, i), i) + c0, width, out + i * H + c0);
+          product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
         }
-        product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
         if (b == nullptr && ld == H && width == H) {
           activate(out, nullptr, n * H, relu);  // h_s = f(a_s)
         } else {
@@ -462,12 +571,14 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
 }
 
 // Backward loop: returns dp (T, N, H) with h's strides (the gradient of every step's pre-activation, zero past
-// a row's length), dh0 (N, H) (an empty tensor unless need_dh0) and db (H,), the sum of dp over steps and rows
-// (accumulated in double). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified), h the
-// forward's output, wh W_h (H, H).
-std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in,
-                                                       const Tensor& wh_in, const Tensor& h_in, bool relu,
-                                                       at::IntArrayRef batch_sizes, bool reverse, bool need_dh0) {
+// a row's length), dh0 (N, H) (an empty tensor unless need_dh0), db (H,), the sum of dp over steps and rows
+// (accumulated in double), and, given wx = W_x (H, D), dx = dp W_x (T, N, D) lying like h in memory (else an
+// empty tensor). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified), h the forward's
+// output, wh W_h (H, H).
+std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in,
+                                                               const Tensor& wh_in, const Tensor& h_in, bool relu,
+                                                               at::IntArrayRef batch_sizes, bool reverse, bool need_dh0,
+                                                               const c10::optional<Tensor>& wx_in) {
   const Shape shape = check_inputs("recurrence_backward", h_in, dh_last_in, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
@@ -475,28 +586,51 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
               "recurrence_backward: dh must be a CPU tensor of h's dtype ", h_in.scalar_type(), ", got ",
               dh_in.scalar_type(), " on ", dh_in.device());
   const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
-  const Tensor dh_last = dh_last_in.contiguous();
+  // dh_last is read with its own strides too (h_n.sum()'s gradient is expanded): a copy would be the
+  // largest allocation of a small layer's backward besides dp and dx.
+  const Tensor& dh_last = dh_last_in;
   const int64_t T = shape.T, N = shape.N, H = shape.H;
+  const Tensor wx = wx_in.has_value() && wx_in->defined() ? wx_in->contiguous() : Tensor();
+  TORCH_CHECK(!wx.defined() || (wx.dim() == 2 && wx.size(0) == H && wx.scalar_type() == h.scalar_type()),
+              "recurrence_backward: expected wx of shape (", H, ", D) and dtype ", h.scalar_type(), ", got ",
+              wx.defined() ? wx.sizes() : at::IntArrayRef{});
   const Schedule schedule(T, N, batch_sizes, reverse);
   // The incoming gradient is read with its own strides (the expanded one of `output.sum()` has strides 0), so
   // it is never copied; only a packed one must have contiguous rows.
   const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
   const int64_t dh_stride = dh.stride(-1);
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
-  Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone() : at::empty({0}, dh_last.options());
+  Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone(at::MemoryFormat::Contiguous)
+                                                : at::empty({0}, dh_last.options());
+  Tensor dx = at::empty({0}, h.options());
+  if (wx.defined()) {  // in dp's memory order: time-major, the transposed view of batch-major, or packed
+    const int64_t D = wx.size(1);
+    const bool batch_major = !shape.packed && h.stride(0) < h.stride(1);
+    dx = shape.packed ? at::empty({h.size(0), D}, h.options())
+                      : batch_major ? at::empty({N, T, D}, h.options()).transpose(0, 1) : at::empty({T, N, D}, h.options());
+  }
   // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
   // still read the previous step's from the other.
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
   std::vector<double> db_sum(H, 0.0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
+    // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
+    const bool dx_in_loop = wx.defined() && schedule.aligned() && panels_available<scalar_t>();
     const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes), dp_rows(dp, shape, batch_sizes);
     const StepProduct<scalar_t> product(wh, N);  // da_s W_h
+    const c10::optional<StepProduct<scalar_t>> input_product =
+        dx_in_loop ? c10::make_optional(StepProduct<scalar_t>(wx, N)) : c10::nullopt;  // da_s W_x
+    const c10::optional<Rows<scalar_t>> dx_rows =
+        dx_in_loop ? c10::make_optional(Rows<scalar_t>(dx, shape, batch_sizes)) : c10::nullopt;
     const scalar_t* last = dh_last.data_ptr<scalar_t>();
+    const int64_t last_row = dh_last.stride(0), last_col = dh_last.stride(1);
     scalar_t* carry = dh0.data_ptr<scalar_t>();
     scalar_t* gathered_rows[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered_rows[0] = gathered[0].data_ptr<scalar_t>(), gathered_rows[1] = gathered[1].data_ptr<scalar_t>();
-    in_column_team(product.threads(), H, [&](const Slice& cols) {
-      const int64_t c0 = cols.c0, width = cols.c1 - cols.c0;  // this thread's columns of every row
+    in_team(product.threads(), [&](const TeamMember& member) {
+      const Slice cols = product.slice(member);
+      const int64_t c0 = cols.c0, width = cols.width();  // this thread's columns of every row
+      const Slice dx_cols = dx_in_loop ? input_product->slice(member) : Slice{0, 0, 0, 0};
       double* db = db_sum.data() + c0;
       const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
       int64_t ld = H;
@@ -512,19 +646,29 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
           scalar_t* block = dp_rows(t, 0);
           const int64_t block_ld = dp_rows.sn;
           product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
-          for (int64_t i = n_next; i < n; ++i) std::copy_n(last + i * H + c0, width, block + i * block_ld + c0);
+          for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
+            for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
+          }
           for (int64_t i = 0; i < n; ++i) {
-            scalar_t* row = block + i * block_ld + c0;
-            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, row, h_rows(t, i) + c0, row, db, width, relu);
+            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, h_rows(t, i) + c0, block + i * block_ld + c0, db,
+                          width, relu);
           }
           da = block, ld = block_ld;
-          barrier();  // the next step's product reads every column of da_s
+          barrier();  // the products below and the next step's read every column of da_s
+          if (dx_in_loop) {  // dx_t = da_s W_x, zero past each row's length
+            scalar_t* dx_block = (*dx_rows)(t, 0);
+            (*input_product)(da, ld, dx_block, dx_rows->sn, n, dx_cols, /*accumulate=*/false);
+            for (int64_t i = n; i < N && !shape.packed; ++i) {
+              std::fill_n(dx_block + i * dx_rows->sn + dx_cols.c0, dx_cols.width(), scalar_t(0));
+            }
+          }
         } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
           scalar_t* rows = gathered_rows[s % 2];
           for (int64_t i = 0; i < n; ++i) {
             const int64_t t = schedule.time(s, i);
-            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, carry + i * H + c0, h_rows(t, i) + c0,
-                          rows + i * H + c0, db, width, relu);
+            std::copy_n(carry + i * H + c0, width, rows + i * H + c0);
+            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, h_rows(t, i) + c0, rows + i * H + c0, db, width,
+                          relu);
             std::copy_n(rows + i * H + c0, width, dp_rows(t, i) + c0);
           }
           barrier();  // the product reads every column of da_s
@@ -535,18 +679,19 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, cons
         product(da, ld, carry, H, schedule.running(0), cols, /*accumulate=*/false);
       }
     });
+    if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
   Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
-  return {dp, dh0, db};
+  return {dp, dh0, db, dx};
 }
 
 }  // namespace
 
 TORCH_LIBRARY(torch_rnn, m) {
   m.def("recurrence_forward_(Tensor(a!) p, Tensor h0, Tensor wh_t, Tensor? bias, bool relu, int[] batch_sizes,"
-        " bool reverse) -> Tensor",
+        " bool reverse, Tensor? x=None, Tensor? wx_t=None) -> Tensor",
         &recurrence_forward_);
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
-        " bool reverse, bool need_dh0) -> (Tensor, Tensor, Tensor)",
+        " bool reverse, bool need_dh0, Tensor? wx=None) -> (Tensor, Tensor, Tensor, Tensor)",
         &recurrence_backward);
 }
