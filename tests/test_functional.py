@@ -403,7 +403,7 @@ def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layo
     expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     h, dh = in_layout(h, layout, batch_sizes), in_layout(dh, layout, batch_sizes)
     dh_before, dh_last_before, h_before = dh.clone(), dh_last.clone(), h.clone()
-    dp, dh0, db, _ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
+    dp, dh0, db, *_ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse)
     torch.testing.assert_close(from_layout(dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
     torch.testing.assert_close(db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     torch.testing.assert_close(dh0, expected_dh0, **KERNEL_TOL[dtype])
@@ -412,7 +412,7 @@ def test_kernel_recurrence_backward_equals_reference(reverse, nonlinearity, layo
     assert torch.equal(dh, dh_before), "the incoming gradient must not be modified"
     assert torch.equal(dh_last, dh_last_before), "the incoming dh_last must not be modified"
     assert torch.equal(h, h_before)
-    dp_alone, dh0_alone, db_alone, _ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
+    dp_alone, dh0_alone, db_alone, *_ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
                                                                  reverse, need_dh0=False)
     torch.testing.assert_close(dp_alone, dp, rtol=0, atol=0)
     torch.testing.assert_close(db_alone, db, rtol=0, atol=0)
@@ -433,15 +433,15 @@ def test_kernel_recurrence_backward_takes_an_expanded_incoming_gradient(layout, 
     p, h0, Wh, _, dh_last = recurrence_inputs(torch.float64, None, seed=19, shape=(4, 64, 64))
     h, _ = F.recurrence_forward(p, h0, Wh)
     dense = torch.full_like(h, 0.5)
-    expected_dp, expected_dh0, _, _ = kernels.recurrence_backward_(dense, dh_last, h0, Wh, in_layout(h, layout))
-    dp, dh0, _, _ = kernels.recurrence_backward_(torch.tensor(0.5, dtype=torch.float64).expand_as(h), dh_last, h0, Wh,
+    expected_dp, expected_dh0, *_ = kernels.recurrence_backward_(dense, dh_last, h0, Wh, in_layout(h, layout))
+    dp, dh0, *_ = kernels.recurrence_backward_(torch.tensor(0.5, dtype=torch.float64).expand_as(h), dh_last, h0, Wh,
                                                  in_layout(h, layout))
     torch.testing.assert_close(dp, expected_dp, rtol=0, atol=0)
     torch.testing.assert_close(dh0, expected_dh0, rtol=0, atol=0)
     # h_n.sum() sends an expanded dh_last too, read in place as well
-    expected_dp, expected_dh0, _, _ = kernels.recurrence_backward_(dense, torch.full_like(dh_last, 0.25), h0, Wh,
+    expected_dp, expected_dh0, *_ = kernels.recurrence_backward_(dense, torch.full_like(dh_last, 0.25), h0, Wh,
                                                                    in_layout(h, layout))
-    dp, dh0, _, _ = kernels.recurrence_backward_(dense, torch.tensor(0.25, dtype=torch.float64).expand_as(dh_last), h0,
+    dp, dh0, *_ = kernels.recurrence_backward_(dense, torch.tensor(0.25, dtype=torch.float64).expand_as(dh_last), h0,
                                                  Wh, in_layout(h, layout))
     torch.testing.assert_close(dp, expected_dp, rtol=0, atol=0)
     torch.testing.assert_close(dh0, expected_dh0, rtol=0, atol=0)
@@ -460,8 +460,10 @@ def projection_inputs(dtype, batch_sizes, shape, D_, seed):
 @pytest.mark.parametrize("D_", [3, 100])
 def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse, layout, batch_sizes, shape, dtype,
                                                                     loops):
-    """Given ``x`` and ``W_x``, the forward loop computes ``p_t = W_x x_t`` itself (ignoring ``p``'s contents)
-    and the backward loop returns ``dx = dp W_x``, in ``dp``'s layout, zero past each row's length."""
+    """Given ``x`` and ``W_x``, the forward loop computes ``p_t = W_x x_t`` itself (ignoring ``p``'s contents,
+    and ``x``'s past each row's length); the backward returns ``dx = dp W_x`` in ``h``'s layout, zero past each
+    row's length, and ``dW_x``, ``dW_h`` (summed inside the C++ loop for the float32 cases with 32 rows or more
+    per step, where ``dp`` is then never stored whole)."""
     p, h0, Wh, dh, dh_last = recurrence_inputs(dtype, batch_sizes, seed=21, shape=shape)
     x, Wx = projection_inputs(dtype, batch_sizes, shape, D_, seed=22)
     if batch_sizes is not None:  # padding steps of x hold garbage: they must not reach anything
@@ -476,35 +478,51 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
     torch.testing.assert_close(from_layout(h, layout, batch_sizes), expected_h, **KERNEL_TOL[dtype])
     torch.testing.assert_close(h_last, expected_h_last, **KERNEL_TOL[dtype])
 
-    expected_dp, _, _ = reference_backward(dh, dh_last, h0, Wh, expected_h, "tanh", batch_sizes, reverse)
-    dp, _, _, dx = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh",
-                                                batch_sizes, reverse, Wx=Wx)
-    torch.testing.assert_close(from_layout(dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
-    assert dx.shape == dp.shape[:-1] + (D_,) and (dx.dim() == 2 or kernels.batch_major(dx) == kernels.batch_major(dp))
+    expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, expected_h, "tanh", batch_sizes,
+                                                                 reverse)
+    grads = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh", batch_sizes,
+                                         reverse, Wx=Wx, x=in_layout(x_clean, layout, batch_sizes))
+    if grads.dp is not None:  # else the loop summed the weight gradients itself and never stored dp whole
+        torch.testing.assert_close(from_layout(grads.dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
+    torch.testing.assert_close(grads.dh0, expected_dh0, **KERNEL_TOL[dtype])
+    torch.testing.assert_close(grads.db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
+    dx = grads.dx
+    if loops == "cpp":
+        assert dx.dim() == 2 or kernels.batch_major(dx) == kernels.batch_major(h), "dx lies like h in memory"
     torch.testing.assert_close(from_layout(dx, layout, batch_sizes), expected_dp @ Wx, **KERNEL_TOL[dtype])
+    expected_dWx = expected_dp.reshape(-1, shape[-1]).T @ x_clean.reshape(-1, D_)
+    # sums over every step and row, in another order than the reference's: float32 rounding grows with them
+    weight_tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else KERNEL_TOL[dtype]
+    torch.testing.assert_close(grads.dWx, expected_dWx, **weight_tol)
+    torch.testing.assert_close(grads.dWh, expected_dWh, **weight_tol)
 
 
 @pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, batch_sizes, shape):
     """The C++ loops split each step's columns between threads; every element is computed the same way
-    whoever computes it, so one thread and several give identical bits."""
+    whoever computes it, so one thread and several give identical bits. (Only the loops' own results: the
+    matmuls before or after a loop are BLAS's, whose sums may split differently between threads.)"""
     if native.ops() is None:
         pytest.skip("the C++ loops are not built here")
     p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=24, shape=shape)
     x, Wx = projection_inputs(torch.float32, batch_sizes, shape, 50, seed=25)
+    aligned = not reverse or batch_sizes is None or len(set(batch_sizes)) == 1  # one block of rows per step
+    projection = dict(x=in_layout(x, layout, batch_sizes), Wx=Wx) if aligned else {}
     results = []
     threads = torch.get_num_threads()
     for count in (1, 3):
         torch.set_num_threads(count)
         try:
             h, h_last = kernels.recurrence_forward_(in_layout(p, layout, batch_sizes), h0, Wh, "tanh", batch_sizes,
-                                                    reverse, x=in_layout(x, layout, batch_sizes), Wx=Wx)
+                                                    reverse, **projection)
             grads = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh",
-                                                 batch_sizes, reverse, Wx=Wx)
+                                                 batch_sizes, reverse, **projection)
         finally:
             torch.set_num_threads(threads)
-        results.append((h, h_last, *grads))
+        in_loop = grads.dp is None  # the weight gradients too came from the loop
+        results.append((h, h_last, grads.dp, grads.dh0, grads.db, grads.dx) + ((grads.dWx, grads.dWh) if in_loop else ()))
+    assert len(results[0]) == len(results[1])
     for one, several in zip(*results):
-        assert torch.equal(one, several)
+        assert (one is None and several is None) or torch.equal(one, several)
 

@@ -10,7 +10,7 @@ built; the Python loops below are the same algorithm and run on other devices or
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -118,6 +118,17 @@ def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
     return x.tanh_()
 
 
+class LoopGradients(NamedTuple):
+    """What :func:`recurrence_backward_` returns; the fields it was not asked for are None."""
+
+    dp: Optional[Tensor]  # (T, N, H) in h's memory layout; None when the loop summed the weight gradients itself
+    dh0: Optional[Tensor]  # (N, H), when need_dh0
+    db: Tensor  # (H,)
+    dx: Optional[Tensor]  # (T, N, D) in h's memory layout, given Wx
+    dWx: Optional[Tensor]  # (H, D), given x
+    dWh: Optional[Tensor]  # (H, H), given x
+
+
 def recurrence_backward_(
     dh: Tensor,
     dh_last: Tensor,
@@ -129,7 +140,8 @@ def recurrence_backward_(
     reverse: bool = False,
     need_dh0: bool = True,
     Wx: Optional[Tensor] = None,
-) -> tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
+    x: Optional[Tensor] = None,
+) -> LoopGradients:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
     ``da_t = dh_t * f'(h_t) + carry_t * f'(h_t)``: the first product is one pass over the whole sequence
@@ -139,32 +151,60 @@ def recurrence_backward_(
     The C++ loops fuse that product into the loop (one pass per step) and write ``dp`` in ``h``'s memory
     layout; ``reverse`` is as in :func:`recurrence_forward_`.
 
-    Returns:
-        ``dp (T, N, H)``, ``dh0 (N, H)`` and ``db (H,)``, the sum of ``dp`` over steps and rows (the C++ loop
-        adds it up as it goes, in double precision); the weight gradient is one matmul afterwards
-        (:func:`recurrence_weight_grad`). With ``need_dh0=False``, ``dh0`` is None; the C++ loop then saves
-        its last matmul and its buffer (the gradient arriving at each step is kept in ``dp``'s own rows).
-        Given ``Wx (H, D)``, a fourth result ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory layout (the C++ loop
-        computes it step by step, :func:`projects_input`); else None.
+    Returns :class:`LoopGradients`: ``dp (T, N, H)``, ``dh0 (N, H)`` and ``db (H,)``, the sum of ``dp`` over
+    steps and rows (the C++ loop adds it up as it goes, in double precision). With ``need_dh0=False``, ``dh0``
+    is None; the C++ loop then saves its last matmul and its buffer (the gradient arriving at each step is
+    kept in ``dp``'s own rows). Given ``Wx (H, D)``, also ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory
+    layout (the C++ loop computes it step by step, :func:`projects_input`). Given the layer's input ``x``
+    (laid out like ``h``), also ``dW_x = sum_t da_t^T x_t`` and ``dW_h = sum_t da_t^T h_prev_t``: the C++ loop
+    sums them step by step when each step is one block of at least 32 rows (float32 panels), and ``dp`` is
+    then None (it is never stored whole); otherwise each is one matmul over ``dp`` afterwards
+    (:func:`input_weight_grad`, :func:`recurrence_weight_grad`).
     """
     ops = _native_ops(h)
     if ops is not None:
-        dp, dh0, db, dx = ops.recurrence_backward(dh, dh_last, Wh, h, nonlinearity == "relu",
-                                                  list(batch_sizes or []), reverse, need_dh0, Wx)
-        return dp, dh0 if need_dh0 else None, db, dx if Wx is not None else None
+        dp, dh0, db, dx, dWx, dWh = ops.recurrence_backward(
+            dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse, need_dh0, Wx, x,
+            None if x is None else h0)
+        summed = dWh.numel() > 0  # the loop summed the weight gradients itself
+        grads = LoopGradients(None if summed else dp, dh0 if need_dh0 else None, db, dx if Wx is not None else None,
+                              dWx if summed else None, dWh if summed else None)
+    else:
+        grads = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0, Wx)
+    if x is not None and grads.dWh is None:
+        grads = grads._replace(dWx=input_weight_grad(grads.dp, x),
+                               dWh=recurrence_weight_grad(grads.dp, h0, h, batch_sizes, reverse))
+    return grads
+
+
+def _python_recurrence_backward_(
+    dh: Tensor,
+    dh_last: Tensor,
+    h0: Tensor,
+    Wh: Tensor,
+    h: Tensor,
+    nonlinearity: str,
+    batch_sizes: Optional[Sequence[int]],
+    reverse: bool,
+    need_dh0: bool,
+    Wx: Optional[Tensor] = None,
+) -> LoopGradients:
+    """The Python loops of :func:`recurrence_backward_` (no weight gradients)."""
     if Wx is not None:
-        dp, dh0, db, _ = recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0)
+        dp, dh0, db, *_ = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
+                                                       need_dh0)
         dx = (dp.transpose(0, 1) @ Wx).transpose(0, 1) if batch_major(dp) else dp @ Wx  # in dp's layout
-        return dp, dh0, db, dx
+        return LoopGradients(dp, dh0, db, dx, None, None)
     if h.dim() == 2:  # packed: the Python loops run on the padded sequence
-        dp, dh0, db, _ = recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh, pad_packed(h, batch_sizes),
-                                              nonlinearity, batch_sizes, reverse, need_dh0)
-        return pack_padded(dp, batch_sizes), dh0, db, None
+        dp, dh0, db, *_ = _python_recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh,
+                                                       pad_packed(h, batch_sizes), nonlinearity, batch_sizes, reverse,
+                                                       need_dh0)
+        return LoopGradients(pack_padded(dp, batch_sizes), dh0, db, None, None, None)
     if reverse:
-        dp, dh0, db, _ = recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                              reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
-                                              need_dh0=need_dh0)
-        return reverse_in_time(dp, batch_sizes), dh0, db, None
+        dp, dh0, db, *_ = _python_recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                                       reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
+                                                       False, need_dh0)
+        return LoopGradients(reverse_in_time(dp, batch_sizes), dh0, db, None, None, None)
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
@@ -178,12 +218,22 @@ def recurrence_backward_(
             da, derivative_t, carry_t = da[:n], derivative_t[:n], carry[:n]
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
-    return dp, carry if need_dh0 else None, dp.sum((0, 1)), None
+    return LoopGradients(dp, carry if need_dh0 else None, dp.sum((0, 1)), None, None, None)
 
 
 def batch_major(x: Tensor) -> bool:
     """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
     return x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+
+
+def input_weight_grad(dp: Tensor, x: Tensor) -> Tensor:
+    """``dW_x = sum_t da_t^T x_t`` as one matmul over the rows of ``dp`` and ``x`` in memory order (both
+    time-major, both batch-major, or packed ``(R, .)``)."""
+    if dp.dim() == 2:
+        return dp.T @ x
+    if batch_major(dp) and batch_major(x):
+        dp, x = dp.transpose(0, 1), x.transpose(0, 1)
+    return dp.reshape(-1, dp.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
 
 def recurrence_weight_grad(

@@ -35,6 +35,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -367,6 +370,59 @@ __attribute__((target("arch=x86-64-v4"))) void panel_matmul(const float* a, int6
   }
 }
 
+// out[r, :width] += sum_k a[k, r] * b[k, :width] for r < R: a weight gradient's rows are columns of the
+// step's da, read a[k * lda + r]; b's rows (a step's inputs or previous states) are read in place, the columns
+// past width masked off, so no packing is needed for operands that change every step.
+template <int R>
+__attribute__((target("arch=x86-64-v4"), always_inline)) inline void transposed_tile(
+    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K, float* out, int64_t ldo, __mmask16 mask_lo,
+    __mmask16 mask_hi) {
+  __m512 lo[R], hi[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 b_lo = _mm512_maskz_loadu_ps(mask_lo, b + k * ldb);
+    const __m512 b_hi = _mm512_maskz_loadu_ps(mask_hi, b + k * ldb + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a_kr = _mm512_set1_ps(a[k * lda + r]);
+      lo[r] = _mm512_fmadd_ps(a_kr, b_lo, lo[r]);
+      hi[r] = _mm512_fmadd_ps(a_kr, b_hi, hi[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    float* row = out + r * ldo;
+    _mm512_mask_storeu_ps(row, mask_lo, _mm512_add_ps(_mm512_maskz_loadu_ps(mask_lo, row), lo[r]));
+    _mm512_mask_storeu_ps(row + 16, mask_hi, _mm512_add_ps(_mm512_maskz_loadu_ps(mask_hi, row + 16), hi[r]));
+  }
+}
+
+// out[j0:j1, :C] += a[:K, j0:j1]^T @ b[:K, :C]: a (K, *) rows lda apart, b (K, C) rows ldb apart, out rows ldo
+// apart. Each thread owns rows j0..j1 of the weight gradient (its columns of da), so nothing is shared.
+__attribute__((target("arch=x86-64-v4"))) void transposed_matmul_add(const float* a, int64_t lda, int64_t j0,
+                                                                     int64_t j1, const float* b, int64_t ldb,
+                                                                     int64_t C, float* out, int64_t ldo, int64_t K) {
+  for (int64_t c = 0; c < C; c += PANEL) {
+    const int64_t width = std::min(PANEL, C - c);
+    const __mmask16 mask_lo = width >= 16 ? 0xFFFF : (1u << width) - 1;
+    const __mmask16 mask_hi = width >= 32 ? 0xFFFF : width > 16 ? (1u << (width - 16)) - 1 : 0;
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) transposed_tile<8>(a + j, lda, b + c, ldb, K, out + j * ldo + c, ldo, mask_lo, mask_hi);
+    float* o = out + j * ldo + c;
+    switch (j1 - j) {
+      case 7: transposed_tile<7>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 6: transposed_tile<6>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 5: transposed_tile<5>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 4: transposed_tile<4>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 3: transposed_tile<3>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 2: transposed_tile<2>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      case 1: transposed_tile<1>(a + j, lda, b + c, ldb, K, o, ldo, mask_lo, mask_hi); break;
+      default: break;
+    }
+  }
+}
+
 bool cpu_has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
@@ -438,6 +494,23 @@ class StepProduct {
   Tensor w_, panels_;
   int64_t K_, C_, threads_ = 1;
 };
+
+// out[j0:j1, :C] += a[:n, j0:j1]^T @ b[:n, :C] (out rows C apart): the in-loop weight gradients, float32 panels
+// only (recurrence_backward takes that path for nothing else).
+template <typename scalar_t>
+void add_transposed_product(const scalar_t* a, int64_t lda, int64_t j0, int64_t j1, const scalar_t* b, int64_t ldb,
+                            int64_t C, scalar_t* out, int64_t n) {
+#ifdef TORCH_RNN_PANELS
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    transposed_matmul_add(a, lda, j0, j1, b, ldb, C, out, C, n);
+    return;
+  }
+#endif
+}
+
+// Rows per step from which the backward loop sums the weight gradients itself (each step reads and writes
+// every gradient row once, which fewer rows do not amortise).
+constexpr int64_t MIN_ROWS_FOR_WEIGHTS_IN_LOOP = 32;
 
 // Runs body(member) on `threads` threads (OpenMP, the pool torch's intra-op ops use); each member computes
 // its slice of every product, and barrier() inside body waits for all of them. One thread does everything
@@ -575,10 +648,10 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
 // (accumulated in double), and, given wx = W_x (H, D), dx = dp W_x (T, N, D) lying like h in memory (else an
 // empty tensor). dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified), h the forward's
 // output, wh W_h (H, H).
-std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in,
-                                                               const Tensor& wh_in, const Tensor& h_in, bool relu,
-                                                               at::IntArrayRef batch_sizes, bool reverse, bool need_dh0,
-                                                               const c10::optional<Tensor>& wx_in) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
+    const Tensor& dh_in, const Tensor& dh_last_in, const Tensor& wh_in, const Tensor& h_in, bool relu,
+    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx_in,
+    const c10::optional<Tensor>& x_in, const c10::optional<Tensor>& h0_in) {
   const Shape shape = check_inputs("recurrence_backward", h_in, dh_last_in, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
@@ -599,7 +672,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_
   // it is never copied; only a packed one must have contiguous rows.
   const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
   const int64_t dh_stride = dh.stride(-1);
-  Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
+  // Given x (laid out like h) and h0, the weight gradients dW_x = sum_t da_t^T x_t and dW_h = sum_t da_t^T
+  // h_prev_t are summed inside the loop, each thread over its own rows (its columns of da_t), while da_t, x_t
+  // and h_prev_t are in cache; dp is then never stored whole (two step blocks suffice). That needs the panels,
+  // one block of rows per step, and enough rows per step to amortise each step's pass over the gradients;
+  // otherwise dp is returned and the caller takes one large matmul per weight afterwards.
+  const Tensor x = x_in.has_value() && x_in->defined() ? rows_last_contiguous(*x_in) : Tensor();
+  const Tensor h0 = h0_in.has_value() && h0_in->defined() ? h0_in->contiguous() : Tensor();
+  TORCH_CHECK(x.defined() == h0.defined(), "recurrence_backward: x and h0 come together");
+  TORCH_CHECK(!x.defined() || (x.dim() == h.dim() && x.sizes().slice(0, x.dim() - 1) == h.sizes().slice(0, h.dim() - 1) &&
+                               x.scalar_type() == h.scalar_type() && x.device().is_cpu()),
+              "recurrence_backward: x must be a CPU tensor of h's dtype and leading shape, got ",
+              x.defined() ? x.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(!h0.defined() || h0.sizes() == at::IntArrayRef({N, H}), "recurrence_backward: expected h0 of shape (", N,
+              ", ", H, "), got ", h0.defined() ? h0.sizes() : at::IntArrayRef{});
+  const bool weights_in_loop = x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
+                               h.scalar_type() == at::kFloat && panels_available<float>();
+  Tensor dp = weights_in_loop ? at::empty({2, N, H}, h.options())  // step s in block s % 2
+                              : at::empty_like(h);  // h's memory layout, so dp and h flatten alike afterwards
+  Tensor dwh = weights_in_loop ? at::zeros({H, H}, h.options()) : at::empty({0}, h.options());
+  Tensor dwx = weights_in_loop ? at::zeros({H, x.size(-1)}, h.options()) : at::empty({0}, h.options());
   Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone(at::MemoryFormat::Contiguous)
                                                 : at::empty({0}, dh_last.options());
   Tensor dx = at::empty({0}, h.options());
@@ -616,7 +708,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
     const bool dx_in_loop = wx.defined() && schedule.aligned() && panels_available<scalar_t>();
-    const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes), dp_rows(dp, shape, batch_sizes);
+    const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes);
+    const Rows<scalar_t> dp_rows(dp, shape, batch_sizes);  // unused when the weights are summed in the loop
+    const c10::optional<Rows<scalar_t>> x_rows =
+        weights_in_loop ? c10::make_optional(Rows<scalar_t>(x, shape, batch_sizes)) : c10::nullopt;
     const StepProduct<scalar_t> product(wh, N);  // da_s W_h
     const c10::optional<StepProduct<scalar_t>> input_product =
         dx_in_loop ? c10::make_optional(StepProduct<scalar_t>(wx, N)) : c10::nullopt;  // da_s W_x
@@ -636,15 +731,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_
       int64_t ld = H;
       for (int64_t s = T - 1; s >= 0; --s) {
         const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-        if (!shape.packed) {
+        if (!shape.packed && !weights_in_loop) {
           for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
         }
         if (schedule.aligned()) {
           // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
           // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
           const int64_t t = reverse ? T - 1 - s : s;
-          scalar_t* block = dp_rows(t, 0);
-          const int64_t block_ld = dp_rows.sn;
+          scalar_t* block = weights_in_loop ? dp.data_ptr<scalar_t>() + (s % 2) * N * H : dp_rows(t, 0);
+          const int64_t block_ld = weights_in_loop ? H : dp_rows.sn;
           product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
           for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
             for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
@@ -654,6 +749,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_
                           width, relu);
           }
           da = block, ld = block_ld;
+          if (weights_in_loop) {  // dW rows c0..c1 += da_s[:, c0:c1]^T [x_t | h_prev_t], h_prev = h0 at the first step
+            const int64_t t_prev = reverse ? t + 1 : t - 1;
+            const scalar_t* h_prev = s == 0 ? h0.data_ptr<scalar_t>() : h_rows(t_prev, 0);
+            const int64_t h_prev_ld = s == 0 ? H : h_rows.sn;
+            add_transposed_product(block, block_ld, c0, c0 + width, (*x_rows)(t, 0), x_rows->sn, x.size(-1),
+                                   dwx.data_ptr<scalar_t>(), n);
+            add_transposed_product(block, block_ld, c0, c0 + width, h_prev, h_prev_ld, H, dwh.data_ptr<scalar_t>(), n);
+          }
           barrier();  // the products below and the next step's read every column of da_s
           if (dx_in_loop) {  // dx_t = da_s W_x, zero past each row's length
             scalar_t* dx_block = (*dx_rows)(t, 0);
@@ -682,7 +785,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward(const Tensor& dh_
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
   Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
-  return {dp, dh0, db, dx};
+  if (weights_in_loop) dp = at::empty({0}, h.options());
+  return {dp, dh0, db, dx, dwx, dwh};
 }
 
 }  // namespace
@@ -692,6 +796,7 @@ TORCH_LIBRARY(torch_rnn, m) {
         " bool reverse, Tensor? x=None, Tensor? wx_t=None) -> Tensor",
         &recurrence_forward_);
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
-        " bool reverse, bool need_dh0, Tensor? wx=None) -> (Tensor, Tensor, Tensor, Tensor)",
+        " bool reverse, bool need_dh0, Tensor? wx=None, Tensor? x=None, Tensor? h0=None)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
         &recurrence_backward);
 }
