@@ -275,6 +275,10 @@ class SentimentDataModule(pl.LightningDataModule):
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
                  self.label_names, len(self.vocab), {name: len(split) for name, split in self.splits.items()})
 
+    def training_set(self) -> EncodedDataset:
+        """The encoded training split (``tokens``, ``mask``, ``labels``), for statistics a model starts from."""
+        return self._dataset("train")
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
         if self.hparams.shuffle and self.hparams.bucket_by_length:

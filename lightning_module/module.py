@@ -36,6 +36,14 @@ class SentimentClassifier(pl.LightningModule):
             see :class:`torch_rnn.models.SentimentRNN`.
         input_mode: ``"onehot"``, ``"embedding"`` or ``"pretrained"``.
         embedding_dim: size of the learned embedding.
+        embedding_init: how the learned embedding starts: ``"random"`` (``nn.Embedding``'s N(0, 1)), or
+            ``"naive_bayes"``: its first ``naive_bayes_dims`` columns hold each word's naive-Bayes log-count
+            ratios on the training split (:mod:`lightning_module.naive_bayes`), set in :meth:`setup` at the
+            start of a fresh fit, the rest random; every column is trained.
+        naive_bayes_dims: how many columns ``"naive_bayes"`` sets: the ``C`` ratios of the ``C`` classes,
+            repeated (so embedding dropout rarely removes all of them).
+        naive_bayes_scale: the factor on those ratios (the random columns are N(0, 1); a ratio of 1 means a
+            word is e times more frequent in one class).
         pretrained: which word vectors for ``input_mode="pretrained"``: ``"glove-6b-50d"``. They are read
             in :meth:`setup`, once the data's vocabulary is known (a checkpoint then restores its own).
         freeze_embedding: keep the pretrained vectors fixed.
@@ -52,6 +60,9 @@ class SentimentClassifier(pl.LightningModule):
         fc_size: int = 128,
         input_mode: str = "embedding",
         embedding_dim: int = 100,
+        embedding_init: str = "random",
+        naive_bayes_dims: int = 10,
+        naive_bayes_scale: float = 1.0,
         pretrained: Optional[str] = None,
         freeze_embedding: bool = False,
         num_layers: int = 1,
@@ -69,6 +80,12 @@ class SentimentClassifier(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        if embedding_init not in ("random", "naive_bayes"):
+            raise ValueError(f"model.embedding_init must be 'random' or 'naive_bayes', got {embedding_init!r}")
+        if embedding_init == "naive_bayes" and (input_mode != "embedding" or not 1 <= naive_bayes_dims <= embedding_dim):
+            raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' and 1 <= "
+                             f"naive_bayes_dims <= embedding_dim, got input_mode {input_mode!r}, naive_bayes_dims "
+                             f"{naive_bayes_dims} and embedding_dim {embedding_dim}")
         pretrained_vectors = None
         if input_mode == "pretrained":
             if pretrained not in PRETRAINED:
@@ -101,8 +118,13 @@ class SentimentClassifier(pl.LightningModule):
         return self.model(tokens, mask)
 
     def setup(self, stage: str) -> None:
-        """Fill in pretrained word vectors for the data's vocabulary at the start of a fresh fit."""
-        if stage != "fit" or self.hparams.input_mode != "pretrained" or self.trainer.ckpt_path is not None:
+        """At the start of a fresh fit, fill in pretrained word vectors for the data's vocabulary, or the
+        naive-Bayes columns of the learned embedding (a checkpoint restores its own)."""
+        if stage != "fit" or self.trainer.ckpt_path is not None:
+            return
+        if self.hparams.input_mode == "embedding" and self.hparams.embedding_init == "naive_bayes":
+            self._initialise_naive_bayes_columns()
+        if self.hparams.input_mode != "pretrained":
             return
         from lightning_module.pretrained import load_glove_vectors
 
@@ -111,6 +133,18 @@ class SentimentClassifier(pl.LightningModule):
         with torch.no_grad():
             self.model.embedding.weight.copy_(vectors)
         print(f"GloVe 6B 50d: {found} of {len(datamodule.vocab) - 1} vocabulary words found")
+
+    def _initialise_naive_bayes_columns(self) -> None:
+        """Embedding columns ``0 .. naive_bayes_dims`` := the training split's log-count ratios, class by class."""
+        from lightning_module.naive_bayes import log_count_ratios
+
+        train = self.trainer.datamodule.training_set()
+        ratios = log_count_ratios(train.tokens, train.mask, train.labels, self.hparams.vocab_size,
+                                  self.hparams.num_classes)  # (V, C)
+        columns = torch.arange(self.hparams.naive_bayes_dims) % self.hparams.num_classes
+        with torch.no_grad():
+            weight = self.model.embedding.weight
+            weight[:, : self.hparams.naive_bayes_dims] = self.hparams.naive_bayes_scale * ratios[:, columns].to(weight)
 
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:

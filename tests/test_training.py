@@ -43,7 +43,8 @@ def small_fit_args(data: Path, root: Path, *extra: str) -> list[str]:
     return ["fit", "--config", str(CONFIGS / "default.yaml"), "--data.path", str(data),
             "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "2",
             "--trainer.enable_progress_bar", "false", "--model.hidden_size", "16", "--model.fc_size", "16",
-            "--model.embedding_dim", "8", "--data.batch_size", "8", "--trainer.log_every_n_steps", "1", *extra]
+            "--model.embedding_dim", "8", "--model.naive_bayes_dims", "4", "--data.batch_size", "8",
+            "--trainer.log_every_n_steps", "1", *extra]
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -151,7 +152,8 @@ def test_ddp_fit_in_two_processes(tmp_path):
     result = run_script("train.py", "fit", "--config", str(CONFIGS / "ddp_cpu.yaml"), "--data.path", str(data),
                         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
                         "--trainer.enable_progress_bar", "false", "--model.hidden_size", "16",
-                        "--model.fc_size", "16", "--model.embedding_dim", "8", cwd=ROOT)
+                        "--model.fc_size", "16", "--model.embedding_dim", "8", "--model.naive_bayes_dims", "4",
+                        cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Training finished" in result.stdout
     assert (next((tmp_path / "lightning_logs").iterdir()) / "checkpoints" / "last.ckpt").is_file()

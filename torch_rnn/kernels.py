@@ -6,7 +6,10 @@ use them only for plain tensors with grad mode off (the common training and infe
 the reference functions otherwise (double backward, ``torch.func`` transforms).
 
 On the CPU each loop runs in C++ (:mod:`torch_rnn.native`, ``csrc/recurrence.cpp``) when that extension is
-built; the Python loops below are the same algorithm and run on other devices or when it is not.
+built; the Python loops below are the same algorithm and run on other devices or when it is not. The C++
+loops also take the layer's input: the forward loop then computes the input projection and the backward loop
+``dx`` and the weight gradients step by step (:func:`projects_input`), which the Python loops leave to one
+matmul each outside the loop.
 """
 from __future__ import annotations
 

@@ -1,17 +1,21 @@
 // The two time loops of torch_rnn (torch_rnn/kernels.py documents them; torch_rnn/functional.py holds the
 // reference equations), as a C++ extension for CPU tensors. Python runs each loop step as 2-4 torch ops at
-// 2-5 us of interpreter and dispatch overhead each; here a step is one BLAS call and one fused elementwise
-// pass over its (n, H) block, and tiny steps (N*H*H below SMALL_STEP) skip BLAS for a plain loop.
+// 2-5 us of interpreter and dispatch overhead each; here a step is one product and one fused elementwise
+// pass over its (n, H) block.
 //
-// float32 on AVX-512 CPUs goes further (PanelMatmul below): W_h is packed once per call into panels of 32
-// columns, each step's product runs in a register-tiled kernel that reads those panels straight from cache
-// (BLAS repacks its operand on every call, which is most of the cost at N = 16), and the step is split
-// between the intra-op threads by columns: each thread computes its columns of the product, the
-// nonlinearity and the gradient, and the threads meet once per step, since the next step needs all of them.
-//
-//   forward   a_t = p_t + b + h_{t-1} W_h^T,   h_t = f(a_t)          (p_t = x_t W_x^T, one matmul beforehand)
+//   forward   a_t = x_t W_x^T + b + h_{t-1} W_h^T,   h_t = f(a_t)
 //   backward  da_t = (dh_t + da_{t+1} W_h) * f'(h_t),   f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu),
-//             db = sum of da_t over steps and rows; dW_x, dW_h and dx are one matmul each afterwards
+//             db = sum_t da_t,  dx_t = da_t W_x,  dW_x = sum_t da_t^T x_t,  dW_h = sum_t da_t^T h_{t-1}
+//
+// float32 on AVX-512 CPUs (StepProduct with panels): W_h and W_x are packed once per call into panels of 32
+// columns and each step's products run in register-tiled kernels that read them straight from cache (BLAS
+// repacks its operand on every call, most of the cost at N = 16). Each step is split between the intra-op
+// threads by columns: a thread computes its columns of every product, of the nonlinearity and of the
+// gradient, its rows of the weight gradients, and the threads meet once per step (OpenMP barrier), since the
+// next step needs all columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and,
+// with 32 rows or more per step, dW_x and dW_h, all while the step's rows are in cache; dp is then never
+// stored whole. Otherwise (float64, other CPUs) a step is one BLAS call (a plain loop below SMALL_STEP
+// multiply-adds) and the input projection, dx and the weight gradients are one matmul each outside the loop.
 //
 // Rows are sorted by length (PackedSequence's convention): batch_sizes[s] rows run at step s, the rest are
 // finished; empty batch_sizes means every row runs at every step. reverse runs each row backwards in time
@@ -477,17 +481,22 @@ class StepProduct {
 #endif
     step_matmul(a, lda, w_, out, ldo, n, accumulate);
   }
-  // out[:n, slice] (+)= a[:n] @ w[:, slice] + a2[:n] @ w2[:, slice] in one pass over out (panels only; w2 has
-  // this product's columns).
+  // out[:n, slice] (+)= a[:n] @ w[:, slice] + a2[:n] @ second's w2[:, slice] (w2 has this product's columns):
+  // one pass over out with panels, else the two products one after the other.
   void operator()(const scalar_t* a, int64_t lda, const StepProduct& second, const scalar_t* a2, int64_t lda2,
                   scalar_t* out, int64_t ldo, int64_t n, const Slice& slice, bool accumulate) const {
     if (n == 0 || slice.width() == 0) return;
 #ifdef TORCH_RNN_PANELS
     if constexpr (std::is_same_v<scalar_t, float>) {
-      panel_matmul(a, lda, panels_.data_ptr<float>(), K_, a2, lda2, second.panels_.data_ptr<float>(), second.K_, C_,
-                   out, ldo, n, slice.p0, slice.p1, accumulate);
+      if (panels_.defined() && second.panels_.defined()) {
+        panel_matmul(a, lda, panels_.data_ptr<float>(), K_, a2, lda2, second.panels_.data_ptr<float>(), second.K_,
+                     C_, out, ldo, n, slice.p0, slice.p1, accumulate);
+        return;
+      }
     }
 #endif
+    (*this)(a, lda, out, ldo, n, slice, accumulate);
+    second(a2, lda2, out, ldo, n, slice, /*accumulate=*/true);
   }
 
  private:
@@ -506,6 +515,11 @@ void add_transposed_product(const scalar_t* a, int64_t lda, int64_t j0, int64_t 
     return;
   }
 #endif
+  for (int64_t k = 0; k < n; ++k) {  // unused (see above), but correct: out[j] += a[k, j] b[k]
+    for (int64_t j = j0; j < j1; ++j) {
+      for (int64_t c = 0; c < C; ++c) out[j * C + c] += a[k * lda + j] * b[k * ldb + c];
+    }
+  }
 }
 
 // Rows per step from which the backward loop sums the weight gradients itself (each step reads and writes
