@@ -526,3 +526,19 @@ def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, 
     for one, several in zip(*results):
         assert (one is None and several is None) or torch.equal(one, several)
 
+
+@pytest.mark.parametrize("N_", [9, 40], ids=["weights_after_the_loop", "weights_in_the_loop"])
+def test_kernel_backward_of_an_empty_sequence(N_, loops):
+    """T = 0 (the modules reject it like nn.RNN; the kernels still answer): no step, so dh0 = dh_last and
+    every other gradient is zero, whether the weight gradients are summed in the loop or after it."""
+    H_, D_ = 15, 7
+    g = seeded(26)
+    f32 = dict(dtype=torch.float32, gen=g)  # float32: the C++ loop's in-loop weight gradients for N >= 32
+    dh_last, h0, Wh = randn(N_, H_, **f32), randn(N_, H_, **f32), randn(H_, H_, **f32)
+    grads = kernels.recurrence_backward_(torch.zeros(0, N_, H_), dh_last, h0, Wh, torch.zeros(0, N_, H_), "tanh",
+                                         None, False, Wx=randn(H_, D_, **f32), x=torch.zeros(0, N_, D_))
+    torch.testing.assert_close(grads.dh0, dh_last)
+    assert grads.dx.shape == (0, N_, D_)
+    for zero in (grads.db, grads.dWx, grads.dWh):
+        assert not zero.any()
+

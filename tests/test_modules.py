@@ -384,6 +384,7 @@ x3 = torch.randn(5, 2, D, generator=seeded(20))
     pytest.param(lambda m: m(x3.double()), ("float64", "float32", "dtype"), id="input_dtype"),
     pytest.param(lambda m: m(x3, torch.zeros(1, 2, H, dtype=torch.float64)), ("hx", "float64", "dtype"),
                  id="hx_dtype"),
+    pytest.param(lambda m: m(torch.randn(0, 2, D)), ("sequence length", "larger than 0"), id="no_steps"),
 ])
 def test_rnn_forward_bad_inputs_raise_like_torch(call, keywords):
     ours, theirs = pair(RNN, nn.RNN, D, H)

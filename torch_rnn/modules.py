@@ -205,6 +205,8 @@ class RNN(nn.Module):
         x = input  # (T, N, D) or (T, N): time-major, or batch-first memory seen time-major (never transposed)
         self._check_input(x)
         T, N = x.shape[0], x.shape[1]
+        if T == 0:  # nn.RNN's rule and message: there is no step to run
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         hx = self._initial_state(hx, N)  # (L * dirs, N, H)
 
         if lengths is None:
