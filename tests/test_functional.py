@@ -490,11 +490,18 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
     if loops == "cpp":
         assert dx.dim() == 2 or kernels.batch_major(dx) == kernels.batch_major(h), "dx lies like h in memory"
     torch.testing.assert_close(from_layout(dx, layout, batch_sizes), expected_dp @ Wx, **KERNEL_TOL[dtype])
+    if grads.dp is None:  # summed in the loop
+        dWx, dWh = grads.dWx, grads.dWh
+    else:  # left to the caller: one matmul each over dp, as RNNFunction.backward takes them
+        assert grads.dWx is None and grads.dWh is None
+        flat_dp = from_layout(grads.dp, layout, batch_sizes).reshape(-1, shape[-1])
+        dWx = flat_dp.T @ x_clean.reshape(-1, D_)
+        dWh = kernels.recurrence_weight_grad(grads.dp, h0, h, batch_sizes, reverse)
     expected_dWx = expected_dp.reshape(-1, shape[-1]).T @ x_clean.reshape(-1, D_)
     # sums over every step and row, in another order than the reference's: float32 rounding grows with them
     weight_tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else KERNEL_TOL[dtype]
-    torch.testing.assert_close(grads.dWx, expected_dWx, **weight_tol)
-    torch.testing.assert_close(grads.dWh, expected_dWh, **weight_tol)
+    torch.testing.assert_close(dWx, expected_dWx, **weight_tol)
+    torch.testing.assert_close(dWh, expected_dWh, **weight_tol)
 
 
 @pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
@@ -530,7 +537,8 @@ def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, 
 @pytest.mark.parametrize("N_", [9, 40], ids=["weights_after_the_loop", "weights_in_the_loop"])
 def test_kernel_backward_of_an_empty_sequence(N_, loops):
     """T = 0 (the modules reject it like nn.RNN; the kernels still answer): no step, so dh0 = dh_last and
-    every other gradient is zero, whether the weight gradients are summed in the loop or after it."""
+    every other gradient is zero, whether the weight gradients are summed in the loop or from dp after it
+    (recurrence_weight_grad used to index a step that does not exist)."""
     H_, D_ = 15, 7
     g = seeded(26)
     f32 = dict(dtype=torch.float32, gen=g)  # float32: the C++ loop's in-loop weight gradients for N >= 32
@@ -539,6 +547,11 @@ def test_kernel_backward_of_an_empty_sequence(N_, loops):
                                          None, False, Wx=randn(H_, D_, **f32), x=torch.zeros(0, N_, D_))
     torch.testing.assert_close(grads.dh0, dh_last)
     assert grads.dx.shape == (0, N_, D_)
-    for zero in (grads.db, grads.dWx, grads.dWh):
-        assert not zero.any()
+    if grads.dp is None:  # summed in the loop
+        dWx, dWh = grads.dWx, grads.dWh
+    else:
+        dWx = grads.dp.reshape(-1, H_).T @ torch.zeros(0, D_)
+        dWh = kernels.recurrence_weight_grad(grads.dp, h0, torch.zeros(0, N_, H_))
+    for zero in (grads.db, dWx, dWh):
+        assert zero.shape[-1] in (H_, D_) and not zero.any()
 

@@ -159,21 +159,21 @@ class RNNFunction(torch.autograd.Function):
         need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
         nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
         if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            if kernels.projects_input(x):  # the C++ loop computes dx, and often dW_x and dW_h, step by step
-                grads = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
-                                                     need_dh0=need_dh0, Wx=Wx if need_dx else None, x=x)
-                return (grads.dx if need_dx else None, grads.dh0 if need_dh0 else None,
-                        grads.dWx if need_dWx else None, grads.dWh if need_dWh else None,
-                        grads.db if need_db else None, None, None, None)
-            dp, dh0, db, *_ = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes,
-                                                           reverse, need_dh0=need_dh0)
-            dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None
+            in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
+            dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
+                dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
+                Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
+            if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
+                dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
         else:  # the reference equations, on the padded and (in reverse) reversed sequences
             dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
                                                  _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
             dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
             db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
-        dx, dWx = _input_projection_backward(dp, x, Wx, need_dx, need_dWx)
+            dx = dWx = None
+        if dp is not None:
+            dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
+            dx = dx_after if dx is None else dx
         return (
             dx if need_dx else None,
             dh0 if need_dh0 else None,

@@ -128,8 +128,8 @@ class LoopGradients(NamedTuple):
     dh0: Optional[Tensor]  # (N, H), when need_dh0
     db: Tensor  # (H,)
     dx: Optional[Tensor]  # (T, N, D) in h's memory layout, given Wx
-    dWx: Optional[Tensor]  # (H, D), given x
-    dWh: Optional[Tensor]  # (H, H), given x
+    dWx: Optional[Tensor]  # (H, D), when the loop summed it (given x; dp is then None)
+    dWh: Optional[Tensor]  # (H, H), likewise
 
 
 def recurrence_backward_(
@@ -159,10 +159,10 @@ def recurrence_backward_(
     is None; the C++ loop then saves its last matmul and its buffer (the gradient arriving at each step is
     kept in ``dp``'s own rows). Given ``Wx (H, D)``, also ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory
     layout (the C++ loop computes it step by step, :func:`projects_input`). Given the layer's input ``x``
-    (laid out like ``h``), also ``dW_x = sum_t da_t^T x_t`` and ``dW_h = sum_t da_t^T h_prev_t``: the C++ loop
-    sums them step by step when each step is one block of at least 32 rows (float32 panels), and ``dp`` is
-    then None (it is never stored whole); otherwise each is one matmul over ``dp`` afterwards
-    (:func:`input_weight_grad`, :func:`recurrence_weight_grad`).
+    (laid out like ``h``), the C++ loop also sums ``dW_x = sum_t da_t^T x_t`` and ``dW_h = sum_t da_t^T
+    h_prev_t`` step by step when each step is one block of at least 32 rows (float32 panels); ``dp`` is then
+    None (it is never stored whole). Otherwise ``dW_x`` and ``dW_h`` are None and the caller takes one matmul
+    each over ``dp`` (:func:`recurrence_weight_grad` for ``dW_h``).
     """
     ops = _native_ops(h)
     if ops is not None:
@@ -174,9 +174,6 @@ def recurrence_backward_(
                               dWx if summed else None, dWh if summed else None)
     else:
         grads = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0, Wx)
-    if x is not None and grads.dWh is None:
-        grads = grads._replace(dWx=input_weight_grad(grads.dp, x),
-                               dWh=recurrence_weight_grad(grads.dp, h0, h, batch_sizes, reverse))
     return grads
 
 
@@ -227,16 +224,6 @@ def _python_recurrence_backward_(
 def batch_major(x: Tensor) -> bool:
     """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
     return x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
-
-
-def input_weight_grad(dp: Tensor, x: Tensor) -> Tensor:
-    """``dW_x = sum_t da_t^T x_t`` as one matmul over the rows of ``dp`` and ``x`` in memory order (both
-    time-major, both batch-major, or packed ``(R, .)``)."""
-    if dp.dim() == 2:
-        return dp.T @ x
-    if batch_major(dp) and batch_major(x):
-        dp, x = dp.transpose(0, 1), x.transpose(0, 1)
-    return dp.reshape(-1, dp.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
 
 def recurrence_weight_grad(

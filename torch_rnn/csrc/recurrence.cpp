@@ -550,9 +550,9 @@ inline void barrier() {
 
 // out = a @ w for sequences out (T, N, C) / packed (R, C) and a (T, N, K) / (R, K) that lie alike in memory:
 // one matmul over their rows in memory order (a copy only when they do not lie alike).
-void project_into(const Tensor& out, const Tensor& a, const Tensor& w) {
+void project_into(Tensor out, const Tensor& a, const Tensor& w) {
   if (out.dim() == 2) {
-    at::mm_out(const_cast<Tensor&>(out), a, w);
+    at::mm_out(out, a, w);
     return;
   }
   for (const bool batch_major : {false, true}) {
