@@ -3,6 +3,11 @@ forward and against central finite differences (float64), the sequence functions
 and torch.func.jvp, and the fast in-place kernels against the reference functions."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -504,34 +509,94 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
     torch.testing.assert_close(dWh, expected_dWh, **weight_tol)
 
 
+def loop_results(threads, p, h0, Wh, dh, dh_last, batch_sizes, reverse, **projection):
+    """Everything the C++ loops return for one forward and one backward, run on ``threads`` threads (only the
+    loops' own results: the matmuls before or after a loop are BLAS's, whose sums may split differently
+    between threads)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        h, h_last = kernels.recurrence_forward_(p.clone(), h0, Wh, "tanh", batch_sizes, reverse, **projection)
+        grads = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, "tanh", batch_sizes, reverse, **projection)
+    finally:
+        torch.set_num_threads(previous)
+    in_loop = grads.dp is None  # the weight gradients too came from the loop
+    return (h, h_last, grads.dp, grads.dh0, grads.db, grads.dx) + ((grads.dWx, grads.dWh) if in_loop else ())
+
+
+def assert_same_bits(one, several):
+    assert len(one) == len(several)
+    for a, b in zip(one, several):
+        assert (a is None and b is None) or torch.equal(a, b)
+
+
 @pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, batch_sizes, shape):
     """The C++ loops split each step's columns between threads; every element is computed the same way
-    whoever computes it, so one thread and several give identical bits. (Only the loops' own results: the
-    matmuls before or after a loop are BLAS's, whose sums may split differently between threads.)"""
+    whoever computes it, so one thread and several give identical bits."""
     if native.ops() is None:
         pytest.skip("the C++ loops are not built here")
     p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=24, shape=shape)
     x, Wx = projection_inputs(torch.float32, batch_sizes, shape, 50, seed=25)
     aligned = not reverse or batch_sizes is None or len(set(batch_sizes)) == 1  # one block of rows per step
     projection = dict(x=in_layout(x, layout, batch_sizes), Wx=Wx) if aligned else {}
-    results = []
-    threads = torch.get_num_threads()
-    for count in (1, 3):
-        torch.set_num_threads(count)
-        try:
-            h, h_last = kernels.recurrence_forward_(in_layout(p, layout, batch_sizes), h0, Wh, "tanh", batch_sizes,
-                                                    reverse, **projection)
-            grads = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh",
-                                                 batch_sizes, reverse, **projection)
-        finally:
-            torch.set_num_threads(threads)
-        in_loop = grads.dp is None  # the weight gradients too came from the loop
-        results.append((h, h_last, grads.dp, grads.dh0, grads.db, grads.dx) + ((grads.dWx, grads.dWh) if in_loop else ()))
-    assert len(results[0]) == len(results[1])
-    for one, several in zip(*results):
-        assert (one is None and several is None) or torch.equal(one, several)
+    inputs = (in_layout(p, layout, batch_sizes), h0, Wh, in_layout(dh, layout, batch_sizes), dh_last, batch_sizes,
+              reverse)
+    assert_same_bits(loop_results(1, *inputs, **projection), loop_results(3, *inputs, **projection))
+
+
+# 7 panels of 32 columns (the last one 8 wide), 48 rows: every loop product runs on a team, the weight
+# gradients in the loop; lengths 1..T make the reverse direction gather rows from different times.
+STEALING_SHAPE = (12, 48, 200)
+STEALING_CASES = [
+    pytest.param(None, False, id="forward"),
+    pytest.param(None, True, id="reverse"),
+    pytest.param(sorted(torch.randint(1, 13, (48,), generator=torch.Generator().manual_seed(7)).tolist()), True,
+                 id="reverse_gathered"),
+]
+
+
+def stealing_inputs(lengths, reverse):
+    batch_sizes = None if lengths is None else [sum(length > t for length in lengths) for t in range(STEALING_SHAPE[0])]
+    p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=27, shape=STEALING_SHAPE)
+    x, Wx = projection_inputs(torch.float32, batch_sizes, STEALING_SHAPE, 70, seed=28)
+    projection = dict(x=x, Wx=Wx) if lengths is None else {}
+    return (p, h0, Wh, dh, dh_last, batch_sizes, reverse), projection
+
+
+@pytest.mark.parametrize("lengths,reverse", STEALING_CASES)
+def test_kernel_results_do_not_depend_on_which_thread_takes_each_panel(lengths, reverse):
+    """A team hands out each step's panels as they come: each thread first takes its own share, then what is
+    left of the others' (so a thread slowed down by the machine does not hold up every step). Who computes
+    which panel then changes from run to run (on an idle 2-core machine a probe counted 840 panels of 10,000
+    taken from the other thread's share); every run must still give one thread's bits."""
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    inputs, projection = stealing_inputs(lengths, reverse)
+    expected = loop_results(1, *inputs, **projection)
+    for _ in range(10):
+        assert_same_bits(expected, loop_results(2, *inputs, **projection))
+
+
+def test_kernel_team_smaller_than_asked_for_computes_every_panel():
+    """OpenMP may start fewer threads than asked (OMP_THREAD_LIMIT, nested parallel regions): the threads that
+    came then take every panel, step after step, and the results are one thread's."""
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    script = textwrap.dedent("""
+        import torch
+        from test_functional import STEALING_CASES, assert_same_bits, loop_results, stealing_inputs
+        for case in STEALING_CASES:
+            inputs, projection = stealing_inputs(*case.values)
+            assert_same_bits(loop_results(1, *inputs, **projection), loop_results(2, *inputs, **projection))
+        print("same bits")
+    """)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_THREAD_LIMIT="1",
+               PYTHONPATH=os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "same bits" in run.stdout, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("N_", [9, 40], ids=["weights_after_the_loop", "weights_in_the_loop"])

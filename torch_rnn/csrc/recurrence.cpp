@@ -31,6 +31,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <tuple>
@@ -86,51 +87,57 @@ __attribute__((always_inline)) inline scalar_t activation(scalar_t a, bool relu)
 #define TORCH_RNN_CLONES
 #endif
 
-// h = f(h + bias) over count elements (bias: count values, or nullptr for none).
-#define DEFINE_ACTIVATE(scalar_t)                                                                   \
-  TORCH_RNN_CLONES void activate(scalar_t* h, const scalar_t* bias, int64_t count, bool relu) {    \
-    if (bias != nullptr) {                                                                          \
-      if (relu) {                                                                                   \
-        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], true);               \
-      } else {                                                                                      \
-        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], false);              \
-      }                                                                                             \
-    } else if (relu) {                                                                              \
-      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], true);                           \
-    } else {                                                                                        \
-      for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], false);                          \
-    }                                                                                               \
-  }
-
-// One row of the backward step, in place: da holds the carry (the gradient from the step above) and becomes
-// da = (dh + carry) * f'(h) over H elements, f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu); db += da (db
-// accumulates in double). dh's elements lie dh_stride apart: 1, or 0 for the expanded gradient of
-// `output.sum()` (read in place rather than copied). One branch per case and no aliasing (__restrict), so
-// each loop vectorises; an out-of-place da would make GCC's overlap check fail and run the scalar loop.
-#define DEFINE_STEP_GRADIENT(scalar_t)                                                                       \
-  TORCH_RNN_CLONES void step_gradient(const scalar_t* __restrict dh, int64_t dh_stride,                     \
-                                      const scalar_t* __restrict h, scalar_t* __restrict da,                \
-                                      double* __restrict db, int64_t H, bool relu) {                        \
-    if (dh_stride == 0) {                                                                                    \
-      const scalar_t upstream = dh[0];                                                                       \
-      if (relu) {                                                                                            \
-        for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? upstream + da[j] : scalar_t(0);         \
+// h = f(h + bias) over n rows of count elements, ld apart (bias: count values, or nullptr for none).
+#define DEFINE_ACTIVATE(scalar_t)                                                                              \
+  TORCH_RNN_CLONES void activate(scalar_t* h, int64_t ld, const scalar_t* bias, int64_t n, int64_t count,    \
+                                 bool relu) {                                                                \
+    for (int64_t r = 0; r < n; ++r, h += ld) {                                                               \
+      if (bias != nullptr) {                                                                                 \
+        if (relu) {                                                                                          \
+          for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], true);                      \
+        } else {                                                                                             \
+          for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i] + bias[i], false);                     \
+        }                                                                                                    \
+      } else if (relu) {                                                                                     \
+        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], true);                                  \
       } else {                                                                                               \
-        for (int64_t j = 0; j < H; ++j) da[j] = (upstream + da[j]) * (scalar_t(1) - h[j] * h[j]);            \
-      }                                                                                                      \
-    } else if (dh_stride == 1) {                                                                             \
-      if (relu) {                                                                                            \
-        for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? dh[j] + da[j] : scalar_t(0);            \
-      } else {                                                                                               \
-        for (int64_t j = 0; j < H; ++j) da[j] = (dh[j] + da[j]) * (scalar_t(1) - h[j] * h[j]);               \
-      }                                                                                                      \
-    } else {                                                                                                 \
-      for (int64_t j = 0; j < H; ++j) {                                                                      \
-        const scalar_t upstream = dh[j * dh_stride] + da[j];                                                 \
-        da[j] = relu ? (h[j] > scalar_t(0) ? upstream : scalar_t(0)) : upstream * (scalar_t(1) - h[j] * h[j]); \
+        for (int64_t i = 0; i < count; ++i) h[i] = activation(h[i], false);                                 \
       }                                                                                                      \
     }                                                                                                        \
-    for (int64_t j = 0; j < H; ++j) db[j] += da[j];                                                          \
+  }
+
+// n rows of the backward step, in place: da holds the carry (the gradient from the step above) and becomes
+// da = (dh + carry) * f'(h) over H elements per row, f'(h) = 1 - h^2 (tanh) or 1[h > 0] (relu); db += da,
+// row after row (db accumulates in double). Rows lie dh_ld / h_ld / da_ld elements apart, and dh's elements
+// dh_stride apart: 1, or 0 for the expanded gradient of `output.sum()` (read in place rather than copied).
+// One branch per case and no aliasing (__restrict), so each loop vectorises; an out-of-place da would make
+// GCC's overlap check fail and run the scalar loop.
+#define DEFINE_STEP_GRADIENT(scalar_t)                                                                        \
+  TORCH_RNN_CLONES void step_gradient(const scalar_t* __restrict dh, int64_t dh_ld, int64_t dh_stride,       \
+                                      const scalar_t* __restrict h, int64_t h_ld, scalar_t* __restrict da,   \
+                                      int64_t da_ld, double* __restrict db, int64_t n, int64_t H, bool relu) { \
+    for (int64_t r = 0; r < n; ++r, dh += dh_ld, h += h_ld, da += da_ld) {                                  \
+      if (dh_stride == 0) {                                                                                  \
+        const scalar_t upstream = dh[0];                                                                     \
+        if (relu) {                                                                                          \
+          for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? upstream + da[j] : scalar_t(0);       \
+        } else {                                                                                             \
+          for (int64_t j = 0; j < H; ++j) da[j] = (upstream + da[j]) * (scalar_t(1) - h[j] * h[j]);          \
+        }                                                                                                    \
+      } else if (dh_stride == 1) {                                                                           \
+        if (relu) {                                                                                          \
+          for (int64_t j = 0; j < H; ++j) da[j] = h[j] > scalar_t(0) ? dh[j] + da[j] : scalar_t(0);          \
+        } else {                                                                                             \
+          for (int64_t j = 0; j < H; ++j) da[j] = (dh[j] + da[j]) * (scalar_t(1) - h[j] * h[j]);             \
+        }                                                                                                    \
+      } else {                                                                                               \
+        for (int64_t j = 0; j < H; ++j) {                                                                    \
+          const scalar_t upstream = dh[j * dh_stride] + da[j];                                               \
+          da[j] = relu ? (h[j] > scalar_t(0) ? upstream : scalar_t(0)) : upstream * (scalar_t(1) - h[j] * h[j]); \
+        }                                                                                                    \
+      }                                                                                                      \
+      for (int64_t j = 0; j < H; ++j) db[j] += da[j];                                                        \
+    }                                                                                                        \
   }
 
 // out (n, H) += a (n, K) @ b (K, H), row-major; a's rows lda apart, out's ldo apart, b contiguous. For steps
@@ -467,6 +474,8 @@ class StepProduct {
     const int64_t p0 = member.id * panels / member.count, p1 = (member.id + 1) * panels / member.count;
     return Slice{std::min(C_, p0 * PANEL), std::min(C_, p1 * PANEL), p0, p1};
   }
+  // Panel p's columns alone.
+  Slice panel(int64_t p) const { return Slice{p * PANEL, std::min(C_, (p + 1) * PANEL), p, p + 1}; }
   void operator()(const scalar_t* a, int64_t lda, scalar_t* out, int64_t ldo, int64_t n, const Slice& slice,
                   bool accumulate) const {
     if (n == 0 || slice.width() == 0) return;
@@ -502,6 +511,56 @@ class StepProduct {
  private:
   Tensor w_, panels_;
   int64_t K_, C_, threads_ = 1;
+};
+
+// Hands out a product's panels to the team, anew at every step: each member first takes the panels of its own
+// share (slice(): the same ones at every step, so their weights stay in its cache), one at a time, then helps
+// with what is left of the others' shares. A member that runs slower for a while then no longer holds up every
+// step: on a shared machine one vCPU often runs at two thirds of the other's speed for seconds, and a fixed
+// split waits for it at every barrier. A panel's columns are computed by the same code whichever member takes
+// them, so the results do not depend on who did.
+//
+// Step s claims from the counters of parity s % 2; reset(s) refills them for step s + 2 and must come after a
+// barrier that every member passes only once it is done claiming at step s.
+template <typename scalar_t>
+class PanelQueue {
+ public:
+  PanelQueue(const StepProduct<scalar_t>& product, int64_t members)
+      : product_(product), members_(members), next_(2 * members) {
+    for (int64_t m = 0; m < members; ++m) {
+      shares_.push_back(product.slice(TeamMember{m, members}));
+      next_[m].panel.store(shares_[m].p0, std::memory_order_relaxed);
+      next_[members + m].panel.store(shares_[m].p0, std::memory_order_relaxed);
+    }
+  }
+  // Calls work(slice) on the columns of every panel this member claims at step s (its whole share at once in a
+  // team of one).
+  template <typename Work>
+  void run(const TeamMember& member, int64_t s, const Work& work) {
+    if (members_ == 1) {
+      work(shares_[0]);
+      return;
+    }
+    for (int64_t k = 0; k < members_; ++k) {
+      const int64_t owner = (member.id + k) % members_;
+      std::atomic<int64_t>& next = next_[(s % 2) * members_ + owner].panel;
+      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < shares_[owner].p1;) work(product_.panel(p));
+    }
+  }
+  void reset(const TeamMember& member, int64_t s) {  // a team smaller than asked for resets every share
+    for (int64_t owner = member.id; owner < members_; owner += member.count) {
+      next_[(s % 2) * members_ + owner].panel.store(shares_[owner].p0, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  struct alignas(64) Counter {  // one cache line each: members claim their own without contention
+    std::atomic<int64_t> panel;
+  };
+  const StepProduct<scalar_t>& product_;
+  int64_t members_;
+  std::vector<Slice> shares_;
+  std::vector<Counter> next_;  // [parity][member]: the next unclaimed panel of member's share
 };
 
 // out[j0:j1, :C] += a[:n, j0:j1]^T @ b[:n, :C] (out rows C apart): the in-loop weight gradients, float32 panels
@@ -615,42 +674,42 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* gathered[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
+    PanelQueue<scalar_t> queue(product, product.threads());
     in_team(product.threads(), [&](const TeamMember& member) {
-      const Slice cols = product.slice(member);
-      const int64_t c0 = cols.c0, width = cols.width();  // this thread's columns of every row
       const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
       int64_t ld_prev = H;
       for (int64_t s = 0; s < T; ++s) {
         const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-        if (!shape.packed) {
-          for (int64_t i = n; i < N; ++i) std::fill_n(rows(s, i) + c0, width, scalar_t(0));  // padding: zero
-        }
-        scalar_t* out;  // this step's running rows, ld apart
-        int64_t ld;
-        if (schedule.aligned()) {
-          const int64_t t = reverse ? T - 1 - s : s;
-          out = rows(t, 0), ld = rows.sn;
-          if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
+        const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
+        // This step's running rows, ld apart: in place in the output, or gathered from each row's own time.
+        scalar_t* const out = schedule.aligned() ? rows(t, 0) : gathered[s % 2];
+        const int64_t ld = schedule.aligned() ? rows.sn : H;
+        queue.run(member, s, [&](const Slice& cols) {  // columns c0 .. c0 + width of every row
+          const int64_t c0 = cols.c0, width = cols.width();
+          if (!shape.packed) {
+            for (int64_t i = n; i < N; ++i) std::fill_n(rows(s, i) + c0, width, scalar_t(0));  // padding: zero
+          }
+          if (!schedule.aligned()) {
+            for (int64_t i = 0; i < n; ++i) std::copy_n(rows(schedule.time(s, i), i) + c0, width, out + i * H + c0);
+            product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
+          } else if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
             (*input_product)((*x_rows)(t, 0), x_rows->sn, product, prev, ld_prev, out, ld, n, cols, /*accumulate=*/false);
           } else {  // a_s = p_s + h_{s-1} W_h^T
             product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);
           }
-        } else {
-          out = gathered[s % 2], ld = H;
-          for (int64_t i = 0; i < n; ++i) std::copy_n(rows(schedule.time(s, i), i) + c0, width, out + i * H + c0);
-          product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
-        }
-        if (b == nullptr && ld == H && width == H) {
-          activate(out, nullptr, n * H, relu);  // h_s = f(a_s)
-        } else {
-          for (int64_t i = 0; i < n; ++i) activate(out + i * ld + c0, b == nullptr ? nullptr : b + c0, width, relu);
-        }
-        if (!schedule.aligned()) {
-          for (int64_t i = 0; i < n; ++i) std::copy_n(out + i * H + c0, width, rows(schedule.time(s, i), i) + c0);
-        }
-        for (int64_t i = n_next; i < n; ++i) std::copy_n(out + i * ld + c0, width, last + i * H + c0);  // rows ending at s
+          if (b == nullptr && ld == H && width == H) {
+            activate(out, 0, nullptr, 1, n * H, relu);  // h_s = f(a_s), one contiguous block
+          } else {
+            activate(out + c0, ld, b == nullptr ? nullptr : b + c0, n, width, relu);
+          }
+          if (!schedule.aligned()) {
+            for (int64_t i = 0; i < n; ++i) std::copy_n(out + i * H + c0, width, rows(schedule.time(s, i), i) + c0);
+          }
+          for (int64_t i = n_next; i < n; ++i) std::copy_n(out + i * ld + c0, width, last + i * H + c0);  // rows ending at s
+        });
         prev = out, ld_prev = ld;
         barrier();  // the next step's product reads every column of this one
+        queue.reset(member, s);
       }
     });
   });
@@ -736,64 +795,80 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
     scalar_t* carry = dh0.data_ptr<scalar_t>();
     scalar_t* gathered_rows[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered_rows[0] = gathered[0].data_ptr<scalar_t>(), gathered_rows[1] = gathered[1].data_ptr<scalar_t>();
+    // A step is computed by columns of da_s (queue); then, past the barrier, dx_t = da_s W_x by columns of dx_t
+    // (dx_queue), while the next step starts on the other members.
+    PanelQueue<scalar_t> queue(product, product.threads());
+    c10::optional<PanelQueue<scalar_t>> dx_queue;
+    if (dx_in_loop) dx_queue.emplace(*input_product, product.threads());
     in_team(product.threads(), [&](const TeamMember& member) {
-      const Slice cols = product.slice(member);
-      const int64_t c0 = cols.c0, width = cols.width();  // this thread's columns of every row
-      const Slice dx_cols = dx_in_loop ? input_product->slice(member) : Slice{0, 0, 0, 0};
-      double* db = db_sum.data() + c0;
       const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
       int64_t ld = H;
       for (int64_t s = T - 1; s >= 0; --s) {
         const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-        if (!shape.packed && !weights_in_loop) {
-          for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
-        }
+        const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
         if (schedule.aligned()) {
           // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
           // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
-          const int64_t t = reverse ? T - 1 - s : s;
-          scalar_t* block = weights_in_loop ? dp.data_ptr<scalar_t>() + (s % 2) * N * H : dp_rows(t, 0);
+          scalar_t* const block = weights_in_loop ? dp.data_ptr<scalar_t>() + (s % 2) * N * H : dp_rows(t, 0);
           const int64_t block_ld = weights_in_loop ? H : dp_rows.sn;
-          product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
-          for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
-            for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
-          }
-          for (int64_t i = 0; i < n; ++i) {
-            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, h_rows(t, i) + c0, block + i * block_ld + c0, db,
-                          width, relu);
-          }
-          da = block, ld = block_ld;
-          if (weights_in_loop) {  // dW rows c0..c1 += da_s[:, c0:c1]^T [x_t | h_prev_t], h_prev = h0 at the first step
-            const int64_t t_prev = reverse ? t + 1 : t - 1;
-            const scalar_t* h_prev = s == 0 ? h0.data_ptr<scalar_t>() : h_rows(t_prev, 0);
-            const int64_t h_prev_ld = s == 0 ? H : h_rows.sn;
-            add_transposed_product(block, block_ld, c0, c0 + width, (*x_rows)(t, 0), x_rows->sn, x.size(-1),
-                                   dwx.data_ptr<scalar_t>(), n);
-            add_transposed_product(block, block_ld, c0, c0 + width, h_prev, h_prev_ld, H, dwh.data_ptr<scalar_t>(), n);
-          }
-          barrier();  // the products below and the next step's read every column of da_s
-          if (dx_in_loop) {  // dx_t = da_s W_x, zero past each row's length
-            scalar_t* dx_block = (*dx_rows)(t, 0);
-            (*input_product)(da, ld, dx_block, dx_rows->sn, n, dx_cols, /*accumulate=*/false);
-            for (int64_t i = n; i < N && !shape.packed; ++i) {
-              std::fill_n(dx_block + i * dx_rows->sn + dx_cols.c0, dx_cols.width(), scalar_t(0));
+          queue.run(member, s, [&](const Slice& cols) {  // columns c0 .. c0 + width of da_s
+            const int64_t c0 = cols.c0, width = cols.width();
+            if (!shape.packed && !weights_in_loop) {
+              for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
             }
+            product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
+            for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
+              for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
+            }
+            step_gradient(dh_rows(t, 0) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, 0) + c0, h_rows.sn,
+                          block + c0, block_ld, db_sum.data() + c0, n, width, relu);
+            if (weights_in_loop) {  // dW rows c0..c1 += da_s[:, c0:c1]^T [x_t | h_prev_t], h_prev = h0 at the first step
+              const int64_t t_prev = reverse ? t + 1 : t - 1;
+              const scalar_t* h_prev = s == 0 ? h0.data_ptr<scalar_t>() : h_rows(t_prev, 0);
+              const int64_t h_prev_ld = s == 0 ? H : h_rows.sn;
+              add_transposed_product(block, block_ld, c0, c0 + width, (*x_rows)(t, 0), x_rows->sn, x.size(-1),
+                                     dwx.data_ptr<scalar_t>(), n);
+              add_transposed_product(block, block_ld, c0, c0 + width, h_prev, h_prev_ld, H, dwh.data_ptr<scalar_t>(), n);
+            }
+          });
+          da = block, ld = block_ld;
+          barrier();  // the products below and the next step's read every column of da_s
+          queue.reset(member, s);
+          if (dx_in_loop) {  // dx_t = da_s W_x, zero past each row's length
+            dx_queue->reset(member, s + 1);  // every member is done with step s + 1's dx (it came before step s)
+            scalar_t* dx_block = (*dx_rows)(t, 0);
+            dx_queue->run(member, s, [&](const Slice& dx_cols) {
+              (*input_product)(da, ld, dx_block, dx_rows->sn, n, dx_cols, /*accumulate=*/false);
+              for (int64_t i = n; i < N && !shape.packed; ++i) {
+                std::fill_n(dx_block + i * dx_rows->sn + dx_cols.c0, dx_cols.width(), scalar_t(0));
+              }
+            });
           }
         } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
           scalar_t* rows = gathered_rows[s % 2];
-          for (int64_t i = 0; i < n; ++i) {
-            const int64_t t = schedule.time(s, i);
-            std::copy_n(carry + i * H + c0, width, rows + i * H + c0);
-            step_gradient(dh_rows(t, i) + c0 * dh_stride, dh_stride, h_rows(t, i) + c0, rows + i * H + c0, db, width,
-                          relu);
-            std::copy_n(rows + i * H + c0, width, dp_rows(t, i) + c0);
-          }
-          barrier();  // the product reads every column of da_s
-          product(rows, H, carry, H, n, cols, /*accumulate=*/false);  // carry = da_s W_h
+          const scalar_t* rows_above = gathered_rows[(s + 1) % 2];  // da_{s+1}, gathered
+          queue.run(member, s, [&](const Slice& cols) {
+            const int64_t c0 = cols.c0, width = cols.width();
+            if (!shape.packed) {
+              for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
+            }
+            // carry = da_{s+1} W_h for the rows that ran at s + 1; the others hold dh_last (dh0's initial value)
+            product(rows_above, H, carry, H, n_next, cols, /*accumulate=*/false);
+            for (int64_t i = 0; i < n; ++i) {
+              const int64_t t_i = schedule.time(s, i);
+              std::copy_n(carry + i * H + c0, width, rows + i * H + c0);
+              step_gradient(dh_rows(t_i, i) + c0 * dh_stride, 0, dh_stride, h_rows(t_i, i) + c0, 0, rows + i * H + c0, 0,
+                            db_sum.data() + c0, 1, width, relu);
+              std::copy_n(rows + i * H + c0, width, dp_rows(t_i, i) + c0);
+            }
+          });
+          da = rows, ld = H;
+          barrier();  // the next step's product reads every column of da_s
+          queue.reset(member, s);
         }
       }
-      if (schedule.aligned() && need_dh0 && T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
-        product(da, ld, carry, H, schedule.running(0), cols, /*accumulate=*/false);
+      if (need_dh0 && T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+        product(da, ld, carry, H, schedule.running(0), product.slice(member), /*accumulate=*/false);
       }
     });
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
