@@ -19,17 +19,19 @@ hidden features):
   the equivalent ``pack_padded_sequence(..., enforce_sorted=False)`` and its output is padded back with
   ``pad_packed_sequence``, both inside the timed step (padded in, padded out, like ours).
 
-Times are ``torch.utils.benchmark.Timer`` medians (``blocked_autorange``) in ms. The VM this runs on drifts,
-so the implementations are interleaved: every round times each of them once (a short ``blocked_autorange``,
-the order rotating between rounds), and each time reported is the median over the rounds. Ratios are
-``torch_rnn / other`` of those medians: below 1 means ``torch_rnn`` is faster. The header gives the 1-minute
-load average after each row: when other processes keep the cores busy, multi-threaded ops (whose threads
-wait for each other) slow down erratically, so trust such a run less, or use ``--threads 1``.
+Times are ``torch.utils.benchmark.Timer`` medians (``blocked_autorange``) in ms. The VM this runs on drifts
+and has slow spells (one vCPU at two thirds of its speed for ten seconds or more), so everything is
+interleaved: every round goes through all the rows and times each implementation of each row once (a short
+``blocked_autorange``, the order within a row rotating between rounds), and each time reported is the median
+over the rounds. A slow spell then touches a few rounds of every row rather than every round of one row.
+Ratios are ``torch_rnn / other`` of those medians: below 1 means ``torch_rnn`` is faster. The header gives the
+1-minute load average after each round: when other processes keep the cores busy, multi-threaded ops (whose
+threads wait for each other) slow down erratically, so trust such a run less, or use ``--threads 1``.
 
 **bound**: the matmul work of a training step, ``3 x 2 * steps * sum(D_in * H + H * H)`` FLOPs (forward,
 input gradient and weight gradient; summed over layers and directions, ``D_in`` being each layer's input
 size; ``steps = N * T``, or the sum of the lengths for the variable-length row), at the sustained
-``torch.mm`` rate of a 2048 x 2048 float32 product, timed in the same interleaved rounds as the row.
+``torch.mm`` rate of a 2048 x 2048 float32 product, timed beside the row in every round.
 "% of bound" is ``bound time / torch_rnn train time``.
 
 **peak MB**: the peak memory of one training step, the same way for every implementation: the step runs
@@ -241,20 +243,31 @@ def check_agreement(bench: Bench) -> None:
 
 
 # --------------------------------------------------------------------------------------------- timing
-def time_interleaved(steps: dict[str, Callable[[], None]], settings: Settings) -> dict[str, float]:
-    """Median seconds per call of each step over ``settings.rounds`` rounds that each time every step once.
+def time_interleaved(
+    step_sets: Sequence[dict[str, Callable[[], None]]], settings: Settings
+) -> tuple[list[dict[str, float]], list[float]]:
+    """Median seconds per call of every step of every set (row) over ``settings.rounds`` rounds, each round
+    timing every step of every set once; and the 1-minute load average after each round.
 
-    The order rotates from round to round, so neither drift nor position favours one of them.
+    Rounds go through all the rows, so each row's samples spread over the whole run: a slow spell of the
+    machine (on a shared VM one vCPU can run at two thirds of its speed for ten seconds or more) touches a few
+    rounds of every row instead of every round of one row. Within a row the order rotates from round to round,
+    so neither drift nor position favours one implementation.
     """
     threads = torch.get_num_threads()
-    timers = {name: Timer("step()", globals={"step": step}, num_threads=threads) for name, step in steps.items()}
-    names = list(timers)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    timer_sets = [{name: Timer("step()", globals={"step": step}, num_threads=threads) for name, step in steps.items()}
+                  for steps in step_sets]
+    samples: list[dict[str, list[float]]] = [{name: [] for name in timers} for timers in timer_sets]
+    loads = []
     for round_ in range(settings.rounds):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(timers[name].blocked_autorange(min_run_time=settings.min_run_time).median)
-    return {name: statistics.median(times) for name, times in samples.items()}
+        for timers, row_samples in zip(timer_sets, samples):
+            names = list(timers)
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                row_samples[name].append(timers[name].blocked_autorange(min_run_time=settings.min_run_time).median)
+        loads.append(os.getloadavg()[0])
+    medians = [{name: statistics.median(times) for name, times in row_samples.items()} for row_samples in samples]
+    return medians, loads
 
 
 def mm_step() -> tuple[Callable[[], None], int]:
@@ -321,9 +334,18 @@ def training_peak_bytes(step: Callable[[], None], leaves: Sequence[Tensor]) -> i
 
 
 # ----------------------------------------------------------------------------------------------- rows
-def run_case(case: Case, settings: Settings) -> dict:
-    """Check agreement, time train and fwd of every implementation and ``torch.mm`` interleaved, measure peak
-    memory."""
+@dataclass
+class Row:
+    """A case ready to time: its implementations agree, and every step to time is warm."""
+
+    bench: Bench
+    train: dict[str, Callable[[], None]]  # training step per implementation
+    steps: dict[str, Callable[[], None]]  # what is timed: "<name> train", "<name> fwd", and "mm"
+    mm_flops: int
+
+
+def prepare(case: Case) -> Row:
+    """Build the case, check agreement, warm every step up."""
     bench = build(case)
     check_agreement(bench)
     train = {name: training_step(forward, bench.leaves[name]) for name, forward in bench.forwards.items()}
@@ -332,10 +354,29 @@ def run_case(case: Case, settings: Settings) -> dict:
     steps["mm"], mm_flops = mm_step()
     for step in steps.values():
         step()  # warm-up
-    seconds = time_interleaved(steps, settings)
+    return Row(bench, train, steps, mm_flops)
+
+
+def run_cases(cases: Sequence[Case], settings: Settings) -> list[dict]:
+    """Check agreement, time train and fwd of every implementation and ``torch.mm`` interleaved (every round
+    over all the cases), then measure peak memory; one dict per case."""
+    rows = [prepare(case) for case in cases]
+    timings, loads = time_interleaved([row.steps for row in rows], settings)
+    return [summarize(row, seconds, loads) for row, seconds in zip(rows, timings)]
+
+
+def run_case(case: Case, settings: Settings) -> dict:
+    """:func:`run_cases` of one case."""
+    return run_cases([case], settings)[0]
+
+
+def summarize(row: Row, seconds: dict[str, float], loads: Sequence[float]) -> dict:
+    """One case's numbers from its median times (``loads``: the load averages after the rounds); measures peak
+    memory."""
+    bench, case = row.bench, row.bench.case
     ms = {name: 1e3 * s for name, s in seconds.items()}
-    gflops = mm_flops / seconds["mm"] / 1e9
-    peak_mb = {name: training_peak_bytes(step, bench.leaves[name]) / 1e6 for name, step in train.items()}
+    gflops = row.mm_flops / seconds["mm"] / 1e9
+    peak_mb = {name: training_peak_bytes(step, bench.leaves[name]) / 1e6 for name, step in row.train.items()}
     bound_ms = 1e3 * matmul_flops(case, bench.steps) / (gflops * 1e9)
     naive_ms = ms.get("naive train")
     return {
@@ -363,7 +404,7 @@ def run_case(case: Case, settings: Settings) -> dict:
         "mm_gflops": gflops,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "load_average": os.getloadavg()[0],
+        "load_average": [min(loads), max(loads)],  # 1-min load average after the rounds: lowest, highest
     }
 
 
@@ -393,7 +434,7 @@ def median_train_ratio(rows: Sequence[dict]) -> float:
 
 def markdown(rows: Sequence[dict], settings: Settings) -> str:
     """Header lines and a markdown table, one row per case."""
-    loads = [row["load_average"] for row in rows]
+    low, high = rows[0]["load_average"]  # the same rounds for every row
     if native.ops() is not None:
         loops = "C++ (torch_rnn.native)"
     else:
@@ -403,12 +444,12 @@ def markdown(rows: Sequence[dict], settings: Settings) -> str:
         f"torch.mm {MM_SIZE}x{MM_SIZE}: {statistics.median(row['mm_gflops'] for row in rows):.1f} GFLOP/s "
         "(median over rows); "
         f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}; "
-        f"1-min load average after each row: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs",
+        f"1-min load average after each round: {low:.1f} to {high:.1f} on {os.cpu_count()} CPUs",
         "",
-        f"Times: medians over {settings.rounds} interleaved rounds of blocked_autorange(min_run_time="
-        f"{settings.min_run_time}s), ms. train = forward + (output.sum() + h_n.sum()).backward(), input requires "
+        f"Times: medians over {settings.rounds} rounds of blocked_autorange(min_run_time="
+        f"{settings.min_run_time}s), ms; every round times every implementation of every row once. train = forward + (output.sum() + h_n.sum()).backward(), input requires "
         "grad, gradients set to None first; fwd = forward under no_grad. Ratios < 1: torch_rnn faster. "
-        "bound = matmul FLOPs of a training step at the torch.mm rate timed in the same rounds as the row. "
+        "bound = matmul FLOPs of a training step at the torch.mm rate timed beside the row in every round. "
         "Peak MB = peak of the running sum of the CPU allocations and frees recorded by "
         "torch.profiler(profile_memory=True) during one training step.",
         "",
@@ -449,7 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cases = args.shapes or MAIN_CASES + EXTRA_CASES
     start = time.perf_counter()
     try:
-        rows = [run_case(case, settings) for case in cases]
+        rows = run_cases(cases, settings)
     except MismatchError as error:
         sys.exit(f"bench_rnn: {error}")
     if args.json:

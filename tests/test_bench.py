@@ -26,6 +26,16 @@ def test_one_tiny_row(bench, monkeypatch: pytest.MonkeyPatch) -> None:
     assert json.loads(json.dumps(row)) == row
 
 
+def test_rows_are_timed_in_the_same_rounds(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every round goes through all the rows: one row per case, in order, the same load averages for all."""
+    monkeypatch.setattr(bench, "MM_SIZE", 64)
+    cases = [bench.Case(3, 5, 4, 6), bench.Case(2, 4, 3, 5, num_layers=2, bidirectional=True)]
+    rows = bench.run_cases(cases, bench.Settings(rounds=2, min_run_time=0.001))
+    assert [row["shape"] for row in rows] == [case.label for case in cases]
+    assert rows[0]["load_average"] == rows[1]["load_average"]
+    assert rows[1]["naive_train_ms"] is None and rows[1]["ours_train_ms"] > 0
+
+
 def test_variable_lengths_row_agrees(bench) -> None:
     bench.check_agreement(bench.build(bench.Case(3, 5, 4, 6, num_layers=2, bidirectional=True, varlen=True)))
 
