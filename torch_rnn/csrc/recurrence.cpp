@@ -10,9 +10,10 @@
 // float32 on AVX-512 CPUs (StepProduct with panels): W_h and W_x are packed once per call into panels of 32
 // columns and each step's products run in register-tiled kernels that read them straight from cache (BLAS
 // repacks its operand on every call, most of the cost at N = 16). Each step is split between the intra-op
-// threads by columns: a thread computes its columns of every product, of the nonlinearity and of the
-// gradient, its rows of the weight gradients, and the threads meet once per step (OpenMP barrier), since the
-// next step needs all columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and,
+// threads by panels (PanelQueue: a thread's own share first, then what is left of the others'): a thread
+// computes its panels' columns of every product, of the nonlinearity and of the gradient, and those rows of
+// the weight gradients, and the threads meet once per step (OpenMP barrier), since the next step needs all
+// columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and,
 // with 32 rows or more per step, dW_x and dW_h, all while the step's rows are in cache; dp is then never
 // stored whole. Otherwise (float64, other CPUs) a step is one BLAS call (a plain loop below SMALL_STEP
 // multiply-adds) and the input projection, dx and the weight gradients are one matmul each outside the loop.
@@ -410,7 +411,8 @@ __attribute__((target("arch=x86-64-v4"), always_inline)) inline void transposed_
 }
 
 // out[j0:j1, :C] += a[:K, j0:j1]^T @ b[:K, :C]: a (K, *) rows lda apart, b (K, C) rows ldb apart, out rows ldo
-// apart. Each thread owns rows j0..j1 of the weight gradient (its columns of da), so nothing is shared.
+// apart. Rows j0..j1 of the weight gradient are one panel's columns of da, computed by one thread per step, so
+// nothing is shared within a step (and steps are a barrier apart).
 __attribute__((target("arch=x86-64-v4"))) void transposed_matmul_add(const float* a, int64_t lda, int64_t j0,
                                                                      int64_t j1, const float* b, int64_t ldb,
                                                                      int64_t C, float* out, int64_t ldo, int64_t K) {
@@ -746,8 +748,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
   const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
   const int64_t dh_stride = dh.stride(-1);
   // Given x (laid out like h) and h0, the weight gradients dW_x = sum_t da_t^T x_t and dW_h = sum_t da_t^T
-  // h_prev_t are summed inside the loop, each thread over its own rows (its columns of da_t), while da_t, x_t
-  // and h_prev_t are in cache; dp is then never stored whole (two step blocks suffice). That needs the panels,
+  // h_prev_t are summed inside the loop, a panel at a time (its rows are the panel's columns of da_t), while
+  // da_t, x_t and h_prev_t are in cache; dp is then never stored whole (two step blocks suffice). That needs the panels,
   // one block of rows per step, and enough rows per step to amortise each step's pass over the gradients;
   // otherwise dp is returned and the caller takes one large matmul per weight afterwards.
   const Tensor x = x_in.has_value() && x_in->defined() ? rows_last_contiguous(*x_in) : Tensor();
