@@ -86,6 +86,22 @@ def test_cpp_backward_names_a_gradient_of_the_wrong_dtype():
                                          torch.zeros(4, 4), h, False, [], False, True)
 
 
+@needs_compiler
+@pytest.mark.parametrize("batch_sizes", [[], [6, 4, 2, 1]], ids=["aligned", "gathered"])
+def test_cpp_backward_returns_dh0_only_when_asked(batch_sizes):
+    """dh0 is an empty tensor unless need_dh0, also where the reverse direction of rows of different lengths
+    keeps its carry in dh0's buffer (it used to come back holding the carry into step 0)."""
+    g = torch.Generator().manual_seed(0)
+    h, dh, dh_last, Wh = (torch.randn(*shape, generator=g) for shape in ((4, 6, 8), (4, 6, 8), (6, 8), (8, 8)))
+    h = h.tanh()
+    if batch_sizes:  # padding past each row's length, as the forward leaves it
+        for t, n in enumerate(batch_sizes):
+            h[t, n:] = 0
+    wanted = native.ops().recurrence_backward(dh, dh_last, Wh, h, False, batch_sizes, True, True)[1]
+    not_wanted = native.ops().recurrence_backward(dh, dh_last, Wh, h, False, batch_sizes, True, False)[1]
+    assert wanted.shape == (6, 8) and not_wanted.numel() == 0
+
+
 @pytest.mark.parametrize("log, reason", [
     ("Error building extension 'x': [1/2] c++ -c a.cpp\n/bin/sh: 1: c++: not found\nninja: build stopped", "/bin/sh: 1: c++: not found"),
     ("Error building extension 'x': [1/2] c++ -c a.cpp\na.cpp:3:1: error: expected ';'\nninja: build stopped", "a.cpp:3:1: error: expected ';'"),

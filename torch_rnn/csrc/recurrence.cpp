@@ -877,6 +877,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
   });
   Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
   if (weights_in_loop) dp = at::empty({0}, h.options());
+  if (!need_dh0) dh0 = at::empty({0}, dh_last.options());  // the gathered steps' carry buffer, not dh0
   return {dp, dh0, db, dx, dwx, dwh};
 }
 
