@@ -546,7 +546,9 @@ class PanelQueue {
     for (int64_t k = 0; k < members_; ++k) {
       const int64_t owner = (member.id + k) % members_;
       std::atomic<int64_t>& next = next_[(s % 2) * members_ + owner].panel;
-      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < shares_[owner].p1;) work(product_.panel(p));
+      const int64_t end = shares_[owner].p1;
+      if (owner != member.id && next.load(std::memory_order_relaxed) >= end) continue;  // a read, not a write
+      for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < end;) work(product_.panel(p));
     }
   }
   void reset(const TeamMember& member, int64_t s) {  // a team smaller than asked for resets every share
@@ -779,7 +781,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
   // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
   // still read the previous step's from the other.
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
-  std::vector<double> db_sum(H, 0.0);
+  // db in double, 64-byte aligned (a tensor) so that panels of 32 columns never share a cache line
+  const Tensor db_sum = at::zeros({H}, h.options().dtype(at::kDouble));
+  double* const db_data = db_sum.data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
     const bool dx_in_loop = wx.defined() && schedule.aligned() && panels_available<scalar_t>();
@@ -823,7 +827,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
               for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
             }
             step_gradient(dh_rows(t, 0) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, 0) + c0, h_rows.sn,
-                          block + c0, block_ld, db_sum.data() + c0, n, width, relu);
+                          block + c0, block_ld, db_data + c0, n, width, relu);
             if (weights_in_loop) {  // dW rows c0..c1 += da_s[:, c0:c1]^T [x_t | h_prev_t], h_prev = h0 at the first step
               const int64_t t_prev = reverse ? t + 1 : t - 1;
               const scalar_t* h_prev = s == 0 ? h0.data_ptr<scalar_t>() : h_rows(t_prev, 0);
@@ -860,7 +864,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
               const int64_t t_i = schedule.time(s, i);
               std::copy_n(carry + i * H + c0, width, rows + i * H + c0);
               step_gradient(dh_rows(t_i, i) + c0 * dh_stride, 0, dh_stride, h_rows(t_i, i) + c0, 0, rows + i * H + c0, 0,
-                            db_sum.data() + c0, 1, width, relu);
+                            db_data + c0, 1, width, relu);
               std::copy_n(rows + i * H + c0, width, dp_rows(t_i, i) + c0);
             }
           });
@@ -875,7 +879,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
     });
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
-  Tensor db = at::tensor(db_sum, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type());
+  Tensor db = db_sum.to(h.scalar_type());
   if (weights_in_loop) dp = at::empty({0}, h.options());
   if (!need_dh0) dh0 = at::empty({0}, dh_last.options());  // the gathered steps' carry buffer, not dh0
   return {dp, dh0, db, dx, dwx, dwh};
