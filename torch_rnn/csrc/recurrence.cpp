@@ -852,14 +852,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
           }
         } else {  // rows at different time steps: gathered into a buffer, the carry kept in dh0
           scalar_t* rows = gathered_rows[s % 2];
-          const scalar_t* rows_above = gathered_rows[(s + 1) % 2];  // da_{s+1}, gathered
           queue.run(member, s, [&](const Slice& cols) {
             const int64_t c0 = cols.c0, width = cols.width();
             if (!shape.packed) {
               for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
             }
             // carry = da_{s+1} W_h for the rows that ran at s + 1; the others hold dh_last (dh0's initial value)
-            product(rows_above, H, carry, H, n_next, cols, /*accumulate=*/false);
+            product(da, ld, carry, H, n_next, cols, /*accumulate=*/false);
             for (int64_t i = 0; i < n; ++i) {
               const int64_t t_i = schedule.time(s, i);
               std::copy_n(carry + i * H + c0, width, rows + i * H + c0);
