@@ -781,9 +781,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
   // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
   // still read the previous step's from the other.
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
-  // db in double, 64-byte aligned (a tensor) so that panels of 32 columns never share a cache line
-  const Tensor db_sum = at::zeros({H}, h.options().dtype(at::kDouble));
-  double* const db_data = db_sum.data_ptr<double>();
+  // db in double, from a 64-byte boundary so that panels of 32 columns never share a cache line
+  std::vector<double> db_storage(H + 7, 0.0);
+  double* const db_data =
+      reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(db_storage.data()) + 63) & ~std::uintptr_t(63));
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
     const bool dx_in_loop = wx.defined() && schedule.aligned() && panels_available<scalar_t>();
@@ -878,7 +879,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
     });
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
-  Tensor db = db_sum.to(h.scalar_type());
+  Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type(), false, /*copy=*/true);
   if (weights_in_loop) dp = at::empty({0}, h.options());
   if (!need_dh0) dh0 = at::empty({0}, dh_last.options());  // the gathered steps' carry buffer, not dh0
   return {dp, dh0, db, dx, dwx, dwh};
