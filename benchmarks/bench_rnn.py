@@ -365,11 +365,6 @@ def run_cases(cases: Sequence[Case], settings: Settings) -> list[dict]:
     return [summarize(row, seconds, loads) for row, seconds in zip(rows, timings)]
 
 
-def run_case(case: Case, settings: Settings) -> dict:
-    """:func:`run_cases` of one case."""
-    return run_cases([case], settings)[0]
-
-
 def summarize(row: Row, seconds: dict[str, float], loads: Sequence[float]) -> dict:
     """One case's numbers from its median times (``loads``: the load averages after the rounds); measures peak
     memory."""

@@ -18,7 +18,7 @@ def bench():
 def test_one_tiny_row(bench, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "MM_SIZE", 64)  # keeps the matmul timed beside the row short
     settings = bench.Settings(rounds=1, min_run_time=0.001)
-    row = bench.run_case(bench.Case(3, 5, 4, 6), settings)
+    [row] = bench.run_cases([bench.Case(3, 5, 4, 6)], settings)
     times = ("nn_rnn_train_ms", "ours_train_ms", "naive_train_ms", "nn_rnn_fwd_ms", "ours_fwd_ms", "bound_ms")
     for key in (*times, "mm_gflops"):
         assert row[key] > 0, key

@@ -813,6 +813,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
       for (int64_t s = T - 1; s >= 0; --s) {
         const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
         const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
+        const auto zero_padding = [&](const Slice& cols) {  // dp past each row's length (unless never stored)
+          if (shape.packed || weights_in_loop) return;
+          for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + cols.c0, cols.width(), scalar_t(0));
+        };
         if (schedule.aligned()) {
           // The gradient reaching step s from above (da_{s+1} W_h, or dh_last at a row's last step) is written
           // into dp's block of step s, which step_gradient then turns into da_s in place: no carry buffer.
@@ -820,9 +824,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
           const int64_t block_ld = weights_in_loop ? H : dp_rows.sn;
           queue.run(member, s, [&](const Slice& cols) {  // columns c0 .. c0 + width of da_s
             const int64_t c0 = cols.c0, width = cols.width();
-            if (!shape.packed && !weights_in_loop) {
-              for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
-            }
+            zero_padding(cols);
             product(da, ld, block, block_ld, n_next, cols, /*accumulate=*/false);
             for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
               for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
@@ -855,9 +857,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
           scalar_t* rows = gathered_rows[s % 2];
           queue.run(member, s, [&](const Slice& cols) {
             const int64_t c0 = cols.c0, width = cols.width();
-            if (!shape.packed) {
-              for (int64_t i = n; i < N; ++i) std::fill_n(dp_rows(s, i) + c0, width, scalar_t(0));  // padding
-            }
+            zero_padding(cols);
             // carry = da_{s+1} W_h for the rows that ran at s + 1; the others hold dh_last (dh0's initial value)
             product(da, ld, carry, H, n_next, cols, /*accumulate=*/false);
             for (int64_t i = 0; i < n; ++i) {
@@ -879,7 +879,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
     });
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
-  Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble)).to(h.scalar_type(), false, /*copy=*/true);
+  Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble))
+                  .to(h.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // out of db_storage before it goes
   if (weights_in_loop) dp = at::empty({0}, h.options());
   if (!need_dh0) dh0 = at::empty({0}, dh_last.options());  // the gathered steps' carry buffer, not dh0
   return {dp, dh0, db, dx, dwx, dwh};
