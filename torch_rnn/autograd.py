@@ -37,7 +37,7 @@ def _plain(*tensors: Optional[Tensor]) -> bool:
 def _batch_major_sequence(x: Tensor) -> bool:
     """True for a padded sequence, ``(T, N, D)`` floats or ``(T, N)`` indices, lying in batch-first memory; a
     packed ``(R, D)`` sequence is never batch-major, whatever its strides."""
-    padded = x.dim() == (3 if x.is_floating_point() else 2)
+    padded = x.dim() == (3 if _has_values(x) else 2)
     return padded and kernels.batch_major(x)
 
 
@@ -48,19 +48,9 @@ def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
         # detach(): the same memory, but not an autograd view, which a Function's output must not be for
         # forward-mode AD (its tangent would have to share the view's layout)
         return _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1).detach()
-    if x.is_floating_point():
+    if _has_values(x):
         return F.temporal_affine_forward(x, Wx, b)[0]
     return F.onehot_affine_forward(x, Wx, b)[0]
-
-
-def _projection_buffer(x: Tensor, H: int) -> Tensor:
-    """An uninitialised ``(T, N, H)`` (packed: ``(R, H)``) buffer laid out like ``x`` (batch-major memory for a
-    batch-major ``x``), for loops that compute the input projection themselves."""
-    if x.dim() == 2:
-        return x.new_empty(x.shape[0], H)
-    if _batch_major_sequence(x):
-        return x.new_empty(x.shape[1], x.shape[0], H).transpose(0, 1)
-    return x.new_empty(x.shape[0], x.shape[1], H)
 
 
 def _input_projection_backward(
@@ -71,7 +61,7 @@ def _input_projection_backward(
     if _batch_major_sequence(x) and kernels.batch_major(dp):
         dx, dWx = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, need_dx, need_dWx)
         return None if dx is None else dx.transpose(0, 1), dWx
-    if x.is_floating_point():
+    if _has_values(x):
         dx, dWx, _ = F.temporal_affine_backward(dp, (x, Wx, False), need_dx, need_dWx)
         return dx, dWx
     dWx, _ = F.onehot_affine_backward(dp, (x, Wx.shape, False))
@@ -92,8 +82,105 @@ def _unpadded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool, pa
     return F.pack_padded(x, batch_sizes) if packed else x
 
 
+def sequence_buffer(x: Tensor, features: int, dtype: torch.dtype) -> Tensor:
+    """An uninitialised ``(T, N, features)`` (packed: ``(R, features)``) buffer of ``dtype`` laid out like the
+    sequence ``x`` (values ``(T, N, D)`` / ``(R, D)``, or one-hot indices ``(T, N)`` / ``(R,)``): batch-major
+    memory for a batch-major ``x``, else time-major. A layer's output ``h`` has this layout, and so has ``dx``."""
+    if x.dim() == (2 if _has_values(x) else 1):  # packed
+        return x.new_empty(x.shape[0], features, dtype=dtype)
+    if _batch_major_sequence(x):
+        return x.new_empty(x.shape[1], x.shape[0], features, dtype=dtype).transpose(0, 1)
+    return x.new_empty(x.shape[0], x.shape[1], features, dtype=dtype)
+
+
+def _has_values(x: Tensor) -> bool:
+    """True for a sequence of input vectors (real or complex), False for one of one-hot indices."""
+    return x.is_floating_point() or x.is_complex()
+
+
+def laid_out_like(result: Tensor, buffer: Tensor) -> Tensor:
+    """``result`` itself when it has ``buffer``'s strides, else copied into ``buffer``: the custom ops promise
+    their fake kernels' layouts, whichever loop computed the values."""
+    return result if result.stride() == buffer.stride() else buffer.copy_(result)
+
+
+def _fast_loops_apply(*tensors: Optional[Tensor]) -> bool:
+    """Whether the in-place loops of :mod:`torch_rnn.kernels` may run: plain (not ``torch.func``-wrapped) real
+    tensors. Complex sequences take the reference equations, whose backward conjugates the local derivatives."""
+    return _plain(*tensors) and not any(t is not None and t.is_complex() for t in tensors)
+
+
+def layer_forward(
+    x: Tensor,
+    h0: Tensor,
+    Wx: Tensor,
+    Wh: Tensor,
+    b: Optional[Tensor],
+    nonlinearity: str,
+    batch_sizes: Optional[Sequence[int]],
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    """One RNN layer over a whole sequence (:class:`RNNFunction`'s forward; the ``torch_rnn::rnn_layer`` op's
+    kernel): the fast loops for plain real tensors, else the differentiable reference equations.
+
+    Returns ``h`` (laid out like ``x``, :func:`sequence_buffer`, for the fast loops) and ``h_last (N, H)``.
+    """
+    if _fast_loops_apply(x, h0, Wx, Wh, b):  # the fast loops add the bias themselves
+        if kernels.projects_input(x):  # and the C++ loop projects x step by step, into a buffer laid out like x
+            p = sequence_buffer(x, Wh.shape[0], Wh.dtype)
+            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
+        p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
+        return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
+    p = _input_projection(x, Wx, b)
+    packed = p.dim() == 2
+    h, h_last = F.recurrence_forward(_padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)
+    return _unpadded(h, batch_sizes, reverse, packed), h_last
+
+
+def layer_backward(
+    dh: Tensor,
+    dh_last: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    Wx: Tensor,
+    Wh: Tensor,
+    h: Tensor,
+    nonlinearity: str,
+    batch_sizes: Optional[Sequence[int]],
+    reverse: bool,
+    needs_input_grad: Sequence[bool],
+) -> tuple[Optional[Tensor], ...]:
+    """Backpropagation through time for :func:`layer_forward`: ``(dx, dh0, dW_x, dW_h, db)``, None where
+    ``needs_input_grad`` (five flags, in that order) says nobody asked (and ``dx`` for one-hot indices).
+
+    With grad mode off and plain real tensors (an ordinary ``loss.backward()``) the fast loops run; otherwise
+    the reference equations, written in differentiable operations, so autograd can differentiate them again
+    (double backward, ``torch.func`` transforms).
+    """
+    need_dx, need_dh0, need_dWx, need_dWh, need_db = needs_input_grad[:5]
+    need_dx = need_dx and _has_values(x)
+    if not torch.is_grad_enabled() and _fast_loops_apply(dh, dh_last, x, h0, Wx, Wh, h):
+        in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
+        dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
+            dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
+            Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
+        if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
+            dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
+    else:  # the reference equations, on the padded and (in reverse) reversed sequences
+        dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
+                                             _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
+        dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
+        db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
+        dx = dWx = None
+    if dp is not None:
+        dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
+        dx = dx_after if dx is None else dx
+    return (dx if need_dx else None, dh0 if need_dh0 else None, dWx if need_dWx else None,
+            dWh if need_dWh else None, db if need_db else None)
+
+
 class RNNFunction(torch.autograd.Function):
-    """One RNN layer over a whole sequence, time-major.
+    """One RNN layer over a whole sequence, time-major: :func:`layer_forward` and :func:`layer_backward`.
 
     Forward: the input projection of all steps as one matmul, then only the recurrence inside the loop.
     Backward: the loop computes ``da_t`` for every step; then ``dW_x``, ``dW_h``, ``db`` and ``dx`` are each
@@ -102,6 +189,10 @@ class RNNFunction(torch.autograd.Function):
     ``dW_x`` and ``dW_h``, while each step's rows are in cache. A batch-first input (the transposed view of
     ``(N, T, D)`` memory) is used as it lies: ``h`` and every gradient keep that layout, so nothing is
     transposed.
+
+    This Function is the eager entry point (it adds forward-mode AD and ``torch.func`` rules); under
+    ``torch.compile`` and ``torch.export`` the same kernels run as the custom op ``torch_rnn::rnn_layer``
+    (:mod:`torch_rnn.ops`).
 
     Inputs:
         x: ``(T, N, D)`` inputs, or ``(T, N)`` integer one-hot indices in ``[-1, D)`` (-1 = zero vector); or
@@ -132,16 +223,7 @@ class RNNFunction(torch.autograd.Function):
         batch_sizes: Optional[Sequence[int]],
         reverse: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        if _plain(x, h0, Wx, Wh, b):  # the fast loops add the bias themselves
-            if kernels.projects_input(x):  # and the C++ loop projects x step by step, into a buffer laid out like x
-                p = _projection_buffer(x, Wh.shape[0])
-                return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
-            p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
-            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
-        p = _input_projection(x, Wx, b)
-        packed = p.dim() == 2
-        h, h_last = F.recurrence_forward(_padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)
-        return _unpadded(h, batch_sizes, reverse, packed), h_last
+        return layer_forward(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
@@ -156,34 +238,9 @@ class RNNFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
         x, h0, Wx, Wh, h = ctx.saved_tensors
-        need_dx, need_dh0, need_dWx, need_dWh, need_db = ctx.needs_input_grad[:5]
-        nonlinearity, batch_sizes, reverse = ctx.nonlinearity, ctx.batch_sizes, ctx.reverse
-        if not torch.is_grad_enabled() and _plain(dh, dh_last, x, h0, Wx, Wh, h):
-            in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
-            dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
-                dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
-                Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
-            if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
-                dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
-        else:  # the reference equations, on the padded and (in reverse) reversed sequences
-            dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
-                                                 _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
-            dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
-            db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
-            dx = dWx = None
-        if dp is not None:
-            dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
-            dx = dx_after if dx is None else dx
-        return (
-            dx if need_dx else None,
-            dh0 if need_dh0 else None,
-            dWx if need_dWx else None,
-            dWh if need_dWh else None,
-            db if need_db else None,
-            None,
-            None,
-            None,
-        )
+        grads = layer_backward(dh, dh_last, x, h0, Wx, Wh, h, ctx.nonlinearity, ctx.batch_sizes, ctx.reverse,
+                               ctx.needs_input_grad)
+        return (*grads, None, None, None)
 
     @staticmethod
     def jvp(
@@ -199,7 +256,7 @@ class RNNFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         x, h0, Wx, Wh, h = ctx.saved_tensors
         dp = torch.zeros_like(h)  # tangent of p_t = W_x x_t + b
-        if dx is not None and x.is_floating_point():
+        if dx is not None and _has_values(x):
             dp = dp + F.temporal_affine_forward(dx, Wx, None)[0]
         if dWx is not None:
             dp = dp + _input_projection(x, dWx, None)

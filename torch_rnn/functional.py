@@ -7,6 +7,10 @@ Batch rows: one step's input ``x_t`` is ``(N, D)``. Weights are in the equations
 
 These functions use only differentiable torch operations: autograd can differentiate the backward functions
 themselves (double backward), and ``torch.func`` transforms (``vmap``, ``grad``, ``jvp``) apply to them.
+
+Complex tensors work too. A backward then multiplies by the conjugate of every local derivative (``dx = da
+conj(W_x)``, ``da = dh * conj(1 - h^2)``), PyTorch's convention for the gradient of a real loss with respect to
+a complex input; for real tensors ``conj()`` returns the tensor itself at no cost.
 They are the reference the fast in-place kernels in :mod:`torch_rnn.kernels` are tested against.
 """
 from __future__ import annotations
@@ -75,11 +79,11 @@ def rnn_step_backward(dnext_h: Tensor, cache: tuple) -> tuple[Tensor, Tensor, Te
         ``dx (N, D)``, ``dprev_h (N, H)``, ``dWx (H, D)``, ``dWh (H, H)``, ``db (H,)`` (None without bias).
     """
     x, prev_h, Wx, Wh, has_bias, next_h, nonlinearity = cache
-    da = dnext_h * activation_derivative(next_h, nonlinearity)  # (N, H)
-    dx = da @ Wx  # (N, D)
-    dprev_h = da @ Wh  # (N, H)
-    dWx = da.T @ x  # (H, D)
-    dWh = da.T @ prev_h  # (H, H)
+    da = dnext_h * activation_derivative(next_h, nonlinearity).conj()  # (N, H)
+    dx = da @ Wx.conj()  # (N, D)
+    dprev_h = da @ Wh.conj()  # (N, H)
+    dWx = da.T @ x.conj()  # (H, D)
+    dWh = da.T @ prev_h.conj()  # (H, H)
     db = da.sum(0) if has_bias else None  # (H,)
     return dx, dprev_h, dWx, dWh, db
 
@@ -119,8 +123,8 @@ def temporal_affine_backward(
     """
     x, W, has_bias = cache
     flat_dout = dout.reshape(-1, W.shape[0])  # (N*T, M)
-    dx = (flat_dout @ W).reshape(x.shape) if needs_dx else None
-    dW = flat_dout.T @ x.reshape(-1, x.shape[-1]) if needs_dW else None  # (M, H)
+    dx = (flat_dout @ W.conj()).reshape(x.shape) if needs_dx else None
+    dW = flat_dout.T @ x.reshape(-1, x.shape[-1]).conj() if needs_dW else None  # (M, H)
     db = flat_dout.sum(0) if has_bias else None
     return dx, dW, db
 
@@ -231,9 +235,9 @@ def recurrence_backward(
     carry = dh_last  # (N, H): gradient reaching each row's current step from the step after it
     for t in reversed(range(T)):
         n, _ = _running_rows(batch_sizes, t, T, N)
-        da = (dh[t, :n] + carry[:n]) * activation_derivative(h[t, :n], nonlinearity)  # (n, H)
+        da = (dh[t, :n] + carry[:n]) * activation_derivative(h[t, :n], nonlinearity).conj()  # (n, H)
         das.append(_pad_rows(da, N))
-        carry = torch.cat([da @ Wh, carry[n:]])  # rows past their length keep dh_last for their last step
+        carry = torch.cat([da @ Wh.conj(), carry[n:]])  # rows past their length keep dh_last for their last step
     dp = torch.stack(das[::-1])  # (T, N, H)
     return dp, carry, recurrence_weight_grad(dp, h0, h)
 
@@ -241,9 +245,9 @@ def recurrence_backward(
 def recurrence_weight_grad(dp: Tensor, h0: Tensor, h: Tensor) -> Tensor:
     """``dW_h = sum_t da_t h_{t-1}^T`` as one matmul over all steps (``h_{-1} = h0``)."""
     H = h0.shape[-1]
-    dWh = dp[0].T @ h0  # (H, H)
+    dWh = dp[0].T @ h0.conj()  # (H, H)
     if dp.shape[0] > 1:
-        dWh = dWh + dp[1:].reshape(-1, H).T @ h[:-1].reshape(-1, H)
+        dWh = dWh + dp[1:].reshape(-1, H).T @ h[:-1].reshape(-1, H).conj()
     return dWh
 
 
@@ -429,7 +433,7 @@ def affine_forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> tuple[Tensor, t
 def affine_backward(dout: Tensor, cache: tuple) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """``dx = dout W``, ``dW = dout^T x``, ``db = sum_n dout_n``; returns ``dx (N, M)``, ``dW (C, M)``, ``db``."""
     x, W, has_bias = cache
-    return dout @ W, dout.T @ x, dout.sum(0) if has_bias else None
+    return dout @ W.conj(), dout.T @ x.conj(), dout.sum(0) if has_bias else None
 
 
 def softmax_loss(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,9 +10,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import kernels
+from . import kernels, ops
 from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
 from .functional import NONLINEARITIES, packed_coordinates
+
+# A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
+# it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
+# the graph (one recompilation per length pattern).
+BatchSizes = Union[list[int], Tensor]
 
 
 def _check_nonlinearity(nonlinearity: str) -> None:
@@ -182,7 +187,7 @@ class RNN(nn.Module):
                 raise ValueError("RNN: pass lengths only with a padded input, not with a PackedSequence")
             return self._forward_packed(input, hx)
 
-        one_hot = not input.is_floating_point()
+        one_hot = not (input.is_floating_point() or input.is_complex())
         step_dims = 1 if one_hot else 2  # rank of an unbatched input
         if input.dim() not in (step_dims, step_dims + 1):
             raise ValueError(
@@ -203,14 +208,25 @@ class RNN(nn.Module):
         elif self.batch_first:
             input = input.transpose(0, 1)
         x = input  # (T, N, D) or (T, N): time-major, or batch-first memory seen time-major (never transposed)
+        x, hx = _autocast(x, hx)
         self._check_input(x)
         T, N = x.shape[0], x.shape[1]
         if T == 0:  # nn.RNN's rule and message: there is no step to run
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        hx = self._initial_state(hx, N)  # (L * dirs, N, H)
+        hx = self._initial_state(hx, N, x)  # (L * dirs, N, H)
 
-        if lengths is None:
+        if lengths is None or N == 0:
+            if lengths is not None:
+                self._check_lengths(lengths, N, T)
             output, h_n = self._run_layers(_rows_as_they_lie(x), hx, None)
+        elif torch.compiler.is_compiling():  # rows sorted by length, padded: every shape static
+            lengths = self._check_lengths(lengths, N, T)
+            sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+            batch_sizes = (sorted_lengths.unsqueeze(0) > torch.arange(T).unsqueeze(1)).sum(1)  # (T,) running rows
+            sorted_output, h_n = self._run_layers(_rows_as_they_lie(x)[:, order.to(x.device)], hx[:, order],
+                                                  batch_sizes)
+            unsort = torch.argsort(order).to(x.device)
+            output, h_n = sorted_output[:, unsort], h_n[:, unsort]
         else:  # packed inside: padding is neither stored nor computed
             lengths = self._check_lengths(lengths, N, T)
             sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
@@ -232,23 +248,24 @@ class RNN(nn.Module):
         """PackedSequence in, PackedSequence out, run packed; rows stay in the packed (sorted) order inside."""
         if packed.data.dim() != 2:
             raise RuntimeError(f"input must have 2 dimensions, got {packed.data.dim()}")
-        self._check_input(packed.data)
-        batch_sizes = packed.batch_sizes.tolist()
+        data, hx = _autocast(packed.data, hx)
+        self._check_input(data)
+        batch_sizes = packed.batch_sizes if torch.compiler.is_compiling() else packed.batch_sizes.tolist()
         if hx is not None:
             if hx.dim() != 3:
                 raise RuntimeError(f"For a PackedSequence input, hx should be 3-D but got {hx.dim()}-D tensor")
             if packed.sorted_indices is not None:
                 hx = hx.index_select(1, packed.sorted_indices)
-        hx = self._initial_state(hx, batch_sizes[0])
-        output, h_n = self._run_layers(packed.data, hx, batch_sizes)
+        hx = self._initial_state(hx, int(batch_sizes[0]), data)
+        output, h_n = self._run_layers(data, hx, batch_sizes)
         if packed.unsorted_indices is not None:
             h_n = h_n.index_select(1, packed.unsorted_indices)
         return PackedSequence(output, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
 
-    def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[list[int]]) -> tuple[Tensor, Tensor]:
+    def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[BatchSizes]) -> tuple[Tensor, Tensor]:
         """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), or packed ``x (R, D)``
         (or ``(R,)``) with ``batch_sizes``, the rows running at each step. The reverse direction runs each row
-        from its own last step inside :class:`RNNFunction`, on the same input.
+        from its own last step inside the layer (:func:`rnn_layer`), on the same input.
         """
         num_directions = 2 if self.bidirectional else 1
         h_n = []
@@ -259,9 +276,10 @@ class RNN(nn.Module):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
                 b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
+                Wx, Wh, b = _autocast(Wx, Wh, b)
                 h0 = hx[layer * num_directions + direction]  # (N, H)
-                out, h_last = RNNFunction.apply(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
-                                                direction == 1)  # (T, N, H), (N, H)
+                out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
+                                        direction == 1)  # (T, N, H), (N, H)
                 h_n.append(h_last)
                 outputs.append(out)
             layer_input = outputs[0] if len(outputs) == 1 else _cat_features(outputs)  # (T, N, dirs * H)
@@ -270,25 +288,25 @@ class RNN(nn.Module):
         return layer_input, torch.stack(h_n)
 
     def _check_input(self, x: Tensor) -> None:
-        weight = self.weight_ih_l0
-        if x.is_floating_point():
+        weight = _autocast(self.weight_ih_l0)[0]
+        if x.is_floating_point() or x.is_complex():
             _check_dtype("input", x, weight)
             if x.shape[-1] != self.input_size:
                 raise RuntimeError(
                     f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
                 )
-        elif x.numel() > 0:
+        elif x.numel() > 0 and not torch.compiler.is_compiling():  # compiled: the op checks the values
             low, high = (int(v) for v in torch.aminmax(x))
             if low < -1 or high >= self.input_size:
                 raise ValueError(
                     f"RNN: one-hot indices must lie in [-1, input_size={self.input_size}), got values in [{low}, {high}]"
                 )
 
-    def _initial_state(self, hx: Optional[Tensor], N: int) -> Tensor:
-        weight = self.weight_ih_l0
+    def _initial_state(self, hx: Optional[Tensor], N: int, x: Tensor) -> Tensor:
+        weight = _autocast(self.weight_ih_l0)[0]
         expected = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
         if hx is None:
-            return torch.zeros(expected, dtype=weight.dtype, device=weight.device)
+            return torch.zeros(expected, dtype=weight.dtype, device=x.device)
         if tuple(hx.shape) != expected:
             raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
         _check_dtype("hx", hx, weight)
@@ -299,9 +317,42 @@ class RNN(nn.Module):
         lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
         if lengths.shape != (N,):
             raise ValueError(f"RNN: lengths must have shape ({N},) (one per sequence), got {tuple(lengths.shape)}")
-        if N > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        if torch.compiler.is_compiling():  # the values are not known while tracing: checked when the graph runs
+            torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), "RNN: every length must lie in 1..T")
+        elif N > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
             raise ValueError(f"RNN: every length must lie in 1..T={T}, got values in [{int(lengths.min())}, {int(lengths.max())}]")
         return lengths
+
+
+def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str,
+              batch_sizes: Optional[BatchSizes], reverse: bool) -> tuple[Tensor, Tensor]:
+    """One layer and direction: :class:`RNNFunction` in eager mode (forward-mode AD and ``torch.func`` rules),
+    the custom op ``torch_rnn::rnn_layer`` (:mod:`torch_rnn.ops`) under ``torch.compile`` and ``torch.export``,
+    which see it as one opaque node with a fake kernel and a registered backward. Same kernels either way."""
+    if torch.compiler.is_compiling():
+        if batch_sizes is not None and not isinstance(batch_sizes, Tensor):
+            batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+        return torch.ops.torch_rnn.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
+    if isinstance(batch_sizes, Tensor):
+        batch_sizes = batch_sizes.tolist()
+    return RNNFunction.apply(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
+
+
+def _autocast(*tensors: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+    """The tensors as ``torch.autocast`` would hand them to ``nn.RNN``'s kernel: inside an autocast region of
+    their device, float16/bfloat16/float32 tensors in the region's dtype (float64, complex and integer tensors
+    unchanged); outside one, unchanged. The casts are differentiable, so the parameters keep their dtype and
+    get gradients of it, as with ``nn.RNN``."""
+    return tuple(_autocast_one(t) for t in tensors)
+
+
+def _autocast_one(t: Optional[Tensor]) -> Optional[Tensor]:
+    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    device = t.device.type
+    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
+        return t
+    return t.to(torch.get_autocast_dtype(device))
 
 
 # Sequences travel as (T, N, ...) tensors in either memory layout: time-major, or batch-first memory seen
@@ -416,7 +467,8 @@ class RNNCell(nn.Module):
                 f"{input.dim()}-D but got {hx.dim()}-D tensor"
             )
         x = input if is_batched else input.unsqueeze(0)  # (N, D)
-        _check_dtype("input", x, self.weight_ih)
+        x, hx, Wx, Wh = _autocast(x, hx, self.weight_ih, self.weight_hh)
+        _check_dtype("input", x, Wx)
         if x.shape[1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
         if hx is None:
@@ -432,9 +484,12 @@ class RNNCell(nn.Module):
                 raise RuntimeError(
                     f"hidden0 has inconsistent hidden_size: got {h.shape[1]}, expected {self.hidden_size}"
                 )
-            _check_dtype("hx", h, self.weight_ih)
-        b = self.bias_ih + self.bias_hh if self.bias else None
-        next_h = RNNCellFunction.apply(x, h, self.weight_ih, self.weight_hh, b, self.nonlinearity)  # (N, H)
+            _check_dtype("hx", h, Wx)
+        b = _autocast(self.bias_ih + self.bias_hh)[0] if self.bias else None
+        if torch.compiler.is_compiling():  # one opaque node with its hand-written backward (torch_rnn.ops)
+            next_h = torch.ops.torch_rnn.rnn_cell(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
+        else:
+            next_h = RNNCellFunction.apply(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
         return next_h if is_batched else next_h.squeeze(0)
 
 

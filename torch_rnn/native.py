@@ -88,5 +88,8 @@ def build(verbose: bool = False) -> Any:
         openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
         cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3", *openmp],
                            extra_ldflags=openmp, is_python_module=False, verbose=verbose)
+    from .ops import register_native_fakes  # the C++ ops' fake kernels, for FakeTensorMode and opcheck
+
+    register_native_fakes()
     return torch.ops.torch_rnn
 

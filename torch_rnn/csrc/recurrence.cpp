@@ -888,12 +888,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
 
 }  // namespace
 
+// The schemas; the CPU kernels are registered for the CPU dispatch key below, and torch_rnn/ops.py registers a
+// fake kernel for each (shapes, strides and dtypes without data), so FakeTensorMode, torch.compile and
+// torch.library.opcheck can run them.
 TORCH_LIBRARY(torch_rnn, m) {
   m.def("recurrence_forward_(Tensor(a!) p, Tensor h0, Tensor wh_t, Tensor? bias, bool relu, int[] batch_sizes,"
-        " bool reverse, Tensor? x=None, Tensor? wx_t=None) -> Tensor",
-        &recurrence_forward_);
+        " bool reverse, Tensor? x=None, Tensor? wx_t=None) -> Tensor");
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
         " bool reverse, bool need_dh0, Tensor? wx=None, Tensor? x=None, Tensor? h0=None)"
-        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-        &recurrence_backward);
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Whether float32 steps run on panels (this CPU has AVX-512): which outputs recurrence_backward leaves
+  // empty depends on it, and its fake kernel asks. A query of the machine, not a kernel: no dispatch key.
+  m.def("panels_available() -> bool", [] { return panels_available<float>(); });
+}
+
+TORCH_LIBRARY_IMPL(torch_rnn, CPU, m) {
+  m.impl("recurrence_forward_", &recurrence_forward_);
+  m.impl("recurrence_backward", &recurrence_backward);
 }

@@ -1,0 +1,177 @@
+"""torch_rnn's custom operators (``torch.library``), for ``torch.compile``, ``torch.export`` and ONNX.
+
+Two functional ops wrap one RNN layer over a whole sequence and its backpropagation through time:
+
+- ``torch_rnn::rnn_layer(x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse) -> (h, h_last)``, with
+  autograd registered (:func:`_backward`), so a compiled or exported graph holds one node per layer and
+  direction, never an unrolled time loop;
+- ``torch_rnn::rnn_layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, batch_sizes, reverse,
+  output_mask) -> (dx, dh0, dwx, dwh, db)``, each gradient None where ``output_mask`` says it is not needed.
+
+Their kernels are :func:`torch_rnn.autograd.layer_forward` / ``layer_backward`` for every device: the C++
+loops on CPU (``csrc/recurrence.cpp``), the Python loops elsewhere. Each op has a fake kernel giving its
+outputs' shapes, strides and dtypes from its inputs' alone (FakeTensorMode, ``torch.compile``,
+``torch.export``); the two C++ loops, ``torch_rnn::recurrence_forward_`` (which writes into ``p``, as its
+schema declares) and ``torch_rnn::recurrence_backward``, get theirs here too (:func:`register_native_fakes`).
+``tests/test_ops.py`` runs ``torch.library.opcheck`` on all four.
+
+Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
+    x: ``(T, N, D)`` values (time-major, or the transposed view of batch-first memory), ``(T, N)`` one-hot
+        indices (int64, ``-1`` = zero vector), or packed ``(R, D)`` / ``(R,)`` with ``batch_sizes``.
+    h0: ``(N, H)``. wx: ``(H, D)``. wh: ``(H, H)``. b: ``(H,)`` or None (``b_ih + b_hh``).
+    nonlinearity: ``"tanh"`` or ``"relu"``.
+    batch_sizes: None (every row runs ``T`` steps) or an int64 CPU tensor ``(T,)`` of non-increasing counts
+        of the rows running at each step, rows sorted by length (PackedSequence's convention); with a padded
+        ``x`` the rows past their length get zeros.
+    reverse: run each row backwards from its own last step.
+
+Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.autograd.sequence_buffer`) and ``h_last (N, H)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from . import functional as F
+from .autograd import _has_values, laid_out_like, layer_backward, layer_forward, sequence_buffer
+
+_LAYER_SCHEMA = ("(Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor? b, str nonlinearity, Tensor? batch_sizes, "
+                 "bool reverse) -> (Tensor, Tensor)")
+_BACKWARD_SCHEMA = ("(Tensor dh, Tensor dh_last, Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor h, "
+                    "str nonlinearity, Tensor? batch_sizes, bool reverse, bool[5] output_mask) "
+                    "-> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)")
+
+
+def _sizes(batch_sizes: Optional[Tensor]) -> Optional[list[int]]:
+    """The ``(T,)`` tensor of running rows as the list the loops take."""
+    return None if batch_sizes is None else batch_sizes.tolist()
+
+
+@torch.library.custom_op("torch_rnn::rnn_layer", mutates_args=(), schema=_LAYER_SCHEMA)
+def rnn_layer(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str,
+              batch_sizes: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
+    if not _has_values(x) and x.numel() > 0:  # checked here, where the values exist (also when compiled)
+        low, high = (int(v) for v in torch.aminmax(x))
+        if low < -1 or high >= wx.shape[1]:
+            raise ValueError(f"RNN: one-hot indices must lie in [-1, input_size={wx.shape[1]}), got values in "
+                             f"[{low}, {high}]")
+    h, h_last = layer_forward(x, h0, wx, wh, b, nonlinearity, _sizes(batch_sizes), reverse)
+    return laid_out_like(h, sequence_buffer(x, wh.shape[0], wh.dtype)), h_last.contiguous()
+
+
+@rnn_layer.register_fake
+def _rnn_layer_fake(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str,
+                    batch_sizes: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
+    return sequence_buffer(x, wh.shape[0], wh.dtype), h0.new_empty(h0.shape)
+
+
+@torch.library.custom_op("torch_rnn::rnn_layer_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
+def rnn_layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, h: Tensor,
+                       nonlinearity: str, batch_sizes: Optional[Tensor], reverse: bool,
+                       output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
+    with torch.no_grad():  # the fast loops
+        grads = layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, _sizes(batch_sizes), reverse,
+                               output_mask)
+    return tuple(None if grad is None else laid_out_like(grad, like)
+                 for grad, like in zip(grads, _backward_fake(dh, dh_last, x, h0, wx, wh, h, nonlinearity,
+                                                             batch_sizes, reverse, output_mask)))
+
+
+@rnn_layer_backward.register_fake
+def _backward_fake(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, h: Tensor,
+                   nonlinearity: str, batch_sizes: Optional[Tensor], reverse: bool,
+                   output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
+    need_dx, need_dh0, need_dwx, need_dwh, need_db = output_mask
+    return (sequence_buffer(x, wx.shape[1], wx.dtype) if need_dx and _has_values(x) else None,
+            h0.new_empty(h0.shape) if need_dh0 else None,
+            wx.new_empty(wx.shape) if need_dwx else None,
+            wh.new_empty(wh.shape) if need_dwh else None,
+            wh.new_empty(wh.shape[0]) if need_db else None)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+    x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse = inputs
+    ctx.save_for_backward(x, h0, wx, wh, output[0])
+    ctx.nonlinearity, ctx.batch_sizes, ctx.reverse = nonlinearity, batch_sizes, reverse
+
+
+def _backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
+    """The backward op; with grad mode on (``create_graph=True``: double backward, outside compiled code) the
+    reference equations instead, which autograd can differentiate again."""
+    x, h0, wx, wh, h = ctx.saved_tensors
+    needs = tuple(ctx.needs_input_grad[:5])
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        grads = layer_backward(dh, dh_last, x, h0, wx, wh, h, ctx.nonlinearity, _sizes(ctx.batch_sizes),
+                               ctx.reverse, needs)
+    else:
+        grads = torch.ops.torch_rnn.rnn_layer_backward(dh, dh_last, x, h0, wx, wh, h, ctx.nonlinearity,
+                                                       ctx.batch_sizes, ctx.reverse, list(needs))
+    return (*grads, None, None, None)
+
+
+rnn_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("torch_rnn::rnn_cell", mutates_args=(),
+                         schema="(Tensor x, Tensor h, Tensor wx, Tensor wh, Tensor? b, str nonlinearity) -> Tensor")
+def rnn_cell(x: Tensor, h: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
+    """One step, :func:`torch_rnn.functional.rnn_step_forward`: x ``(N, D)``, h ``(N, H)`` -> ``(N, H)``."""
+    return F.rnn_step_forward(x, h, wx, wh, b, nonlinearity)[0]
+
+
+@rnn_cell.register_fake
+def _rnn_cell_fake(x: Tensor, h: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
+    return h.new_empty(x.shape[0], wh.shape[0])
+
+
+def _setup_cell_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    x, h, wx, wh, b, nonlinearity = inputs
+    ctx.save_for_backward(x, h, wx, wh, output)
+    ctx.has_bias, ctx.nonlinearity = b is not None, nonlinearity
+
+
+def _cell_backward(ctx: Any, dnext_h: Tensor) -> tuple:
+    """:func:`torch_rnn.functional.rnn_step_backward`, in differentiable operations."""
+    x, h, wx, wh, next_h = ctx.saved_tensors
+    grads = F.rnn_step_backward(dnext_h, (x, h, wx, wh, ctx.has_bias, next_h, ctx.nonlinearity))
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+
+rnn_cell.register_autograd(_cell_backward, setup_context=_setup_cell_context)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fake kernels of the C++ loops (registered once the extension is loaded: torch_rnn.native.build).
+# ----------------------------------------------------------------------------------------------------------
+def register_native_fakes() -> None:
+    """Fake kernels for ``torch_rnn::recurrence_forward_`` and ``torch_rnn::recurrence_backward`` (their
+    C++ docstrings in ``csrc/recurrence.cpp`` give the shapes); a no-op when already registered."""
+    if getattr(register_native_fakes, "done", False):
+        return
+    register_native_fakes.done = True
+
+    @torch.library.register_fake("torch_rnn::recurrence_forward_")
+    def _forward_fake(p, h0, wh_t, bias, relu, batch_sizes, reverse, x=None, wx_t=None):
+        return h0.new_empty(h0.shape)  # h_last; p is written in place
+
+    @torch.library.register_fake("torch_rnn::recurrence_backward")
+    def _backward_fake(dh, dh_last, wh, h, relu, batch_sizes, reverse, need_dh0, wx=None, x=None, h0=None):
+        N, H = dh_last.shape
+        # The loop sums the weight gradients itself in float32 with >= 32 rows a step (kernels documents when);
+        # which path runs decides which outputs are empty, so the fake asks the same question.
+        summed = _weights_summed_in_loop(h, x, batch_sizes, reverse)
+        empty = h.new_empty(0)
+        dp = empty if summed else sequence_buffer(h, H, h.dtype)
+        dx = empty if wx is None else sequence_buffer(h, wx.shape[1], h.dtype)
+        return (dp, h.new_empty(N, H) if need_dh0 else empty, h.new_empty(H), dx,
+                h.new_empty(H, x.shape[-1]) if summed else empty, h.new_empty(H, H) if summed else empty)
+
+
+def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequence[int], reverse: bool) -> bool:
+    """The C++ backward's ``weights_in_loop`` condition (``MIN_ROWS_FOR_WEIGHTS_IN_LOOP`` = 32 rows)."""
+    if x is None or h.dim() != 3 or h.dtype != torch.float32 or h.shape[1] < 32:
+        return False
+    aligned = not reverse or len(batch_sizes) == 0 or batch_sizes[0] == batch_sizes[-1]
+    return aligned and torch.ops.torch_rnn.panels_available()
