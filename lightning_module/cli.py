@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -27,13 +27,18 @@ class SentimentCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(TrainingSummary, "summary")
 
-    def _check_ckpt_path(self) -> None:
-        """``--ckpt_path`` must be one of our checkpoints (Lightning's own error would be a traceback)."""
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path`` must be one of our checkpoints, checked (with a weights-only load) before Lightning
+        reads its hyperparameters: its own errors would be tracebacks."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path not in (None, "best", "last", "hpc", "registry"):
             load_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
-    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """The Trainer loads ``--ckpt_path`` with ``weights_only=True`` too: no checkpoint can run code."""
+        return {**super()._prepare_subcommand_kwargs(subcommand), "weights_only": True}
 
 
 def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:

@@ -79,7 +79,9 @@ class TextEncoder:
             DataError: the checkpoint holds no SentimentDataModule state (it was not trained with it).
         """
         if not isinstance(checkpoint, dict):
-            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            from lightning_module.inference import safe_load  # inference imports this module
+
+            checkpoint = safe_load(checkpoint)
         state = checkpoint.get(SentimentDataModule.__qualname__)
         if not state:
             raise DataError(f"the checkpoint has no {SentimentDataModule.__qualname__!r} entry with the "

@@ -1,6 +1,7 @@
 """Classifying new sentences with a trained checkpoint, and telling our checkpoints from others."""
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -10,6 +11,25 @@ import torch
 from lightning_module.datamodule import SentimentDataModule, TextEncoder
 from lightning_module.errors import CheckpointError
 from lightning_module.module import SentimentClassifier
+
+
+def safe_load(path: Union[str, Path]) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, containers and plain values only, so a crafted
+    pickle cannot run code (our checkpoints hold nothing else).
+
+    Raises:
+        CheckpointError: the file holds other Python objects (refused before any is built), or is not a
+            PyTorch checkpoint at all.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(error).__name__)
+        raise CheckpointError(f"{path}: refused to load: it holds Python objects other than tensors and plain "
+                              f"data, and building them could run code ({reason})") from None
+    except Exception as error:  # torch raises several types for files that are not checkpoints
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
 
 
 def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
@@ -22,10 +42,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for files that are not checkpoints
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {error})") from None
+    checkpoint = safe_load(path)
     missing = [key for key in ("state_dict", "hyper_parameters", SentimentDataModule.__qualname__)
                if not isinstance(checkpoint, dict) or key not in checkpoint]
     if not missing and not any(key.startswith("model.rnn.") for key in checkpoint["state_dict"]):
@@ -60,7 +77,7 @@ class SentimentPredictor:
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path]) -> "SentimentPredictor":
         checkpoint = load_checkpoint(path)
-        model = SentimentClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+        model = SentimentClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         return cls(model, TextEncoder.from_checkpoint(checkpoint))
 
     @torch.no_grad()

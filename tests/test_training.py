@@ -16,8 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lightning_module import sources
 from lightning_module.cli import SentimentCLI, main
-from lightning_module.datamodule import SentimentDataModule
-from lightning_module.errors import DownloadError
+from lightning_module.datamodule import SentimentDataModule, TextEncoder
+from lightning_module.errors import DataError, DownloadError
 from lightning_module.module import SentimentClassifier
 from lightning_module.predict_cli import main as predict_main
 
@@ -209,3 +209,42 @@ def test_cli_exit_status_in_a_real_process(tmp_path):
     result = run_script("predict.py", str(tmp_path / "missing.ckpt"), "a sentence", cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file"
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_everywhere(trained, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    _, log_dir = trained
+    checkpoint = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["payload"] = _RunsCode(marker)  # a real checkpoint with one crafted object
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    refused = f"{crafted}: refused to load: it holds Python objects other than tensors and plain data"
+
+    with pytest.raises(SystemExit):  # predict.py
+        predict_main([str(crafted), "a sentence"])
+    assert refused in capsys.readouterr().err
+    data = write_tsv(tmp_path / "small.tsv")
+    for subcommand in ("fit", "test"):  # train.py --ckpt_path
+        err = cli_error([subcommand, "--config", str(CONFIGS / "default.yaml"), "--data.path", str(data),
+                         "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(crafted)], capsys)
+        assert refused in err
+    with pytest.raises(DataError, match="refused to load"):  # the DataModule's encoder
+        TextEncoder.from_checkpoint(crafted)
+    with pytest.raises(Exception):  # Lightning's own loader, as the predictor and the Trainer call it
+        SentimentClassifier.load_from_checkpoint(crafted, weights_only=True)
+    assert not marker.exists()
+    # The payload is real: an unrestricted load runs it.
+    torch.load(crafted, weights_only=False)
+    assert marker.exists()
