@@ -45,9 +45,11 @@ def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
     """``p_t = W_x x_t + b`` for all steps at once, in ``x``'s memory layout (time-major or batch-major);
     integer ``x`` holds one-hot indices (-1 = zero vector)."""
     if _batch_major_sequence(x):  # one matmul over the rows as they lie, no transposed copy
-        # detach(): the same memory, but not an autograd view, which a Function's output must not be for
-        # forward-mode AD (its tangent would have to share the view's layout)
-        return _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1).detach()
+        p = _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1)
+        # Inside a Function's forward (grad mode off), detach(): the same memory, but not an autograd view,
+        # which a Function's output must not be for forward-mode AD (its tangent would share the view's
+        # layout). With grad mode on (reference_layer_forward traced under torch.compile) the view stays.
+        return p if torch.is_grad_enabled() else p.detach()
     if _has_values(x):
         return F.temporal_affine_forward(x, Wx, b)[0]
     return F.onehot_affine_forward(x, Wx, b)[0]
@@ -131,6 +133,21 @@ def layer_forward(
             return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
         p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
         return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
+    return reference_layer_forward(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
+
+
+def reference_layer_forward(
+    x: Tensor,
+    h0: Tensor,
+    Wx: Tensor,
+    Wh: Tensor,
+    b: Optional[Tensor],
+    nonlinearity: str,
+    batch_sizes: Optional[Sequence[int]],
+    reverse: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`layer_forward` in the reference equations of :mod:`torch_rnn.functional` alone: differentiable
+    torch operations, a Python loop over the steps. Returns time-major ``h`` and ``h_last (N, H)``."""
     p = _input_projection(x, Wx, b)
     packed = p.dim() == 2
     h, h_last = F.recurrence_forward(_padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import kernels, ops
-from .autograd import AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction
-from .functional import NONLINEARITIES, packed_coordinates
+from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
+                       reference_layer_forward)
+from .functional import NONLINEARITIES, packed_coordinates, rnn_step_forward
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -330,6 +331,12 @@ def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor]
     the custom op ``torch_rnn::rnn_layer`` (:mod:`torch_rnn.ops`) under ``torch.compile`` and ``torch.export``,
     which see it as one opaque node with a fake kernel and a registered backward. Same kernels either way."""
     if torch.compiler.is_compiling():
+        if torch._C._are_functorch_transforms_active():
+            # A torch.func transform inside compiled code: custom ops do not support them (neither does Dynamo
+            # a Function with a jvp), so the equations are traced as they are, a step at a time.
+            if isinstance(batch_sizes, Tensor):
+                batch_sizes = batch_sizes.tolist()
+            return reference_layer_forward(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
         if batch_sizes is not None and not isinstance(batch_sizes, Tensor):
             batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
         return torch.ops.torch_rnn.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
@@ -486,8 +493,12 @@ class RNNCell(nn.Module):
                 )
             _check_dtype("hx", h, Wx)
         b = _autocast(self.bias_ih + self.bias_hh)[0] if self.bias else None
-        if torch.compiler.is_compiling():  # one opaque node with its hand-written backward (torch_rnn.ops)
+        if torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
+            # one opaque node with its hand-written backward (torch_rnn.ops); under a torch.func transform
+            # the step's equation is traced as it is (custom ops do not support the transforms)
             next_h = torch.ops.torch_rnn.rnn_cell(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
+        elif torch.compiler.is_compiling():
+            next_h = rnn_step_forward(x, h, Wx, Wh, b, self.nonlinearity)[0]
         else:
             next_h = RNNCellFunction.apply(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
         return next_h if is_batched else next_h.squeeze(0)

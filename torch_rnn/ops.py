@@ -162,11 +162,13 @@ def register_native_fakes() -> None:
         # The loop sums the weight gradients itself in float32 with >= 32 rows a step (kernels documents when);
         # which path runs decides which outputs are empty, so the fake asks the same question.
         summed = _weights_summed_in_loop(h, x, batch_sizes, reverse)
-        empty = h.new_empty(0)
-        dp = empty if summed else sequence_buffer(h, H, h.dtype)
-        dx = empty if wx is None else sequence_buffer(h, wx.shape[1], h.dtype)
-        return (dp, h.new_empty(N, H) if need_dh0 else empty, h.new_empty(H), dx,
-                h.new_empty(H, x.shape[-1]) if summed else empty, h.new_empty(H, H) if summed else empty)
+        def empty() -> Tensor:  # "not computed": a fresh 0-element tensor each
+            return h.new_empty(0)
+
+        dp = empty() if summed else sequence_buffer(h, H, h.dtype)
+        dx = empty() if wx is None else sequence_buffer(h, wx.shape[1], h.dtype)
+        return (dp, h.new_empty(N, H) if need_dh0 else empty(), h.new_empty(H), dx,
+                h.new_empty(H, x.shape[-1]) if summed else empty(), h.new_empty(H, H) if summed else empty())
 
 
 def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequence[int], reverse: bool) -> bool:

@@ -1,0 +1,351 @@
+"""torch_rnn in PyTorch 2: torch.compile (default, fullgraph, dynamic; lengths and PackedSequence; torch.func
+transforms), torch.export (static and dynamic shapes, save and load), ONNX through onnxruntime, autocast,
+complex dtypes and empty batches, each against eager mode or torch.nn.RNN."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.utils import counters
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import torch_rnn
+from helpers import copy_into
+
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+class Tagger(nn.Module):
+    """The issue's example: Embedding -> RNN (2 layers, bidirectional, batch_first) -> Linear."""
+
+    def __init__(self, rnn_class=torch_rnn.RNN, dtype=torch.float32, **rnn_options):
+        super().__init__()
+        options = dict(num_layers=2, bidirectional=True, batch_first=True) | rnn_options
+        self.embedding = nn.Embedding(50, 8, dtype=dtype)
+        self.rnn = rnn_class(8, 16, dtype=dtype, **options)
+        directions = 2 if options["bidirectional"] else 1
+        self.head = nn.Linear(16 * directions, 3, dtype=dtype)
+
+    def forward(self, tokens, lengths=None):
+        inputs = self.embedding(tokens)
+        output, h_n = self.rnn(inputs) if lengths is None else self.rnn(inputs, lengths=lengths)
+        return self.head(output).sum(1) + h_n.sum(0).sum(1, keepdim=True)
+
+
+def tokens(N, T, seed=0):
+    return torch.randint(0, 50, (N, T), generator=torch.Generator().manual_seed(seed))
+
+
+def outputs_and_grads(model, *args):
+    out = model(*args)
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out).to(out.dtype)).sum(),
+                                list(model.parameters()))
+    return out, grads
+
+
+def assert_same_run(model, compiled, *args, dtype=torch.float32):
+    out, grads = outputs_and_grads(model, *args)
+    compiled_out, compiled_grads = outputs_and_grads(compiled, *args)
+    torch.testing.assert_close(compiled_out, out, **TOLERANCE[dtype])
+    for a, e in zip(compiled_grads, grads):
+        torch.testing.assert_close(a, e, **TOLERANCE[dtype])
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+# ---- torch.compile -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["default", "fullgraph", "dynamic"])
+def test_compiled_model_equals_eager(mode, dtype):
+    torch.manual_seed(0)
+    model = Tagger(dtype=dtype)
+    options = {"default": {}, "fullgraph": dict(fullgraph=True), "dynamic": dict(fullgraph=True, dynamic=True)}[mode]
+    compiled = torch.compile(model, backend="aot_eager", **options)
+    for N, T in [(4, 7), (5, 9)]:
+        assert_same_run(model, compiled, tokens(N, T), dtype=dtype)
+
+
+def test_fullgraph_has_no_graph_break_and_dynamic_no_recompile():
+    torch.manual_seed(0)
+    model = Tagger()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=True)
+    for N, T in [(4, 7), (5, 9), (3, 12), (6, 5)]:
+        compiled(tokens(N, T)).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_nn_rnn_cannot_compile_fullgraph_and_torch_rnn_can():
+    """The README's claim: nn.RNN graph-breaks (Dynamo runs it eagerly), so fullgraph fails for it."""
+    model = Tagger(rnn_class=nn.RNN)
+    with pytest.raises(Exception):
+        torch.compile(model, backend="aot_eager", fullgraph=True)(tokens(2, 3))
+    torch.compile(Tagger(), backend="aot_eager", fullgraph=True)(tokens(2, 3))
+
+
+def test_inductor_compiles_forward_and_backward_equal_to_eager():
+    torch.manual_seed(0)
+    model = Tagger()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    for N, T in [(4, 7), (3, 10)]:
+        assert_same_run(model, compiled, tokens(N, T))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_lengths_equal_eager_with_fullgraph_and_dynamic(dtype):
+    torch.manual_seed(0)
+    model = Tagger(dtype=dtype)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=True)
+    for lengths in ([3, 7, 5, 2], [1, 4, 4], [6, 6]):
+        T = max(lengths) + 1  # the padding past every row's length as well
+        assert_same_run(model, compiled, tokens(len(lengths), T), torch.tensor(lengths), dtype=dtype)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_compiled_packed_sequence_equals_eager():
+    torch.manual_seed(0)
+    rnn = torch_rnn.RNN(3, 5, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 4, 3)
+
+    def run(x):
+        packed = pack_padded_sequence(x, torch.tensor([6, 2, 5, 3]), enforce_sorted=False)
+        output, h_n = rnn(packed)
+        return output.data.sum() + h_n.pow(2).sum()
+
+    compiled = torch.compile(run, backend="aot_eager")
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    eager_value, compiled_value = run(x1), compiled(x2)
+    torch.testing.assert_close(compiled_value, eager_value)
+    eager_value.backward(), compiled_value.backward()
+    torch.testing.assert_close(x2.grad, x1.grad)
+
+
+def test_compiled_rnn_cell_loop_equals_eager():
+    torch.manual_seed(0)
+    cell = torch_rnn.RNNCell(3, 5)
+    x = torch.randn(6, 2, 3)
+
+    def run(x):
+        h = None
+        for x_t in x:
+            h = cell(x_t, h)
+        return h
+
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    eager, compiled = run(x1), torch.compile(run, backend="aot_eager", fullgraph=True)(x2)
+    torch.testing.assert_close(compiled, eager)
+    eager.sum().backward(), compiled.sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad)
+
+
+@pytest.mark.parametrize("transform", ["grad", "vmap(grad) per sample", "jvp"])
+def test_torch_func_transforms_under_compile_equal_eager(transform):
+    from torch.func import functional_call, grad, jvp, vmap
+
+    rnn = torch_rnn.RNN(3, 4, dtype=torch.float64)
+    params = {name: p.detach() for name, p in rnn.named_parameters()}
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+
+    def loss(params, x):
+        return functional_call(rnn, params, (x,))[0].pow(2).sum()
+
+    def run(params, x):
+        if transform == "grad":
+            return grad(loss)(params, x)
+        if transform == "vmap(grad) per sample":
+            return vmap(grad(loss), in_dims=(None, 1))(params, x.unsqueeze(2))
+        tangent = torch.ones_like(params["weight_hh_l0"])
+        return jvp(lambda w: loss({**params, "weight_hh_l0": w}, x), (params["weight_hh_l0"],), (tangent,))
+
+    eager = run(params, x)
+    compiled = torch.compile(run, backend="aot_eager", fullgraph=True)(params, x)
+    torch.testing.assert_close(compiled, eager, **TOLERANCE[torch.float64])
+
+
+def test_eager_double_backward_jvp_and_vmap_still_work():
+    from torch.func import jacfwd, vmap
+
+    rnn = torch_rnn.RNN(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    (dx,) = torch.autograd.grad(rnn(x)[0].pow(2).sum(), x, create_graph=True)
+    (ddx,) = torch.autograd.grad(dx.sum(), x)
+    assert torch.isfinite(ddx).all() and ddx.abs().sum() > 0
+    jacobian = jacfwd(lambda x: rnn(x)[1])(x.detach())
+    assert jacobian.shape == (1, 2, 4, 5, 2, 3)
+    batched = vmap(lambda x: rnn(x)[0], in_dims=1, out_dims=1)(x.detach())  # unbatched (T, D) per sample
+    torch.testing.assert_close(batched, rnn(x.detach())[0])
+
+
+# ---- torch.export ------------------------------------------------------------------------------------------
+def rnn_layer_nodes(program):
+    return [node for node in program.graph.nodes if node.target is torch.ops.torch_rnn.rnn_layer.default]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_export_runs_equals_eager_survives_save_and_load(dynamic):
+    torch.manual_seed(0)
+    model = torch_rnn.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x, h0 = torch.randn(2, 6, 3), torch.randn(4, 2, 4)
+    dynamic_shapes = None
+    if dynamic:
+        batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+        dynamic_shapes = ({0: batch, 1: time}, {1: batch})
+    program = torch.export.export(model, (x, h0), dynamic_shapes=dynamic_shapes)
+    assert len(rnn_layer_nodes(program)) == 4  # one op per layer and direction
+    longer = torch.export.export(model, (torch.randn(2, 12, 3), h0))
+    assert len(list(longer.graph.nodes)) == len(list(program.graph.nodes))  # no loop unrolled over the steps
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    buffer.seek(0)
+    loaded = torch.export.load(buffer)
+    sizes = [(5, 9), (3, 4)] if dynamic else [(2, 6)]
+    for N, T in sizes:
+        x, h0 = torch.randn(N, T, 3), torch.randn(4, N, 4)
+        for program_ in (program, loaded):
+            for a, e in zip(program_.module()(x, h0), model(x, h0)):
+                torch.testing.assert_close(a, e, **TOLERANCE[torch.float32])
+
+
+def test_export_with_lengths_equals_eager():
+    model = torch_rnn.RNN(3, 4, bidirectional=True).eval()
+    x, lengths = torch.randn(6, 3, 3), torch.tensor([6, 2, 4])
+    program = torch.export.export(model, (x,), kwargs={"lengths": lengths})
+    for a, e in zip(program.module()(x, lengths=lengths), model(x, lengths=lengths)):
+        torch.testing.assert_close(a, e)
+
+
+# ---- ONNX ------------------------------------------------------------------------------------------------
+ONNX_CASES = {
+    "tanh, bias, bidirectional, 2 layers, batch_first, h0, dynamic":
+        (dict(num_layers=2, bidirectional=True, batch_first=True), True, True),
+    "relu, no bias, time-major": (dict(nonlinearity="relu", bias=False), False, False),
+    "relu, bidirectional, h0, dynamic": (dict(nonlinearity="relu", bidirectional=True), True, True),
+    "tanh, 2 layers, batch_first, dynamic": (dict(num_layers=2, batch_first=True), False, True),
+}
+
+
+@pytest.mark.parametrize("case", ONNX_CASES.values(), ids=ONNX_CASES.keys())
+def test_onnx_export_runs_in_onnxruntime_equal_to_eager(case, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch_rnn.onnx  # noqa: F401  (adds the translation to the exporter's registry)
+
+    options, with_h0, dynamic = case
+    torch.manual_seed(0)
+    model = torch_rnn.RNN(3, 4, **options).eval()
+    layers = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+
+    def inputs(N, T):
+        x = torch.randn(N, T, 3) if options.get("batch_first") else torch.randn(T, N, 3)
+        return (x, torch.randn(layers, N, 4)) if with_h0 else (x,)
+
+    dynamic_shapes = None
+    if dynamic:
+        batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
+        x_dims = {0: batch, 1: time} if options.get("batch_first") else {0: time, 1: batch}
+        dynamic_shapes = (x_dims, {1: batch}) if with_h0 else (x_dims,)
+    program = torch.onnx.export(model, inputs(2, 5), dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False)
+    node_types = [node.op_type for node in program.model_proto.graph.node]
+    assert node_types.count("RNN") == layers and "Loop" not in node_types
+    path = tmp_path / "rnn.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for N, T in ([(3, 7), (1, 2)] if dynamic else [(2, 5)]):
+        args = inputs(N, T)
+        feed = {given.name: value.numpy() for given, value in zip(session.get_inputs(), args)}
+        for a, e in zip(session.run(None, feed), model(*args)):
+            torch.testing.assert_close(torch.from_numpy(a), e, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_translation_table_for_an_explicit_export(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from torch_rnn.onnx import translation_table
+
+    model, x = Tagger().eval(), tokens(2, 6)
+    program = torch.onnx.export(model, (x,), dynamo=True, custom_translation_table=translation_table(),
+                                verbose=False)
+    path = tmp_path / "tagger.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(result), model(x), rtol=1e-5, atol=1e-5)
+
+
+# ---- autocast, dtypes, empty batches -------------------------------------------------------------------------
+def test_autocast_follows_nn_rnn_policy():
+    torch.manual_seed(0)
+    ours, theirs = torch_rnn.RNN(3, 4, num_layers=2), nn.RNN(3, 4, num_layers=2)
+    copy_into(ours, theirs)
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (out, h_n), (expected_out, expected_h_n) = ours(x), theirs(x)
+        assert out.dtype == expected_out.dtype == torch.bfloat16 and h_n.dtype == expected_h_n.dtype
+        torch.testing.assert_close(out, expected_out, rtol=2e-2, atol=2e-2)
+        low_precision = nn.Linear(3, 3)(x)  # bfloat16 activations from an autocast layer
+        assert low_precision.dtype == torch.bfloat16
+        assert ours(low_precision)[0].dtype == theirs(low_precision)[0].dtype
+    out.float().sum().backward()
+    assert ours.weight_hh_l0.grad.dtype == torch.float32
+    with pytest.raises(ValueError, match="does not match weight dtype"):  # outside autocast, as nn.RNN
+        ours(x.bfloat16())
+
+
+def test_autocast_rnn_cell_and_compiled():
+    cell = torch_rnn.RNNCell(3, 4)
+    model = Tagger()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cell(torch.randn(2, 3)).dtype == torch.bfloat16
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        assert compiled(tokens(2, 5)).dtype == model(tokens(2, 5)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("options", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True)])
+def test_complex_rnn_equals_nn_rnn(dtype, options):
+    torch.manual_seed(0)
+    ours, theirs = torch_rnn.RNN(3, 4, dtype=dtype, **options), nn.RNN(3, 4, dtype=dtype, **options)
+    copy_into(ours, theirs)
+    x = torch.randn(2, 5, 3, dtype=dtype)
+    results = []
+    for module in (ours, theirs):
+        x_ = x.clone().requires_grad_()
+        out, h_n = module(x_)
+        (out.abs().pow(2).sum() + h_n.real.sum()).backward()
+        results.append([out, h_n, x_.grad, *(p.grad for p in module.parameters())])
+    tolerance = dict(rtol=1e-3, atol=1e-4) if dtype == torch.complex64 else TOLERANCE[torch.float64]
+    for a, e in zip(*results):
+        assert a.dtype == e.dtype == dtype
+        torch.testing.assert_close(a, e, **tolerance)
+
+
+def test_complex_rnn_cell_equals_nn_rnn_cell():
+    ours, theirs = torch_rnn.RNNCell(3, 4, dtype=torch.complex128), nn.RNNCell(3, 4, dtype=torch.complex128)
+    copy_into(ours, theirs)
+    x = torch.randn(2, 3, dtype=torch.complex128)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_complex_input_to_a_real_rnn_raises_nn_rnn_error():
+    x = torch.randn(5, 2, 3, dtype=torch.complex64)
+    with pytest.raises(ValueError) as ours:
+        torch_rnn.RNN(3, 4)(x)
+    with pytest.raises(ValueError) as theirs:
+        nn.RNN(3, 4)(x)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_empty_batch_with_lengths_returns_empty_outputs(batch_first):
+    rnn = torch_rnn.RNN(2, 3, batch_first=batch_first)
+    x = torch.randn(0, 4, 2) if batch_first else torch.randn(4, 0, 2)
+    output, h_n = rnn(x, lengths=torch.zeros(0, dtype=torch.long))
+    without = rnn(x)
+    assert output.shape == without[0].shape == x.shape[:2] + (3,) and h_n.shape == without[1].shape == (1, 0, 3)
