@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import functional, ops
 from .autograd import SoftmaxLossFunction
 from .modules import RNN, Affine, TemporalAffine, TemporalAverage, check_mask_rows
 
@@ -126,7 +127,10 @@ class SentimentRNN(nn.Module):
         check_mask_rows(mask, "SentimentRNN")  # before the RNN, whose error would only name the lengths
         lengths = mask.sum(1).long()  # (N,)
         prefix = torch.arange(mask.shape[1], device=mask.device) < lengths.unsqueeze(1)  # (N, T)
-        if not torch.equal(prefix, mask.bool()):
+        if torch.compiler.is_compiling():  # checked when the graph runs
+            torch._assert_async((prefix == mask.bool()).all(), "SentimentRNN: with skip_padding=True the mask "
+                                "must be 1s followed by 0s in every row")
+        elif not torch.equal(prefix, mask.bool()):
             raise ValueError("SentimentRNN: with skip_padding=True the mask must be 1s followed by 0s in every row")
         return lengths.cpu()
 
@@ -172,4 +176,5 @@ def softmax_loss(scores: Tensor, labels: Tensor) -> Tensor:
     """
     if scores.dim() != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(f"softmax_loss: expected scores (N, C) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
-    return SoftmaxLossFunction.apply(scores, labels)
+    return ops.dispatch(SoftmaxLossFunction, ops.softmax_loss, lambda s, y: functional.softmax_loss(s, y)[0],
+                        scores, labels)

@@ -13,7 +13,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import kernels, ops
 from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
                        reference_layer_forward)
-from .functional import NONLINEARITIES, packed_coordinates, rnn_step_forward
+from .functional import (NONLINEARITIES, average_forward, packed_coordinates, rnn_step_forward,
+                         temporal_affine_forward)
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -327,22 +328,17 @@ class RNN(nn.Module):
 
 def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str,
               batch_sizes: Optional[BatchSizes], reverse: bool) -> tuple[Tensor, Tensor]:
-    """One layer and direction: :class:`RNNFunction` in eager mode (forward-mode AD and ``torch.func`` rules),
-    the custom op ``torch_rnn::rnn_layer`` (:mod:`torch_rnn.ops`) under ``torch.compile`` and ``torch.export``,
-    which see it as one opaque node with a fake kernel and a registered backward. Same kernels either way."""
-    if torch.compiler.is_compiling():
-        if torch._C._are_functorch_transforms_active():
-            # A torch.func transform inside compiled code: custom ops do not support them (neither does Dynamo
-            # a Function with a jvp), so the equations are traced as they are, a step at a time.
-            if isinstance(batch_sizes, Tensor):
-                batch_sizes = batch_sizes.tolist()
-            return reference_layer_forward(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
-        if batch_sizes is not None and not isinstance(batch_sizes, Tensor):
-            batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
-        return torch.ops.torch_rnn.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
-    if isinstance(batch_sizes, Tensor):
+    """One layer and direction (:func:`torch_rnn.ops.dispatch`): :class:`RNNFunction` in eager mode, the custom op
+    ``torch_rnn::rnn_layer`` under ``torch.compile`` and ``torch.export``, which see one opaque node with a fake
+    kernel and a registered backward; the same kernels either way. ``batch_sizes`` travels as a list to the
+    loops and as a tensor to the op (a list's values would be baked into the graph)."""
+    as_op_argument = torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+    if isinstance(batch_sizes, Tensor) and not as_op_argument:
         batch_sizes = batch_sizes.tolist()
-    return RNNFunction.apply(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
+    elif batch_sizes is not None and not isinstance(batch_sizes, Tensor) and as_op_argument:
+        batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    return ops.dispatch(RNNFunction, ops.rnn_layer, reference_layer_forward, x, h0, Wx, Wh, b, nonlinearity,
+                        batch_sizes, reverse)
 
 
 def _autocast(*tensors: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
@@ -493,14 +489,7 @@ class RNNCell(nn.Module):
                 )
             _check_dtype("hx", h, Wx)
         b = _autocast(self.bias_ih + self.bias_hh)[0] if self.bias else None
-        if torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
-            # one opaque node with its hand-written backward (torch_rnn.ops); under a torch.func transform
-            # the step's equation is traced as it is (custom ops do not support the transforms)
-            next_h = torch.ops.torch_rnn.rnn_cell(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
-        elif torch.compiler.is_compiling():
-            next_h = rnn_step_forward(x, h, Wx, Wh, b, self.nonlinearity)[0]
-        else:
-            next_h = RNNCellFunction.apply(x, h, Wx, Wh, b, self.nonlinearity)  # (N, H)
+        next_h = ops.dispatch(RNNCellFunction, ops.rnn_cell, _reference_cell, x, h, Wx, Wh, b, self.nonlinearity)
         return next_h if is_batched else next_h.squeeze(0)
 
 
@@ -531,7 +520,7 @@ class TemporalAffine(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: expected x of shape (N, T, {self.in_features}), got {tuple(x.shape)}"
             )
-        return TemporalAffineFunction.apply(x, self.weight, self.bias)
+        return ops.dispatch(TemporalAffineFunction, ops.affine, _reference_affine, x, self.weight, self.bias)
 
 
 class Affine(TemporalAffine):
@@ -543,7 +532,7 @@ class Affine(TemporalAffine):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[-1] != self.in_features:
             raise ValueError(f"Affine: expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
-        return AffineFunction.apply(x, self.weight, self.bias)
+        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, x, self.weight, self.bias)
 
 
 class TemporalAverage(nn.Module):
@@ -559,11 +548,29 @@ class TemporalAverage(nn.Module):
                 f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
             )
         check_mask_rows(mask, "TemporalAverage")
-        return TemporalAverageFunction.apply(x, mask.to(x.dtype))
+        return ops.dispatch(TemporalAverageFunction, ops.temporal_average, _reference_average, x, mask.to(x.dtype))
+
+
+def _reference_cell(x: Tensor, h: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
+    return rnn_step_forward(x, h, Wx, Wh, b, nonlinearity)[0]
+
+
+def _reference_affine(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+    return temporal_affine_forward(x, W, b)[0]
+
+
+def _reference_average(x: Tensor, mask: Tensor) -> Tensor:
+    return average_forward(x, mask)[0]
 
 
 def check_mask_rows(mask: Tensor, who: str) -> None:
-    """ValueError naming the rows of ``mask (N, T)`` without a single real step: there is nothing to average."""
+    """ValueError naming the rows of ``mask (N, T)`` without a single real step: there is nothing to average.
+
+    In compiled code the values are not known while tracing: the check then runs with the graph, as a
+    RuntimeError that does not name the rows."""
+    if torch.compiler.is_compiling():
+        torch._assert_async((mask.sum(1) > 0).all(), f"{who}: a mask row has no real step to average over")
+        return
     empty = (mask.sum(1) == 0).nonzero().flatten()
     if empty.numel() > 0:
         raise ValueError(f"{who}: mask rows {empty.tolist()[:10]} have no real step to average over")

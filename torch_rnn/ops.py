@@ -177,3 +177,95 @@ def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequenc
         return False
     aligned = not reverse or len(batch_sizes) == 0 or batch_sizes[0] == batch_sizes[-1]
     return aligned and torch.ops.torch_rnn.panels_available()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sentiment model's head, for compiled code: the same equations as the Functions in torch_rnn.autograd.
+# ----------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("torch_rnn::affine", mutates_args=(), schema="(Tensor x, Tensor w, Tensor? b) -> Tensor")
+def affine(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    """``x w^T + b`` at every leading index: :func:`torch_rnn.functional.temporal_affine_forward`,
+    x ``(..., H)``, w ``(M, H)``, b ``(M,)`` -> ``(..., M)`` (``Affine`` and ``TemporalAffine``)."""
+    return F.temporal_affine_forward(x, w, b)[0].clone()
+
+
+@affine.register_fake
+def _affine_fake(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    return x.new_empty(*x.shape[:-1], w.shape[0])
+
+
+def _setup_affine_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    x, w, b = inputs
+    ctx.save_for_backward(x, w)
+    ctx.has_bias = b is not None
+
+
+def _affine_backward(ctx: Any, dout: Tensor) -> tuple:
+    x, w = ctx.saved_tensors
+    need_dx, need_dw, need_db = ctx.needs_input_grad
+    dx, dw, db = F.temporal_affine_backward(dout, (x, w, ctx.has_bias), need_dx, need_dw)
+    return dx, dw, db if need_db else None
+
+
+affine.register_autograd(_affine_backward, setup_context=_setup_affine_context)
+
+
+@torch.library.custom_op("torch_rnn::temporal_average", mutates_args=(), schema="(Tensor x, Tensor mask) -> Tensor")
+def temporal_average(x: Tensor, mask: Tensor) -> Tensor:
+    """:func:`torch_rnn.functional.average_forward`: x ``(N, T, M)``, mask ``(N, T)`` of x's dtype -> ``(N, M)``."""
+    return F.average_forward(x, mask)[0]
+
+
+@temporal_average.register_fake
+def _temporal_average_fake(x: Tensor, mask: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0], x.shape[2])
+
+
+def _setup_average_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    ctx.save_for_backward(inputs[1])
+
+
+def _average_backward(ctx: Any, dout: Tensor) -> tuple:
+    (mask,) = ctx.saved_tensors
+    return F.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
+
+
+temporal_average.register_autograd(_average_backward, setup_context=_setup_average_context)
+
+
+@torch.library.custom_op("torch_rnn::softmax_loss", mutates_args=(), schema="(Tensor scores, Tensor y) -> Tensor")
+def softmax_loss(scores: Tensor, y: Tensor) -> Tensor:
+    """:func:`torch_rnn.functional.softmax_loss`: scores ``(N, C)``, labels ``(N,)`` int64 -> the mean loss."""
+    return F.softmax_loss(scores, y)[0]
+
+
+@softmax_loss.register_fake
+def _softmax_loss_fake(scores: Tensor, y: Tensor) -> Tensor:
+    return scores.new_empty(())
+
+
+def _setup_loss_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _softmax_loss_backward(ctx: Any, dloss: Tensor) -> tuple:
+    scores, y = ctx.saved_tensors
+    return (F.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None), None
+
+
+softmax_loss.register_autograd(_softmax_loss_backward, setup_context=_setup_loss_context)
+
+
+def dispatch(function: type[torch.autograd.Function], op: Any, reference: Any, *args: Any) -> Any:
+    """Run one of torch_rnn's computations the way the context needs:
+
+    - eager mode: the autograd ``Function`` (hand-written backward, forward-mode AD, ``torch.func`` rules);
+    - ``torch.compile`` / ``torch.export``: the custom ``op`` (one opaque node, the same hand-written backward);
+    - a ``torch.func`` transform inside compiled code, which custom ops and Dynamo's handling of Functions with
+      a ``jvp`` do not support: the ``reference`` equations, traced as they are.
+    """
+    if not torch.compiler.is_compiling():
+        return function.apply(*args)
+    if torch._C._are_functorch_transforms_active():
+        return reference(*args)
+    return op(*args)
