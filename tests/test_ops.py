@@ -125,3 +125,20 @@ def test_rnn_runs_under_fake_tensor_mode(config):
         output, h_n = rnn(x)
     directions = 2 if config.get("bidirectional") else 1
     assert output.shape[-1] == directions * H and h_n.shape == (config.get("num_layers", 1) * directions, N, H)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", [(4,), (4, 5)])
+def test_affine_passes_opcheck(leading, bias):
+    x = torch.randn(*leading, D, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(H, D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(H, dtype=torch.float64, requires_grad=True) if bias else None
+    torch.library.opcheck(torch.ops.torch_rnn.affine.default, (x, w, b))
+
+
+def test_temporal_average_and_softmax_loss_pass_opcheck():
+    x = torch.randn(N, T, H, dtype=torch.float64, requires_grad=True)
+    mask = (torch.arange(T) < torch.tensor([T, 2, 1]).unsqueeze(1)).to(torch.float64)
+    torch.library.opcheck(torch.ops.torch_rnn.temporal_average.default, (x, mask))
+    scores = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.torch_rnn.softmax_loss.default, (scores, torch.tensor([0, 3, 1])))
