@@ -14,7 +14,7 @@ T, N, D, H = 4, 3, 5, 6
 
 
 def layer_sample(layout="time", lengths=None, packed=False, reverse=False, bias=True, nonlinearity="tanh",
-                 dtype=torch.float64, onehot=False, n=N, h=H, d=D):
+                 dtype=torch.float64, onehot=False, n=N, h=H, d=D, unsorted_lengths=None):
     """Arguments of torch_rnn::rnn_layer: x in the given layout, weights that keep the states bounded."""
     gen = torch.Generator().manual_seed(0)
     if packed:
@@ -31,13 +31,14 @@ def layer_sample(layout="time", lengths=None, packed=False, reverse=False, bias=
             x = torch.randn(*shape, d, dtype=dtype, generator=gen)
         if layout == "batch":
             x = x.transpose(0, 1)  # (T, N, ...) view of batch-first memory
+    lengths_ = None if unsorted_lengths is None else torch.tensor(unsorted_lengths)
     if not onehot:
         x.requires_grad_()
     weights = [torch.randn(n, h, dtype=dtype, generator=gen), torch.randn(h, d, dtype=dtype, generator=gen),
                0.5 * torch.randn(h, h, dtype=dtype, generator=gen) / h ** 0.5]
     h0, wx, wh = (w.requires_grad_() for w in weights)
     b = torch.randn(h, dtype=dtype, generator=gen, requires_grad=True) if bias else None
-    return (x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse)
+    return (x, h0, wx, wh, b, nonlinearity, batch_sizes, lengths_, reverse)
 
 
 LAYER_SAMPLES = {
@@ -59,6 +60,12 @@ LAYER_SAMPLES = {
     "float32, 40 rows": layer_sample(dtype=torch.float32, n=40, h=20, d=20),
     "float32, 40 rows, batch-first": layer_sample(dtype=torch.float32, layout="batch", n=40, h=20, d=20),
     "complex128": layer_sample(dtype=torch.complex128),
+    "lengths (the op packs)": layer_sample(unsorted_lengths=[2, T, 1]),
+    "batch-first lengths reverse (the op packs)": layer_sample(layout="batch", unsorted_lengths=[2, T, 3],
+                                                               reverse=True),
+    "one-hot lengths": layer_sample(onehot=True, unsorted_lengths=[1, 3, T]),
+    "float32, 40 rows, lengths": layer_sample(dtype=torch.float32, n=40, h=20, d=20,
+                                              unsorted_lengths=[(i % T) + 1 for i in range(40)]),
 }
 
 
@@ -68,13 +75,14 @@ def test_rnn_layer_passes_opcheck(sample):
 
 
 @pytest.mark.parametrize("mask", [(True,) * 5, (False, True, False, True, False), (True, False, True, False, True)])
-@pytest.mark.parametrize("name", ["time-major", "batch-first view", "packed reverse", "one-hot", "float32, 40 rows"])
+@pytest.mark.parametrize("name", ["time-major", "batch-first view", "packed reverse", "one-hot", "float32, 40 rows",
+                                  "batch-first lengths reverse (the op packs)"])
 def test_rnn_layer_backward_passes_opcheck(name, mask):
-    x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse = LAYER_SAMPLES[name]
-    h, h_last = torch.ops.torch_rnn.rnn_layer(x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse)
+    x, h0, wx, wh, b, nonlinearity, batch_sizes, lengths, reverse = LAYER_SAMPLES[name]
+    h, h_last = torch.ops.torch_rnn.rnn_layer(x, h0, wx, wh, b, nonlinearity, batch_sizes, lengths, reverse)
     dh, dh_last = torch.randn_like(h), torch.randn_like(h_last)
     args = (dh, dh_last, x.detach(), h0.detach(), wx.detach(), wh.detach(), h.detach(), nonlinearity, batch_sizes,
-            reverse, list(mask))
+            lengths, reverse, list(mask))
     torch.library.opcheck(torch.ops.torch_rnn.rnn_layer_backward.default, args)
     grads = torch.ops.torch_rnn.rnn_layer_backward(*args)
     needed = [m and (i != 0 or x.is_floating_point()) for i, m in enumerate(mask)]
@@ -90,8 +98,8 @@ def test_rnn_cell_passes_opcheck(bias, dtype):
 
 
 def native_forward_sample(name):
-    x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse = (a.detach() if isinstance(a, torch.Tensor) else a
-                                                           for a in LAYER_SAMPLES[name])
+    x, h0, wx, wh, b, nonlinearity, batch_sizes, _, reverse = (a.detach() if isinstance(a, torch.Tensor) else a
+                                                              for a in LAYER_SAMPLES[name])
     sizes = [] if batch_sizes is None else batch_sizes.tolist()
     p = torch.empty(*x.shape[:-1], wh.shape[0], dtype=x.dtype)
     return p, x, h0, wx, wh, b, nonlinearity == "relu", sizes, reverse

@@ -349,3 +349,22 @@ def test_empty_batch_with_lengths_returns_empty_outputs(batch_first):
     output, h_n = rnn(x, lengths=torch.zeros(0, dtype=torch.long))
     without = rnn(x)
     assert output.shape == without[0].shape == x.shape[:2] + (3,) and h_n.shape == without[1].shape == (1, 0, 3)
+
+
+def test_onnx_export_with_lengths_uses_sequence_lens(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import torch_rnn.onnx  # noqa: F401
+
+    model = torch_rnn.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x, lengths = torch.randn(3, 6, 3), torch.tensor([6, 2, 4])
+    batch = torch.export.Dim("batch")
+    program = torch.onnx.export(model, (x,), kwargs={"lengths": lengths}, dynamo=True, verbose=False,
+                                dynamic_shapes={"input": {0: batch}, "lengths": {0: batch}})
+    path = tmp_path / "lengths.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, lengths = torch.randn(4, 6, 3), torch.tensor([1, 6, 3, 5])
+    feed = {given.name: value.numpy() for given, value in zip(session.get_inputs(), (x, lengths))}
+    for a, e in zip(session.run(None, feed), model(x, lengths=lengths)):
+        torch.testing.assert_close(torch.from_numpy(a), e, rtol=1e-5, atol=1e-5)

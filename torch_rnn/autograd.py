@@ -100,10 +100,19 @@ def _has_values(x: Tensor) -> bool:
     return x.is_floating_point() or x.is_complex()
 
 
-def laid_out_like(result: Tensor, buffer: Tensor) -> Tensor:
-    """``result`` itself when it has ``buffer``'s strides, else copied into ``buffer``: the custom ops promise
-    their fake kernels' layouts, whichever loop computed the values."""
-    return result if result.stride() == buffer.stride() else buffer.copy_(result)
+def laid_out_like_sequence(result: Tensor, x: Tensor) -> Tensor:
+    """``result (T, N, F)`` (packed ``(R, F)``) itself when it is laid out as :func:`sequence_buffer` lays out a
+    buffer for ``x``, else a copy so laid out: the custom ops promise their fake kernels' layouts, whichever
+    loop computed the values."""
+    features = result.shape[-1]
+    if result.dim() == 3 and _batch_major_sequence(x):
+        T, N, _ = result.shape
+        laid_out = result.stride() == (features, T * features, 1)
+    else:
+        laid_out = result.is_contiguous()
+    if laid_out or result.numel() == 0:
+        return result
+    return sequence_buffer(x, features, result.dtype).copy_(result)
 
 
 def _fast_loops_apply(*tensors: Optional[Tensor]) -> bool:

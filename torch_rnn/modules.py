@@ -10,11 +10,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import kernels, ops
+from . import ops
+from .layout import Packing, cat_features, rows_as_they_lie
 from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
                        reference_layer_forward)
-from .functional import (NONLINEARITIES, average_forward, packed_coordinates, rnn_step_forward,
-                         temporal_affine_forward)
+from .functional import NONLINEARITIES, average_forward, rnn_step_forward, temporal_affine_forward
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -217,28 +217,16 @@ class RNN(nn.Module):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         hx = self._initial_state(hx, N, x)  # (L * dirs, N, H)
 
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, N, T)
         if lengths is None or N == 0:
-            if lengths is not None:
-                self._check_lengths(lengths, N, T)
-            output, h_n = self._run_layers(_rows_as_they_lie(x), hx, None)
-        elif torch.compiler.is_compiling():  # rows sorted by length, padded: every shape static
-            lengths = self._check_lengths(lengths, N, T)
-            sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-            batch_sizes = (sorted_lengths.unsqueeze(0) > torch.arange(T).unsqueeze(1)).sum(1)  # (T,) running rows
-            sorted_output, h_n = self._run_layers(_rows_as_they_lie(x)[:, order.to(x.device)], hx[:, order],
-                                                  batch_sizes)
-            unsort = torch.argsort(order).to(x.device)
-            output, h_n = sorted_output[:, unsort], h_n[:, unsort]
-        else:  # packed inside: padding is neither stored nor computed
-            lengths = self._check_lengths(lengths, N, T)
-            sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
-            steps = torch.arange(int(sorted_lengths[0])).unsqueeze(1)  # (T', 1)
-            batch_sizes = (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist()  # rows running at each step
-            memory_rows = _packed_memory_rows(x, order, batch_sizes)  # (R,) where each packed row lies in x
-            packed_output, h_n = self._run_layers(_memory_view(x).index_select(0, memory_rows), hx[:, order],
-                                                  batch_sizes)
-            output = _unpack(packed_output, memory_rows, x)  # (T, N, dirs * H), in x's memory layout
-            h_n = h_n[:, torch.argsort(order)]
+            output, h_n = self._run_layers(rows_as_they_lie(x), hx, None)
+        elif torch.compiler.is_compiling():  # each layer's op packs its rows itself: every shape stays static
+            output, h_n = self._run_layers(rows_as_they_lie(x), hx, None, lengths)
+        else:  # packed once for all layers: padding is neither stored nor computed
+            packing = Packing.of(lengths)
+            packed_output, h_n = self._run_layers(packing.pack(x), packing.sort(hx), packing.batch_sizes)
+            output, h_n = packing.unpack(packed_output, x), packing.unsort(h_n)  # (T, N, dirs * H) like x
 
         if not is_batched:
             return output.squeeze(1), h_n.squeeze(1)
@@ -264,10 +252,12 @@ class RNN(nn.Module):
             h_n = h_n.index_select(1, packed.unsorted_indices)
         return PackedSequence(output, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
 
-    def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[BatchSizes]) -> tuple[Tensor, Tensor]:
+    def _run_layers(self, x: Tensor, hx: Tensor, batch_sizes: Optional[BatchSizes],
+                    lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """All layers and directions over ``x (T, N, D)`` (or ``(T, N)`` indices), or packed ``x (R, D)``
-        (or ``(R,)``) with ``batch_sizes``, the rows running at each step. The reverse direction runs each row
-        from its own last step inside the layer (:func:`rnn_layer`), on the same input.
+        (or ``(R,)``) with ``batch_sizes``, the rows running at each step; or padded ``x`` with ``lengths``,
+        which each layer packs itself. The reverse direction runs each row from its own last step inside the
+        layer (:func:`rnn_layer`), on the same input.
         """
         num_directions = 2 if self.bidirectional else 1
         h_n = []
@@ -281,10 +271,10 @@ class RNN(nn.Module):
                 Wx, Wh, b = _autocast(Wx, Wh, b)
                 h0 = hx[layer * num_directions + direction]  # (N, H)
                 out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
-                                        direction == 1)  # (T, N, H), (N, H)
+                                        direction == 1, lengths)  # (T, N, H), (N, H)
                 h_n.append(h_last)
                 outputs.append(out)
-            layer_input = outputs[0] if len(outputs) == 1 else _cat_features(outputs)  # (T, N, dirs * H)
+            layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
         return layer_input, torch.stack(h_n)
@@ -327,16 +317,25 @@ class RNN(nn.Module):
 
 
 def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str,
-              batch_sizes: Optional[BatchSizes], reverse: bool) -> tuple[Tensor, Tensor]:
+              batch_sizes: Optional[BatchSizes], reverse: bool, lengths: Optional[Tensor] = None
+              ) -> tuple[Tensor, Tensor]:
     """One layer and direction (:func:`torch_rnn.ops.dispatch`): :class:`RNNFunction` in eager mode, the custom op
     ``torch_rnn::rnn_layer`` under ``torch.compile`` and ``torch.export``, which see one opaque node with a fake
     kernel and a registered backward; the same kernels either way. ``batch_sizes`` travels as a list to the
-    loops and as a tensor to the op (a list's values would be baked into the graph)."""
+    loops and as a tensor to the op (a list's values would be baked into the graph); ``lengths (N,)`` of a
+    padded ``x`` goes to the op, which packs the rows inside, and is packed here otherwise."""
     as_op_argument = torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+    if lengths is not None and not as_op_argument:
+        packing = Packing.of(lengths)
+        h, h_last = rnn_layer(packing.pack(x), packing.sort(h0), Wx, Wh, b, nonlinearity, packing.batch_sizes,
+                              reverse)
+        return packing.unpack(h, x), packing.unsort(h_last)
     if isinstance(batch_sizes, Tensor) and not as_op_argument:
         batch_sizes = batch_sizes.tolist()
     elif batch_sizes is not None and not isinstance(batch_sizes, Tensor) and as_op_argument:
         batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    if as_op_argument:
+        return ops.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, lengths, reverse)
     return ops.dispatch(RNNFunction, ops.rnn_layer, reference_layer_forward, x, h0, Wx, Wh, b, nonlinearity,
                         batch_sizes, reverse)
 
@@ -356,43 +355,6 @@ def _autocast_one(t: Optional[Tensor]) -> Optional[Tensor]:
     if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
         return t
     return t.to(torch.get_autocast_dtype(device))
-
-
-# Sequences travel as (T, N, ...) tensors in either memory layout: time-major, or batch-first memory seen
-# time-major. These helpers keep the layout they are given, so batch_first input is never transposed in memory.
-def _rows_as_they_lie(x: Tensor) -> Tensor:
-    """``x (T, N, ...)`` unchanged when time-major or batch-major in memory, else a time-major copy."""
-    return x if x.is_contiguous() or kernels.batch_major(x) else x.contiguous()
-
-
-def _memory_view(x: Tensor) -> Tensor:
-    """``x (T, N, ...)`` (time-major or batch-major memory) as its rows in memory order, ``(T * N, ...)``."""
-    rows = x.transpose(0, 1) if kernels.batch_major(x) else x.contiguous()
-    return rows.reshape(-1, *x.shape[2:])
-
-
-def _packed_memory_rows(x: Tensor, order: Tensor, batch_sizes: list[int]) -> Tensor:
-    """For every packed row (step ``t`` of sequence ``order[i]``, ``i < batch_sizes[t]``), its row in
-    :func:`_memory_view` of ``x``: sorting and packing become one gather."""
-    T, N = x.shape[0], x.shape[1]
-    t, i = packed_coordinates(batch_sizes)  # (R,) every packed row's step and (sorted) sequence
-    sequence = order[i]  # (R,) the sequence in x
-    rows = sequence * T + t if kernels.batch_major(x) else t * N + sequence
-    return rows.to(x.device)
-
-
-def _unpack(packed: Tensor, memory_rows: Tensor, like: Tensor) -> Tensor:
-    """Packed rows ``(R, F)`` back to a ``(T, N, F)`` sequence in ``like``'s memory layout, zero elsewhere."""
-    T, N = like.shape[0], like.shape[1]
-    flat = packed.new_zeros(T * N, packed.shape[-1]).index_copy(0, memory_rows, packed)
-    return flat.view(N, T, -1).transpose(0, 1) if kernels.batch_major(like) else flat.view(T, N, -1)
-
-
-def _cat_features(outputs: list[Tensor]) -> Tensor:
-    """The directions' outputs ``(T, N, H)`` (or packed ``(R, H)``) side by side, in their memory layout."""
-    if all(kernels.batch_major(o) for o in outputs):
-        return torch.cat([o.transpose(0, 1) for o in outputs], dim=2).transpose(0, 1)
-    return torch.cat(outputs, dim=-1)
 
 
 class RNNCell(nn.Module):

@@ -10,8 +10,8 @@ kernel), with no custom domain. Needs ``onnxscript`` (``pip install -e .[dev]`` 
 The ONNX operator (https://onnx.ai/onnx/operators/onnx__RNN.html) computes, per direction,
 ``H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb)``: our ``W_x``, ``W_h`` and ``b`` (as ``Wb``, with ``Rb = 0``),
 ``X`` ``(T, N, D)`` time-major, ``Y`` ``(T, num_directions = 1, N, H)``, ``Y_h`` ``(1, N, H)``; ``direction =
-"reverse"`` runs each row backwards from its last step, as ``reverse=True`` does. Lengths (``batch_sizes``,
-rows sorted by length) become ``sequence_lens``; the outputs past a row's length are zero in both.
+"reverse"`` runs each row backwards from its last step, as ``reverse=True`` does. ``lengths`` (``RNN(x,
+lengths=...)``) become ``sequence_lens``; the outputs past a row's length are zero in both.
 
 Not translated: one-hot index inputs (the ONNX operator takes vectors: put an ``nn.Embedding`` in front) and
 packed ``(R, D)`` sequences (PackedSequence input).
@@ -25,22 +25,21 @@ import torch
 _ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
 
 
-def _rnn_layer(x, h0, wx, wh, b=None, nonlinearity: str = "tanh", batch_sizes=None, reverse: bool = False):
+def _rnn_layer(x, h0, wx, wh, b=None, nonlinearity: str = "tanh", batch_sizes=None, lengths=None,
+               reverse: bool = False):
     """``torch_rnn::rnn_layer`` as ONNX ``RNN``, built with ONNX Script (the attributes are Python values)."""
     from onnxscript import opset18 as op
 
+    if batch_sizes is not None:
+        raise ValueError("torch_rnn ONNX export: packed sequences (PackedSequence input) have no ONNX translation; "
+                         "pass the padded batch with lengths= instead")
     hidden_size = wh.shape[0]
     if not isinstance(hidden_size, int):
         raise ValueError("torch_rnn ONNX export: W_h needs a static shape (it is a parameter)")
     bias = None
     if b is not None:  # ONNX's B is [Wb, Rb]: the sum b_ih + b_hh goes in Wb, Rb stays zero
         bias = op.Unsqueeze(op.Concat(b, op.Sub(b, b), axis=0), [0])  # (1, 2H)
-    sequence_lens = None
-    if batch_sizes is not None:  # rows sorted by length: row i runs while batch_sizes[t] > i
-        rows = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(x, start=1, end=2), [0]),
-                        op.Constant(value_int=1))  # (N,)
-        running = op.Less(op.Unsqueeze(rows, [0]), op.Unsqueeze(batch_sizes, [1]))  # (T, N)
-        sequence_lens = op.Cast(op.ReduceSum(op.Cast(running, to=7), [0], keepdims=0), to=6)  # int32 (N,)
+    sequence_lens = None if lengths is None else op.Cast(lengths, to=6)  # int32 (N,)
     y, y_h = op.RNN(x, op.Unsqueeze(wx, [0]), op.Unsqueeze(wh, [0]), bias, sequence_lens, op.Unsqueeze(h0, [0]),
                     activations=[_ACTIVATIONS[nonlinearity]], direction="reverse" if reverse else "forward",
                     hidden_size=hidden_size)  # (T, 1, N, H), (1, N, H)

@@ -2,10 +2,10 @@
 
 Two functional ops wrap one RNN layer over a whole sequence and its backpropagation through time:
 
-- ``torch_rnn::rnn_layer(x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse) -> (h, h_last)``, with
+- ``torch_rnn::rnn_layer(x, h0, wx, wh, b, nonlinearity, batch_sizes, lengths, reverse) -> (h, h_last)``, with
   autograd registered (:func:`_backward`), so a compiled or exported graph holds one node per layer and
   direction, never an unrolled time loop;
-- ``torch_rnn::rnn_layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, batch_sizes, reverse,
+- ``torch_rnn::rnn_layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, batch_sizes, lengths, reverse,
   output_mask) -> (dx, dh0, dwx, dwh, db)``, each gradient None where ``output_mask`` says it is not needed.
 
 Their kernels are :func:`torch_rnn.autograd.layer_forward` / ``layer_backward`` for every device: the C++
@@ -23,6 +23,9 @@ Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
     batch_sizes: None (every row runs ``T`` steps) or an int64 CPU tensor ``(T,)`` of non-increasing counts
         of the rows running at each step, rows sorted by length (PackedSequence's convention); with a padded
         ``x`` the rows past their length get zeros.
+    lengths: None, or an int64 tensor ``(N,)`` of a padded ``x``'s row lengths, each in ``1..T``, in any order:
+        the kernel packs the rows (one gather), runs them packed and unpacks (zeros past each length), so the
+        op's shapes never depend on the lengths' values (``RNN(..., lengths=)`` under ``torch.compile``).
     reverse: run each row backwards from its own last step.
 
 Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.autograd.sequence_buffer`) and ``h_last (N, H)``.
@@ -35,12 +38,13 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .autograd import _has_values, laid_out_like, layer_backward, layer_forward, sequence_buffer
+from .layout import Packing
+from .autograd import _has_values, laid_out_like_sequence, layer_backward, layer_forward, sequence_buffer
 
 _LAYER_SCHEMA = ("(Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor? b, str nonlinearity, Tensor? batch_sizes, "
-                 "bool reverse) -> (Tensor, Tensor)")
+                 "Tensor? lengths, bool reverse) -> (Tensor, Tensor)")
 _BACKWARD_SCHEMA = ("(Tensor dh, Tensor dh_last, Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor h, "
-                    "str nonlinearity, Tensor? batch_sizes, bool reverse, bool[5] output_mask) "
+                    "str nonlinearity, Tensor? batch_sizes, Tensor? lengths, bool reverse, bool[5] output_mask) "
                     "-> (Tensor?, Tensor?, Tensor?, Tensor?, Tensor?)")
 
 
@@ -51,37 +55,53 @@ def _sizes(batch_sizes: Optional[Tensor]) -> Optional[list[int]]:
 
 @torch.library.custom_op("torch_rnn::rnn_layer", mutates_args=(), schema=_LAYER_SCHEMA)
 def rnn_layer(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str,
-              batch_sizes: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
+              batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
     if not _has_values(x) and x.numel() > 0:  # checked here, where the values exist (also when compiled)
         low, high = (int(v) for v in torch.aminmax(x))
         if low < -1 or high >= wx.shape[1]:
             raise ValueError(f"RNN: one-hot indices must lie in [-1, input_size={wx.shape[1]}), got values in "
                              f"[{low}, {high}]")
+    if lengths is not None and x.shape[1] > 0:  # packed here, so the loops never see the padding
+        packing = Packing.of(lengths)
+        h, h_last = layer_forward(packing.pack(x), packing.sort(h0), wx, wh, b, nonlinearity, packing.batch_sizes,
+                                  reverse)
+        return packing.unpack(h, x), packing.unsort(h_last)
     h, h_last = layer_forward(x, h0, wx, wh, b, nonlinearity, _sizes(batch_sizes), reverse)
-    return laid_out_like(h, sequence_buffer(x, wh.shape[0], wh.dtype)), h_last.contiguous()
+    return laid_out_like_sequence(h, x), h_last.contiguous()
 
 
 @rnn_layer.register_fake
 def _rnn_layer_fake(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str,
-                    batch_sizes: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
+                    batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
     return sequence_buffer(x, wh.shape[0], wh.dtype), h0.new_empty(h0.shape)
 
 
 @torch.library.custom_op("torch_rnn::rnn_layer_backward", mutates_args=(), schema=_BACKWARD_SCHEMA)
 def rnn_layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, h: Tensor,
-                       nonlinearity: str, batch_sizes: Optional[Tensor], reverse: bool,
+                       nonlinearity: str, batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
                        output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
     with torch.no_grad():  # the fast loops
-        grads = layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, _sizes(batch_sizes), reverse,
-                               output_mask)
-    return tuple(None if grad is None else laid_out_like(grad, like)
-                 for grad, like in zip(grads, _backward_fake(dh, dh_last, x, h0, wx, wh, h, nonlinearity,
-                                                             batch_sizes, reverse, output_mask)))
+        dx, *rest = _layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, batch_sizes, lengths, reverse,
+                                    output_mask)
+    return (None if dx is None else laid_out_like_sequence(dx, x), *(g if g is None else g.contiguous() for g in rest))
+
+
+def _layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, h: Tensor,
+                    nonlinearity: str, batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+                    output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
+    """:func:`torch_rnn.autograd.layer_backward`, on the packed rows when the forward packed them (``lengths``)."""
+    if lengths is None or x.shape[1] == 0:
+        return layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, _sizes(batch_sizes), reverse,
+                              output_mask)
+    packing = Packing.of(lengths)
+    dx, dh0, *rest = layer_backward(packing.pack(dh), packing.sort(dh_last), packing.pack(x), packing.sort(h0), wx,
+                                    wh, packing.pack(h), nonlinearity, packing.batch_sizes, reverse, output_mask)
+    return (None if dx is None else packing.unpack(dx, x), None if dh0 is None else packing.unsort(dh0), *rest)
 
 
 @rnn_layer_backward.register_fake
 def _backward_fake(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, h: Tensor,
-                   nonlinearity: str, batch_sizes: Optional[Tensor], reverse: bool,
+                   nonlinearity: str, batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
                    output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
     need_dx, need_dh0, need_dwx, need_dwh, need_db = output_mask
     return (sequence_buffer(x, wx.shape[1], wx.dtype) if need_dx and _has_values(x) else None,
@@ -92,9 +112,9 @@ def _backward_fake(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tenso
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
-    x, h0, wx, wh, b, nonlinearity, batch_sizes, reverse = inputs
+    x, h0, wx, wh, b, nonlinearity, batch_sizes, lengths, reverse = inputs
     ctx.save_for_backward(x, h0, wx, wh, output[0])
-    ctx.nonlinearity, ctx.batch_sizes, ctx.reverse = nonlinearity, batch_sizes, reverse
+    ctx.nonlinearity, ctx.batch_sizes, ctx.lengths, ctx.reverse = nonlinearity, batch_sizes, lengths, reverse
 
 
 def _backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
@@ -103,12 +123,12 @@ def _backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
     x, h0, wx, wh, h = ctx.saved_tensors
     needs = tuple(ctx.needs_input_grad[:5])
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        grads = layer_backward(dh, dh_last, x, h0, wx, wh, h, ctx.nonlinearity, _sizes(ctx.batch_sizes),
-                               ctx.reverse, needs)
+        grads = _layer_backward(dh, dh_last, x, h0, wx, wh, h, ctx.nonlinearity, ctx.batch_sizes, ctx.lengths,
+                                ctx.reverse, needs)
     else:
         grads = torch.ops.torch_rnn.rnn_layer_backward(dh, dh_last, x, h0, wx, wh, h, ctx.nonlinearity,
-                                                       ctx.batch_sizes, ctx.reverse, list(needs))
-    return (*grads, None, None, None)
+                                                       ctx.batch_sizes, ctx.lengths, ctx.reverse, list(needs))
+    return (*grads, None, None, None, None)
 
 
 rnn_layer.register_autograd(_backward, setup_context=_setup_context)

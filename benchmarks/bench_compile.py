@@ -1,0 +1,174 @@
+"""Eager against ``torch.compile``: training-step times and compile times, torch_rnn and nn.RNN (float32, CPU).
+
+Rows: the ``(N, T, D, H)`` shapes of ``bench_rnn.py`` (``batch_first=True``, ``tanh``; the two-layer
+bidirectional rows too, with lengths ``1..T`` in the last), and the sentiment model of ``configs/default.yaml``
+(``SentimentRNN``: embedding 100, one RNN layer of 128, temporal affine 128, two classes; batch 50 of 50
+tokens, lengths drawn from ``1..50``) with its softmax loss.
+
+Per row and implementation:
+
+- **eager** and **compiled** ms: one training step as ``bench_rnn.py`` times it: gradients to None, the loss
+  ``output.sum() + h_n.sum()`` (the sentiment model: ``softmax_loss(model(tokens, mask), labels)``), its
+  ``backward()``; medians over interleaved rounds (``bench_rnn.time_interleaved``).
+- The compiled step compiles the loss, ``torch.compile(loss, backend=...)`` (inductor unless ``--backend``),
+  network and loss together as in training (compiling the network alone, autograd would hand its backward a
+  materialised copy of ``output.sum()``'s expanded gradient, which the eager loops read in place): torch_rnn with
+  ``fullgraph=True`` (its layers are custom ops, :mod:`torch_rnn.ops`); nn.RNN with the default, since Dynamo
+  cannot trace nn.RNN and runs it eagerly between two graphs (``fullgraph=True`` fails for it).
+- **compile s**: the wall time of the first compiled step (tracing, compiling forward and backward, one run).
+- Before timing, the compiled step's output and input gradient are checked against eager (1e-4).
+
+Ratios are compiled / eager (below 1: compiling helps). The header gives the threads and load averages.
+
+Run from the repository root::
+
+    python benchmarks/bench_compile.py              # all rows (about ten minutes: each row compiles twice)
+    python benchmarks/bench_compile.py --quick      # fewer rounds, two shapes
+    python benchmarks/bench_compile.py --shapes 32,50,64,128 --backend aot_eager
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_rnn  # noqa: E402  (the shapes, the training step and the interleaved timing)
+
+from torch_rnn.models import SentimentRNN, softmax_loss  # noqa: E402
+
+TOLERANCE = 1e-4
+SENTIMENT = "sentiment model"
+
+
+def sentiment_case() -> tuple[dict[str, Callable[[], Tensor]], list[Tensor]]:
+    """default.yaml's network on a batch of 50 sentences of up to 50 tokens; the loss as a closure."""
+    torch.manual_seed(bench_rnn.SEED)
+    model = SentimentRNN(20000, 128, 128, 2, input_mode="embedding", embedding_dim=100, dropout=0.0)
+    lengths = torch.randint(1, 51, (50,))
+    mask = (torch.arange(50) < lengths.unsqueeze(1)).float()
+    tokens = torch.randint(1, 20000, (50, 50)) * mask.long()
+    labels = torch.randint(0, 2, (50,))
+    return {"loss": lambda: softmax_loss(model(tokens, mask), labels)}, list(model.parameters())
+
+
+def steps_for(case, backend: str) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
+    """Eager and compiled training steps of one row, checked against each other; the compile seconds."""
+    if case == SENTIMENT:
+        forwards, leaves = sentiment_case()
+        implementations = {"torch_rnn": (forwards["loss"], leaves, True)}
+    else:
+        bench = bench_rnn.build(case)
+        implementations = {name: (scalar_loss(bench.forwards[name]), bench.leaves[name], name == "torch_rnn")
+                           for name in ("torch_rnn", "nn.RNN")}
+    steps, compile_seconds = {}, {}
+    for name, (forward, leaf_list, fullgraph) in implementations.items():
+        compiled_forward = torch.compile(forward, backend=backend, fullgraph=fullgraph)
+        eager_step, compiled_step = step(forward, leaf_list), step(compiled_forward, leaf_list)
+        start = time.perf_counter()
+        compiled_step()
+        compile_seconds[name] = time.perf_counter() - start
+        check(forward, compiled_forward, leaf_list, f"{name} at {label(case)}")
+        steps[f"{name} eager"], steps[f"{name} compiled"] = eager_step, compiled_step
+    return steps, compile_seconds
+
+
+def scalar_loss(forward: Callable[[], tuple[Tensor, Tensor]]) -> Callable[[], Tensor]:
+    """``output.sum() + h_n.sum()`` of an RNN forward: the loss is compiled with the network, as in training."""
+    def loss() -> Tensor:
+        output, h_n = forward()
+        return output.sum() + h_n.sum()
+
+    return loss
+
+
+def step(loss: Callable[[], Tensor], leaves: Sequence[Tensor]) -> Callable[[], None]:
+    def run() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        loss().backward()
+
+    return run
+
+
+def check(forward: Callable, compiled_forward: Callable, leaves: Sequence[Tensor], what: str) -> None:
+    """The compiled step's output and first leaf's gradient equal eager's within :data:`TOLERANCE`."""
+    results = []
+    for f in (forward, compiled_forward):
+        leaves[0].grad = None
+        value = f()
+        value.backward()
+        results.append((value.detach(), leaves[0].grad.clone()))
+    for a, b in zip(*results):
+        error = (a - b).abs().max().item()
+        if not error <= TOLERANCE * max(1.0, b.abs().max().item()):
+            raise bench_rnn.MismatchError(f"compiled {what} differs from eager by {error:.2e}")
+
+
+def label(case) -> str:
+    return case if isinstance(case, str) else case.label
+
+
+def run(cases: Sequence, settings: bench_rnn.Settings, backend: str) -> tuple[list[dict], list[float]]:
+    prepared = [(case, *steps_for(case, backend)) for case in cases]
+    medians, loads = bench_rnn.time_interleaved([steps for _, steps, _ in prepared], settings)
+    rows = []
+    for (case, _, compile_seconds), times in zip(prepared, medians):
+        row = {"row": label(case)}
+        for name in compile_seconds:
+            eager, compiled = times[f"{name} eager"] * 1e3, times[f"{name} compiled"] * 1e3
+            row[name] = dict(eager_ms=eager, compiled_ms=compiled, ratio=compiled / eager,
+                             compile_s=compile_seconds[name])
+        rows.append(row)
+    return rows, loads
+
+
+def markdown(rows: Sequence[dict], loads: Sequence[float], settings: bench_rnn.Settings, backend: str) -> str:
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {backend}, "
+             f"{settings.rounds} rounds; load average after each round: {', '.join(f'{x:.2f}' for x in loads)}",
+             "",
+             "| row | torch_rnn eager ms | compiled ms | compiled/eager | compile s "
+             "| nn.RNN eager ms | compiled ms | compiled/eager | compile s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = [row["row"]]
+        for name in ("torch_rnn", "nn.RNN"):
+            r = row.get(name)
+            cells += ([f"{r['eager_ms']:.2f}", f"{r['compiled_ms']:.2f}", f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}"]
+                      if r else ["-"] * 4)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of short timings, two shapes")
+    parser.add_argument("--shapes", nargs="+", type=bench_rnn.parse_shape, help="N,T,D,H rows instead of all")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--no-sentiment", action="store_true", help="leave out the sentiment model row")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = bench_rnn.QUICK if args.quick else bench_rnn.FULL
+    cases: list = list(args.shapes or (bench_rnn.MAIN_CASES[:2] if args.quick
+                                       else bench_rnn.MAIN_CASES + bench_rnn.EXTRA_CASES))
+    if not args.no_sentiment:
+        cases.append(SENTIMENT)
+    rows, loads = run(cases, settings, args.backend)
+    print(markdown(rows, loads, settings, args.backend))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile workers beside the timed threads
+    main()
