@@ -150,3 +150,15 @@ def test_temporal_average_and_softmax_loss_pass_opcheck():
     torch.library.opcheck(torch.ops.torch_rnn.temporal_average.default, (x, mask))
     scores = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.torch_rnn.softmax_loss.default, (scores, torch.tensor([0, 3, 1])))
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 0])
+def test_embedding_ops_pass_opcheck(padding_idx):
+    weight = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    indices = torch.tensor([[0, 3, 3], [6, 0, 1]])
+    torch.library.opcheck(torch.ops.torch_rnn.embedding.default, (weight, indices, padding_idx))
+    dout = torch.randn(2, 3, 3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.torch_rnn.embedding_backward.default, (dout, indices, 7, padding_idx))
+    (expected,) = torch.autograd.grad(torch.nn.functional.embedding(indices, weight, padding_idx=padding_idx
+                                                                    if padding_idx >= 0 else None), weight, dout)
+    torch.testing.assert_close(torch.ops.torch_rnn.embedding_backward(dout, indices, 7, padding_idx), expected)

@@ -8,12 +8,9 @@ keep the layout they are given, so a batch-first input is never transposed in me
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
-from .functional import packed_coordinates
 from .kernels import batch_major
 
 
@@ -26,16 +23,6 @@ def memory_view(x: Tensor) -> Tensor:
     """``x (T, N, ...)`` (time-major or batch-major memory) as its rows in memory order, ``(T * N, ...)``."""
     rows = x.transpose(0, 1) if batch_major(x) else x.contiguous()
     return rows.reshape(-1, *x.shape[2:])
-
-
-def packed_memory_rows(x: Tensor, order: Tensor, batch_sizes: list[int]) -> Tensor:
-    """For every packed row (step ``t`` of sequence ``order[i]``, ``i < batch_sizes[t]``), its row in
-    :func:`memory_view` of ``x``: sorting and packing become one gather."""
-    T, N = x.shape[0], x.shape[1]
-    t, i = packed_coordinates(batch_sizes)  # (R,) every packed row's step and (sorted) sequence
-    sequence = order[i]  # (R,) the sequence in x
-    rows = sequence * T + t if batch_major(x) else t * N + sequence
-    return rows.to(x.device)
 
 
 def unpack(packed: Tensor, memory_rows: Tensor, like: Tensor) -> Tensor:
@@ -52,23 +39,33 @@ def cat_features(outputs: list[Tensor]) -> Tensor:
     return torch.cat(outputs, dim=-1)
 
 
-class Packing(NamedTuple):
-    """Padded rows with lengths, packed: ``order (N,)`` sorts the rows by length (longest first, stable) and
-    ``batch_sizes`` counts the rows running at each step."""
+class Packing:
+    """Padded rows with lengths, packed: rows sorted by length (longest first, stable), step ``t``'s running rows
+    one after another, so that padding is neither stored nor computed.
 
-    order: Tensor
-    batch_sizes: list[int]
+    Attributes:
+        order: ``(N,)`` int64, the rows in length order.
+        running: ``(T', N)`` bool, whether sorted row ``i`` runs at step ``t`` (``T'`` the longest length).
+        batch_sizes: ``T'`` counts of the rows running at each step (PackedSequence's convention).
+    """
 
-    @classmethod
-    def of(cls, lengths: Tensor) -> "Packing":
-        """The packing of rows with ``lengths (N,)`` (int64, each in ``1..T``, N > 0)."""
-        sorted_lengths, order = torch.sort(lengths.cpu(), descending=True, stable=True)
-        steps = torch.arange(int(sorted_lengths[0])).unsqueeze(1)  # (T', 1)
-        return cls(order, (sorted_lengths.unsqueeze(0) > steps).sum(1).tolist())  # rows running at each step
+    def __init__(self, lengths: Tensor) -> None:
+        """``lengths (N,)``: int64, each in ``1..T``, N > 0."""
+        sorted_lengths, self.order = torch.sort(lengths.cpu(), descending=True, stable=True)
+        self.running = sorted_lengths.unsqueeze(0) > torch.arange(int(sorted_lengths[0])).unsqueeze(1)
+        self.batch_sizes: list[int] = self.running.sum(1).tolist()
+        self._memory_rows: dict[tuple, Tensor] = {}
 
     def memory_rows(self, x: Tensor) -> Tensor:
-        """``(R,)``: where each packed row lies in :func:`memory_view` of ``x (T, N, ...)``."""
-        return packed_memory_rows(x, self.order, self.batch_sizes)
+        """``(R,)``: where each packed row (step ``t`` of sorted row ``i``) lies in :func:`memory_view` of
+        ``x (T, N, ...)``: sorting and packing become one gather. Kept per memory layout."""
+        T, N = x.shape[0], x.shape[1]
+        key = (batch_major(x), T, N, x.device)
+        if key not in self._memory_rows:
+            steps, rows = torch.arange(self.running.shape[0]).unsqueeze(1), self.order.unsqueeze(0)  # (T', 1), (1, N)
+            offsets = rows * T + steps if key[0] else steps * N + rows  # (T', N) where (t, i) lies in memory
+            self._memory_rows[key] = offsets[self.running].to(x.device)  # (R,), in packed order
+        return self._memory_rows[key]
 
     def pack(self, x: Tensor) -> Tensor:
         """``x (T, N, ...)`` -> ``(R, ...)``, sorted and packed in one gather."""

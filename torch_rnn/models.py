@@ -115,11 +115,19 @@ class SentimentRNN(nn.Module):
         if self.embedding is None:
             inputs = tokens - 1  # (N, T) one-hot indices, -1 (padding) = the zero vector
         else:
-            inputs = self.embedding_dropout(self.embedding(tokens))  # (N, T, E)
+            inputs = self.embedding_dropout(self._embed(tokens))  # (N, T, E)
         lengths = self._lengths(mask) if self.skip_padding else None
         h, _ = self.rnn(inputs, lengths=lengths)  # (N, T, H * dirs)
         features = self.average(self.temporal_affine(h), mask)  # (N, A)
         return self.classifier(self.dropout(features))  # (N, C)
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        """``self.embedding(tokens)``; in compiled code the same lookup as the op ``torch_rnn::embedding``, whose
+        backward is one ``index_add`` (inductor's own lowering of it is several times slower on the CPU)."""
+        if not torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return self.embedding(tokens)
+        padding_idx = self.embedding.padding_idx
+        return ops.embedding(self.embedding.weight, tokens, -1 if padding_idx is None else padding_idx)
 
     @staticmethod
     def _lengths(mask: Tensor) -> Tensor:

@@ -224,7 +224,7 @@ class RNN(nn.Module):
         elif torch.compiler.is_compiling():  # each layer's op packs its rows itself: every shape stays static
             output, h_n = self._run_layers(rows_as_they_lie(x), hx, None, lengths)
         else:  # packed once for all layers: padding is neither stored nor computed
-            packing = Packing.of(lengths)
+            packing = Packing(lengths)
             packed_output, h_n = self._run_layers(packing.pack(x), packing.sort(hx), packing.batch_sizes)
             output, h_n = packing.unpack(packed_output, x), packing.unsort(h_n)  # (T, N, dirs * H) like x
 
@@ -326,7 +326,7 @@ def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor]
     padded ``x`` goes to the op, which packs the rows inside, and is packed here otherwise."""
     as_op_argument = torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
     if lengths is not None and not as_op_argument:
-        packing = Packing.of(lengths)
+        packing = Packing(lengths)
         h, h_last = rnn_layer(packing.pack(x), packing.sort(h0), Wx, Wh, b, nonlinearity, packing.batch_sizes,
                               reverse)
         return packing.unpack(h, x), packing.unsort(h_last)

@@ -62,7 +62,7 @@ def rnn_layer(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor]
             raise ValueError(f"RNN: one-hot indices must lie in [-1, input_size={wx.shape[1]}), got values in "
                              f"[{low}, {high}]")
     if lengths is not None and x.shape[1] > 0:  # packed here, so the loops never see the padding
-        packing = Packing.of(lengths)
+        packing = Packing(lengths)
         h, h_last = layer_forward(packing.pack(x), packing.sort(h0), wx, wh, b, nonlinearity, packing.batch_sizes,
                                   reverse)
         return packing.unpack(h, x), packing.unsort(h_last)
@@ -93,7 +93,7 @@ def _layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tens
     if lengths is None or x.shape[1] == 0:
         return layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, _sizes(batch_sizes), reverse,
                               output_mask)
-    packing = Packing.of(lengths)
+    packing = Packing(lengths)
     dx, dh0, *rest = layer_backward(packing.pack(dh), packing.sort(dh_last), packing.pack(x), packing.sort(h0), wx,
                                     wh, packing.pack(h), nonlinearity, packing.batch_sizes, reverse, output_mask)
     return (None if dx is None else packing.unpack(dx, x), None if dh0 is None else packing.unsort(dh0), *rest)
@@ -289,3 +289,50 @@ def dispatch(function: type[torch.autograd.Function], op: Any, reference: Any, *
     if torch._C._are_functorch_transforms_active():
         return reference(*args)
     return op(*args)
+
+
+@torch.library.custom_op("torch_rnn::embedding", mutates_args=(),
+                         schema="(Tensor weight, Tensor indices, int padding_idx) -> Tensor")
+def embedding(weight: Tensor, indices: Tensor, padding_idx: int) -> Tensor:
+    """``weight[indices]``: weight ``(V, E)``, indices int64 ``(...)`` -> ``(..., E)``; row ``padding_idx`` (-1:
+    none) gets no gradient. ``nn.Embedding``'s lookup for compiled code: inductor lowers its backward to a
+    generated scatter that is several times slower on the CPU than this one ``index_add``."""
+    return torch.nn.functional.embedding(indices, weight)
+
+
+@embedding.register_fake
+def _embedding_fake(weight: Tensor, indices: Tensor, padding_idx: int) -> Tensor:
+    return weight.new_empty(*indices.shape, weight.shape[1])
+
+
+def _setup_embedding_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    weight, indices, padding_idx = inputs
+    ctx.save_for_backward(indices)
+    ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
+
+
+@torch.library.custom_op("torch_rnn::embedding_backward", mutates_args=(),
+                         schema="(Tensor dout, Tensor indices, SymInt rows, int padding_idx) -> Tensor")
+def embedding_backward(dout: Tensor, indices: Tensor, rows: int, padding_idx: int) -> Tensor:
+    """``dW[k] = sum of dout over the positions holding index k`` ``(rows, E)``, zero at ``padding_idx``; an op of
+    its own, so compiled code runs this ``index_add`` rather than a generated scatter."""
+    flat = dout.reshape(-1, dout.shape[-1])  # (K, E)
+    dweight = flat.new_zeros(rows, flat.shape[1]).index_add_(0, indices.reshape(-1), flat)  # (V, E)
+    if padding_idx >= 0:
+        dweight[padding_idx] = 0
+    return dweight
+
+
+@embedding_backward.register_fake
+def _embedding_backward_fake(dout: Tensor, indices: Tensor, rows: int, padding_idx: int) -> Tensor:
+    return dout.new_empty(rows, dout.shape[-1])
+
+
+def _embedding_backward(ctx: Any, dout: Tensor) -> tuple:
+    (indices,) = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None, None
+    return embedding_backward(dout, indices, ctx.rows, ctx.padding_idx), None, None
+
+
+embedding.register_autograd(_embedding_backward, setup_context=_setup_embedding_context)
