@@ -49,6 +49,20 @@ class Packing:
         batch_sizes: ``T'`` counts of the rows running at each step (PackedSequence's convention).
     """
 
+    _recent: list[tuple[Tensor, "Packing"]] = []  # (lengths, packing) of the last few calls of :meth:`of`
+
+    @classmethod
+    def of(cls, lengths: Tensor) -> "Packing":
+        """``Packing(lengths)``, reused while the same lengths come back: every layer and direction of a compiled
+        RNN, forward and backward, packs the same rows (a few equal-length checks instead of a sort each)."""
+        lengths = lengths.cpu()
+        for known, packing in cls._recent:
+            if known.shape == lengths.shape and torch.equal(known, lengths):
+                return packing
+        packing = cls(lengths)
+        cls._recent = [(lengths.clone(), packing), *cls._recent[:3]]
+        return packing
+
     def __init__(self, lengths: Tensor) -> None:
         """``lengths (N,)``: int64, each in ``1..T``, N > 0."""
         sorted_lengths, self.order = torch.sort(lengths.cpu(), descending=True, stable=True)

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import ops
-from .layout import Packing, cat_features, rows_as_they_lie
 from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
                        reference_layer_forward)
 from .functional import NONLINEARITIES, average_forward, rnn_step_forward, temporal_affine_forward
+from .layout import Packing, cat_features, rows_as_they_lie
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -324,18 +324,17 @@ def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor]
     kernel and a registered backward; the same kernels either way. ``batch_sizes`` travels as a list to the
     loops and as a tensor to the op (a list's values would be baked into the graph); ``lengths (N,)`` of a
     padded ``x`` goes to the op, which packs the rows inside, and is packed here otherwise."""
-    as_op_argument = torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
-    if lengths is not None and not as_op_argument:
+    if torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active():
+        if batch_sizes is not None and not isinstance(batch_sizes, Tensor):
+            batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+        return ops.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, lengths, reverse)
+    if lengths is not None:  # a torch.func transform inside compiled code
         packing = Packing(lengths)
         h, h_last = rnn_layer(packing.pack(x), packing.sort(h0), Wx, Wh, b, nonlinearity, packing.batch_sizes,
                               reverse)
         return packing.unpack(h, x), packing.unsort(h_last)
-    if isinstance(batch_sizes, Tensor) and not as_op_argument:
+    if isinstance(batch_sizes, Tensor):
         batch_sizes = batch_sizes.tolist()
-    elif batch_sizes is not None and not isinstance(batch_sizes, Tensor) and as_op_argument:
-        batch_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
-    if as_op_argument:
-        return ops.rnn_layer(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, lengths, reverse)
     return ops.dispatch(RNNFunction, ops.rnn_layer, reference_layer_forward, x, h0, Wx, Wh, b, nonlinearity,
                         batch_sizes, reverse)
 

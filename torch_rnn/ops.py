@@ -37,9 +37,9 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from . import functional as F
-from .layout import Packing
+from . import functional
 from .autograd import _has_values, laid_out_like_sequence, layer_backward, layer_forward, sequence_buffer
+from .layout import Packing
 
 _LAYER_SCHEMA = ("(Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor? b, str nonlinearity, Tensor? batch_sizes, "
                  "Tensor? lengths, bool reverse) -> (Tensor, Tensor)")
@@ -62,7 +62,7 @@ def rnn_layer(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor]
             raise ValueError(f"RNN: one-hot indices must lie in [-1, input_size={wx.shape[1]}), got values in "
                              f"[{low}, {high}]")
     if lengths is not None and x.shape[1] > 0:  # packed here, so the loops never see the padding
-        packing = Packing(lengths)
+        packing = Packing.of(lengths)
         h, h_last = layer_forward(packing.pack(x), packing.sort(h0), wx, wh, b, nonlinearity, packing.batch_sizes,
                                   reverse)
         return packing.unpack(h, x), packing.unsort(h_last)
@@ -93,7 +93,7 @@ def _layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tens
     if lengths is None or x.shape[1] == 0:
         return layer_backward(dh, dh_last, x, h0, wx, wh, h, nonlinearity, _sizes(batch_sizes), reverse,
                               output_mask)
-    packing = Packing(lengths)
+    packing = Packing.of(lengths)
     dx, dh0, *rest = layer_backward(packing.pack(dh), packing.sort(dh_last), packing.pack(x), packing.sort(h0), wx,
                                     wh, packing.pack(h), nonlinearity, packing.batch_sizes, reverse, output_mask)
     return (None if dx is None else packing.unpack(dx, x), None if dh0 is None else packing.unsort(dh0), *rest)
@@ -138,7 +138,7 @@ rnn_layer.register_autograd(_backward, setup_context=_setup_context)
                          schema="(Tensor x, Tensor h, Tensor wx, Tensor wh, Tensor? b, str nonlinearity) -> Tensor")
 def rnn_cell(x: Tensor, h: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
     """One step, :func:`torch_rnn.functional.rnn_step_forward`: x ``(N, D)``, h ``(N, H)`` -> ``(N, H)``."""
-    return F.rnn_step_forward(x, h, wx, wh, b, nonlinearity)[0]
+    return functional.rnn_step_forward(x, h, wx, wh, b, nonlinearity)[0]
 
 
 @rnn_cell.register_fake
@@ -155,7 +155,7 @@ def _setup_cell_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
 def _cell_backward(ctx: Any, dnext_h: Tensor) -> tuple:
     """:func:`torch_rnn.functional.rnn_step_backward`, in differentiable operations."""
     x, h, wx, wh, next_h = ctx.saved_tensors
-    grads = F.rnn_step_backward(dnext_h, (x, h, wx, wh, ctx.has_bias, next_h, ctx.nonlinearity))
+    grads = functional.rnn_step_backward(dnext_h, (x, h, wx, wh, ctx.has_bias, next_h, ctx.nonlinearity))
     return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
 
 
@@ -206,7 +206,7 @@ def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequenc
 def affine(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
     """``x w^T + b`` at every leading index: :func:`torch_rnn.functional.temporal_affine_forward`,
     x ``(..., H)``, w ``(M, H)``, b ``(M,)`` -> ``(..., M)`` (``Affine`` and ``TemporalAffine``)."""
-    return F.temporal_affine_forward(x, w, b)[0].clone()
+    return functional.temporal_affine_forward(x, w, b)[0]
 
 
 @affine.register_fake
@@ -223,7 +223,7 @@ def _setup_affine_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
 def _affine_backward(ctx: Any, dout: Tensor) -> tuple:
     x, w = ctx.saved_tensors
     need_dx, need_dw, need_db = ctx.needs_input_grad
-    dx, dw, db = F.temporal_affine_backward(dout, (x, w, ctx.has_bias), need_dx, need_dw)
+    dx, dw, db = functional.temporal_affine_backward(dout, (x, w, ctx.has_bias), need_dx, need_dw)
     return dx, dw, db if need_db else None
 
 
@@ -233,7 +233,7 @@ affine.register_autograd(_affine_backward, setup_context=_setup_affine_context)
 @torch.library.custom_op("torch_rnn::temporal_average", mutates_args=(), schema="(Tensor x, Tensor mask) -> Tensor")
 def temporal_average(x: Tensor, mask: Tensor) -> Tensor:
     """:func:`torch_rnn.functional.average_forward`: x ``(N, T, M)``, mask ``(N, T)`` of x's dtype -> ``(N, M)``."""
-    return F.average_forward(x, mask)[0]
+    return functional.average_forward(x, mask)[0]
 
 
 @temporal_average.register_fake
@@ -247,7 +247,7 @@ def _setup_average_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
 
 def _average_backward(ctx: Any, dout: Tensor) -> tuple:
     (mask,) = ctx.saved_tensors
-    return F.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
+    return functional.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
 
 
 temporal_average.register_autograd(_average_backward, setup_context=_setup_average_context)
@@ -256,7 +256,7 @@ temporal_average.register_autograd(_average_backward, setup_context=_setup_avera
 @torch.library.custom_op("torch_rnn::softmax_loss", mutates_args=(), schema="(Tensor scores, Tensor y) -> Tensor")
 def softmax_loss(scores: Tensor, y: Tensor) -> Tensor:
     """:func:`torch_rnn.functional.softmax_loss`: scores ``(N, C)``, labels ``(N,)`` int64 -> the mean loss."""
-    return F.softmax_loss(scores, y)[0]
+    return functional.softmax_loss(scores, y)[0]
 
 
 @softmax_loss.register_fake
@@ -270,7 +270,7 @@ def _setup_loss_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
 
 def _softmax_loss_backward(ctx: Any, dloss: Tensor) -> tuple:
     scores, y = ctx.saved_tensors
-    return (F.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None), None
+    return (functional.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None), None
 
 
 softmax_loss.register_autograd(_softmax_loss_backward, setup_context=_setup_loss_context)
