@@ -15,7 +15,8 @@ Per row and implementation:
   materialised copy of ``output.sum()``'s expanded gradient, which the eager loops read in place): torch_rnn with
   ``fullgraph=True`` (its layers are custom ops, :mod:`torch_rnn.ops`); nn.RNN with the default, since Dynamo
   cannot trace nn.RNN and runs it eagerly between two graphs (``fullgraph=True`` fails for it).
-- **compile s**: the wall time of the first compiled step (tracing, compiling forward and backward, one run).
+- **compile s**: the wall time of the first compiled step (tracing, compiling forward and backward, one run),
+  with inductor's on-disk caches off, as on a first run (later runs of the same graphs take a fraction).
 - Before timing, the compiled step's output and input gradient are checked against eager (1e-4).
 
 Ratios are compiled / eager (below 1: compiling helps). The header gives the threads and load averages.
@@ -160,6 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     # Every row compiles the same loss closure for other tensors: one cache entry per row, all kept for the timing.
     torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 64
+    # Compile times from scratch, as on a first run: inductor's caches of earlier runs' graphs are not read.
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = bench_rnn.QUICK if args.quick else bench_rnn.FULL

@@ -129,3 +129,37 @@ def test_lightning_fit_on_gpu_then_predict_from_the_checkpoint_on_cpu(tmp_path, 
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     for row, probabilities in zip(rows, expected):
         assert row["probability"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_model_on_cuda_equals_eager(backend):
+    """torch.compile on the GPU: the ops' CUDA kernels are the Python loops, registered the same way."""
+    from test_pytorch2 import Tagger, assert_same_run, tokens
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Tagger().cuda()
+    compiled = torch.compile(model, backend=backend, fullgraph=True, dynamic=True)
+    for N, T in [(4, 7), (3, 10)]:
+        assert_same_run(model, compiled, tokens(N, T).cuda())
+    lengths = torch.tensor([3, 7, 5, 2], device="cuda")
+    assert_same_run(model, compiled, tokens(4, 8).cuda(), lengths)
+
+
+def test_autocast_float16_on_cuda_follows_nn_rnn():
+    torch.manual_seed(0)
+    ours, theirs = RNN(3, 4, num_layers=2).cuda(), torch.nn.RNN(3, 4, num_layers=2).cuda()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(5, 2, 3, device="cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        (out, h_n), (expected, expected_h_n) = ours(x), theirs(x)
+    assert out.dtype == expected.dtype and h_n.dtype == expected_h_n.dtype
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_export_on_cuda_equals_eager():
+    model = RNN(3, 4, bidirectional=True, batch_first=True).cuda().eval()
+    x = torch.randn(2, 6, 3, device="cuda")
+    program = torch.export.export(model, (x,))
+    for a, e in zip(program.module()(x), model(x)):
+        torch.testing.assert_close(a, e)

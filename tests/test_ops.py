@@ -162,3 +162,10 @@ def test_embedding_ops_pass_opcheck(padding_idx):
     (expected,) = torch.autograd.grad(torch.nn.functional.embedding(indices, weight, padding_idx=padding_idx
                                                                     if padding_idx >= 0 else None), weight, dout)
     torch.testing.assert_close(torch.ops.torch_rnn.embedding_backward(dout, indices, 7, padding_idx), expected)
+
+
+@pytest.mark.parametrize("name", ["time-major", "batch-first lengths reverse (the op packs)", "packed reverse",
+                                  "float32, 40 rows"])
+def test_rnn_layer_passes_opcheck_with_the_python_loops(name, monkeypatch):
+    monkeypatch.setenv("TORCH_RNN_NATIVE", "0")
+    torch.library.opcheck(torch.ops.torch_rnn.rnn_layer.default, LAYER_SAMPLES[name])

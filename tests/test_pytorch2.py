@@ -368,3 +368,15 @@ def test_onnx_export_with_lengths_uses_sequence_lens(tmp_path):
     feed = {given.name: value.numpy() for given, value in zip(session.get_inputs(), (x, lengths))}
     for a, e in zip(session.run(None, feed), model(x, lengths=lengths)):
         torch.testing.assert_close(torch.from_numpy(a), e, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_with_the_python_loops(monkeypatch):
+    """Without the C++ loops (another device, no compiler: TORCH_RNN_NATIVE=0 here) the ops run the Python
+    loops under the same registration, so compile works the same."""
+    monkeypatch.setenv("TORCH_RNN_NATIVE", "0")
+    torch.manual_seed(0)
+    model = Tagger(dtype=torch.float64)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=True)
+    for N, T in [(4, 7), (3, 9)]:
+        assert_same_run(model, compiled, tokens(N, T), dtype=torch.float64)
+    assert_same_run(model, compiled, tokens(3, 8), torch.tensor([8, 2, 5]), dtype=torch.float64)
