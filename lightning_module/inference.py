@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -55,11 +55,25 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
 
 @dataclass
 class Prediction:
-    """One sentence's predicted class and that class's probability."""
+    """One sentence's outcome: its predicted class and that class's probability, or why it has none.
+
+    Attributes:
+        text: the sentence as given.
+        label: the predicted class's name (None when ``error`` is set).
+        probability: that class's probability (None when ``error`` is set).
+        unknown: the sentence's words outside the vocabulary, in order of appearance, each once.
+        truncated: whether the sentence had more tokens than the model's ``max_length`` and was cut to them.
+        tokens: how many tokens the sentence has (before cutting).
+        error: why the sentence could not be classified (it has no tokens), else None.
+    """
 
     text: str
-    label: str
-    probability: float
+    label: Optional[str] = None
+    probability: Optional[float] = None
+    unknown: list[str] = field(default_factory=list)
+    truncated: bool = False
+    tokens: int = 0
+    error: Optional[str] = None
 
 
 class SentimentPredictor:
@@ -90,7 +104,24 @@ class SentimentPredictor:
         return torch.cat(chunks)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        """The most probable class of every text."""
-        probabilities, labels = self.probabilities(texts).max(dim=1)
-        return [Prediction(text, self.encoder.label_names[label], float(p))
-                for text, label, p in zip(texts, labels.tolist(), probabilities)]
+        """Every text's :class:`Prediction`, in order; a text that cannot be classified (no tokens) gets one
+        with ``error`` set, and the others are still classified."""
+        token_lists = [self.encoder.tokenizer(text) for text in texts]
+        predictions = [self._describe(text, words) for text, words in zip(texts, token_lists)]
+        classifiable = [i for i, words in enumerate(token_lists) if words]
+        if classifiable:
+            batch = self.encoder.encode_tokens([token_lists[i] for i in classifiable])
+            with torch.no_grad():
+                probabilities = self.model(batch["tokens"], batch["mask"]).softmax(dim=1)
+            best, labels = probabilities.max(dim=1)
+            for i, label, probability in zip(classifiable, labels.tolist(), best.tolist()):
+                predictions[i].label = self.encoder.label_names[label]
+                predictions[i].probability = probability
+        return predictions
+
+    def _describe(self, text: str, words: list[str]) -> Prediction:
+        vocab = self.encoder.vocab
+        unknown = list(dict.fromkeys(word for word in words if word not in vocab))
+        error = None if words else "no tokens: the text is empty or blank"
+        return Prediction(text, unknown=unknown, truncated=len(words) > self.encoder.max_length,
+                          tokens=len(words), error=error)

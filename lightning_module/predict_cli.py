@@ -1,14 +1,29 @@
-"""``predict.py``: print each sentence's label and probability, as text or JSON Lines."""
+"""``predict.py``: print each sentence's label and probability, as text or JSON Lines.
+
+Options may stand anywhere on the command line, before, between or after the sentences. Every sentence gets
+a row, in order: one that cannot be classified (it has no tokens) gets a row saying why, the others are still
+classified, and the exit status is then 1. Each row says which words the vocabulary does not know and whether
+the sentence was cut to the model's ``max_length`` tokens.
+
+Text rows are ``label<TAB>probability<TAB>sentence``, or ``error<TAB>reason<TAB>sentence``; unknown words and
+cutting are noted on stderr. JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
+``{"text", "error", "unknown", "truncated"}``.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from lightning_module.errors import DataError
-from lightning_module.inference import SentimentPredictor
+
+if TYPE_CHECKING:
+    from lightning_module.inference import Prediction
+
+#: How many unknown words a text note names.
+_SHOWN_UNKNOWN = 8
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("sentences", nargs="*", help="sentences to classify")
     parser.add_argument("--file", type=Path, help="a text file with one sentence per line (blank lines skipped)")
     parser.add_argument("--json", action="store_true",
-                        help='print one JSON object per line: {"text": ..., "label": ..., "probability": ...}')
+                        help='print one JSON object per line: {"text": ..., "label": ..., "probability": ..., '
+                             '"unknown": [...], "truncated": ...}')
     return parser
 
 
@@ -32,21 +48,52 @@ def _read_sentences(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def _row(prediction: "Prediction", as_json: bool) -> str:
+    if as_json:
+        fields = ({"error": prediction.error} if prediction.error else
+                  {"label": prediction.label, "probability": round(prediction.probability, 6)})
+        return json.dumps({"text": prediction.text, **fields, "unknown": prediction.unknown,
+                           "truncated": prediction.truncated})
+    if prediction.error:
+        return f"error\t{prediction.error}\t{prediction.text}"
+    return f"{prediction.label}\t{prediction.probability:.4f}\t{prediction.text}"
+
+
+def _note(number: int, prediction: "Prediction", max_length: int) -> Optional[str]:
+    """A stderr line on what the model did not see of the sentence, or None when it saw every word."""
+    parts = []
+    if prediction.unknown:
+        shown = ", ".join(prediction.unknown[:_SHOWN_UNKNOWN])
+        more = len(prediction.unknown) - _SHOWN_UNKNOWN
+        parts.append(f"{len(prediction.unknown)} unknown word(s): {shown}" + (f" and {more} more" if more > 0 else ""))
+    if prediction.truncated:
+        parts.append(f"cut to its first {max_length} of {prediction.tokens} tokens")
+    return f"note: sentence {number}: " + "; ".join(parts) if parts else None
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
-    options = _parser().parse_args(args)
+    options = _parser().parse_intermixed_args(args)
     try:
+        if not Path(options.checkpoint).is_file():  # before the imports of torch and Lightning (seconds)
+            raise DataError(f"{options.checkpoint}: no such checkpoint file")
         sentences = list(options.sentences)
         if options.file is not None:
             sentences += _read_sentences(options.file)
         if not sentences:
             raise DataError("no sentences to classify: pass them as arguments or with --file")
-        predictions = SentimentPredictor.from_checkpoint(options.checkpoint).predict(sentences)
+        from lightning_module.inference import SentimentPredictor
+
+        predictor = SentimentPredictor.from_checkpoint(options.checkpoint)
+        predictions = predictor.predict(sentences)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    for prediction in predictions:
-        if options.json:
-            print(json.dumps({"text": prediction.text, "label": prediction.label,
-                              "probability": round(prediction.probability, 6)}))
-        else:
-            print(f"{prediction.label}\t{prediction.probability:.4f}\t{prediction.text}")
+    for number, prediction in enumerate(predictions, start=1):
+        print(_row(prediction, options.json))
+        note = None if options.json else _note(number, prediction, predictor.encoder.max_length)
+        if note:
+            print(note, file=sys.stderr)
+    failed = sum(prediction.error is not None for prediction in predictions)
+    if failed:
+        print(f"error: {failed} of {len(predictions)} sentence(s) could not be classified", file=sys.stderr)
+        sys.exit(1)

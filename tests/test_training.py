@@ -278,3 +278,37 @@ def test_compiled_model_gives_the_eager_numbers_in_every_stage(tmp_path, backend
     for key in eager:
         torch.testing.assert_close(torch.as_tensor(compiled[key]), torch.as_tensor(eager[key]), **tolerance,
                                    msg=lambda m: f"{key}: {m}")
+
+
+def test_predict_py_options_anywhere_and_every_sentence_gets_a_row(trained, capsys):
+    _, log_dir = trained
+    checkpoint = str(log_dir / "checkpoints" / "last.ckpt")
+    long_text = " ".join(["great"] * 60)  # default max_length is 50 tokens
+    with pytest.raises(SystemExit) as exit_info:  # one sentence cannot be classified: exit status 1
+        predict_main([checkpoint, "--json", "a great film", "", "a zzyzzq film", long_text])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row["text"] for row in rows] == ["a great film", "", "a zzyzzq film", long_text]
+    assert "label" in rows[0] and rows[0]["unknown"] == [] and rows[0]["truncated"] is False
+    assert rows[1]["error"].startswith("no tokens") and "label" not in rows[1]
+    assert rows[2]["unknown"] == ["zzyzzq"] and "label" in rows[2]
+    assert rows[3]["truncated"] is True
+    assert "1 of 4 sentence(s) could not be classified" in captured.err
+    predict_main([checkpoint, "a great film", "--json", "a dull film"])  # an option between the sentences
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["a great film",
+                                                                                          "a dull film"]
+    predict_main([checkpoint, "a zzyzzq film", long_text])  # text rows: notes on stderr
+    captured = capsys.readouterr()
+    assert "note: sentence 1: 1 unknown word(s): zzyzzq" in captured.err
+    assert "note: sentence 2: cut to its first 50 of 60 tokens" in captured.err
+
+
+def test_predict_py_reports_a_missing_checkpoint_quickly(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    result = run_script("predict.py", "--json", str(tmp_path / "missing.ckpt"), "a sentence", cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 1 and "no such checkpoint file" in result.stderr
+    assert elapsed < 2.0, f"took {elapsed:.1f} s"
