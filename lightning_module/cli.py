@@ -7,6 +7,7 @@ and every ``--model.*``, ``--data.*``, ``--trainer.*`` override work as in any L
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,16 +30,71 @@ class SentimentCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """``--ckpt_path`` must be one of our checkpoints, checked (with a weights-only load) before Lightning
-        reads its hyperparameters: its own errors would be tracebacks."""
+        reads its hyperparameters (its own errors would be tracebacks), and the settings must not contradict
+        it: Lightning would silently replace them with the checkpoint's."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self._checkpoint = None
         if ckpt_path not in (None, "best", "last", "hpc", "registry"):
-            load_checkpoint(ckpt_path)
+            self._checkpoint = load_checkpoint(ckpt_path)
+            check_settings_against_checkpoint(self.config[subcommand], self._checkpoint, ckpt_path)
         super()._parse_ckpt_path()
+
+    def _check_resume(self) -> None:
+        """After instantiation: the data must give the checkpoint's vocabulary size and classes, and a resumed
+        fit must have epochs left to train."""
+        if self._checkpoint is None:
+            return
+        ckpt_path = self.config_init[self.subcommand]["ckpt_path"]
+        trained = self._checkpoint["hyper_parameters"]
+        model = self.model.hparams
+        for name, what in (("vocab_size", "vocabulary size (padding included)"), ("num_classes", "number of classes")):
+            if name in trained and model[name] != trained[name]:
+                raise DataError(f"{ckpt_path}: the checkpoint's model has a {what} of {trained[name]}, the data "
+                                f"gives {model[name]}: resume with the data it was trained on")
+        if self.subcommand == "fit":
+            done = self._checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get(
+                "current", {}).get("processed", 0)
+            max_epochs = self.trainer.max_epochs
+            if max_epochs is not None and 0 <= max_epochs <= done:
+                raise DataError(f"{ckpt_path}: the checkpoint has trained {done} epoch(s) and --trainer.max_epochs "
+                                f"is {max_epochs}: nothing is left to train; raise --trainer.max_epochs")
+
+    before_fit = before_validate = before_test = before_predict = _check_resume
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """The Trainer loads ``--ckpt_path`` with ``weights_only=True`` too: no checkpoint can run code."""
         return {**super()._prepare_subcommand_kwargs(subcommand), "weights_only": True}
+
+
+#: Model settings that a resumed run may change: they only act at the start of a fresh fit, or on speed.
+SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_bayes_dims", "naive_bayes_scale"}
+#: The DataModule settings a checkpoint carries (its encoder) and overrides on resume.
+CHECKPOINT_DATA_SETTINGS = ("max_length", "lowercase")
+
+
+def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:
+    """One line for every ``--model.*`` / ``--data.*`` setting that differs from the checkpoint's: a DataError
+    for the first that would be silently replaced (the network's shape, the encoding), a warning for those
+    safe to change (``SAFE_MODEL_SETTINGS``, which act only on a fresh fit or on speed)."""
+    trained = checkpoint.get("hyper_parameters", {})
+    model_config = config.get("model") or {}
+    for name, value in sorted(model_config.items()):
+        if name in ("vocab_size", "num_classes") or name not in trained or trained[name] == value:
+            continue  # the data sets the first two (checked once the data is read)
+        line = (f"--model.{name} is {value!r} but the checkpoint {ckpt_path} was trained with {trained[name]!r}")
+        if name in SAFE_MODEL_SETTINGS:
+            warnings.warn(f"{line}; it only acts on a fresh fit, so the resumed run keeps the checkpoint's",
+                          UserWarning, stacklevel=2)
+        else:
+            raise DataError(f"{line}: a resumed run keeps the checkpoint's model; drop the setting, or train a new "
+                            "model without --ckpt_path")
+    encoder = checkpoint.get(SentimentDataModule.__qualname__) or {}
+    data_config = config.get("data") or {}
+    for name in CHECKPOINT_DATA_SETTINGS:
+        if name in encoder and name in data_config and data_config[name] != encoder[name]:
+            raise DataError(f"--data.{name} is {data_config[name]!r} but the checkpoint {ckpt_path} encodes text "
+                            f"with {encoder[name]!r}: a resumed run keeps the checkpoint's; drop the setting")
 
 
 def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:

@@ -312,3 +312,36 @@ def test_predict_py_reports_a_missing_checkpoint_quickly(tmp_path):
     elapsed = time.perf_counter() - start
     assert result.returncode == 1 and "no such checkpoint file" in result.stderr
     assert elapsed < 2.0, f"took {elapsed:.1f} s"
+
+
+def test_resume_settings_that_contradict_the_checkpoint_get_one_line(trained, tmp_path, capsys):
+    _, log_dir = trained
+    checkpoint = str(log_dir / "checkpoints" / "last.ckpt")
+    data = write_tsv(tmp_path / "small.tsv")
+
+    def resume(*extra: str) -> str:
+        return cli_error(small_fit_args(data, tmp_path, "--ckpt_path", checkpoint, *extra), capsys)
+
+    assert resume("--model.hidden_size", "64") == (
+        f"error: --model.hidden_size is 64 but the checkpoint {checkpoint} was trained with 16: a resumed run keeps "
+        "the checkpoint's model; drop the setting, or train a new model without --ckpt_path")
+    assert resume("--data.max_length", "20").startswith("error: --data.max_length is 20 but the checkpoint")
+    assert resume("--trainer.max_epochs", "2") == (
+        f"error: {checkpoint}: the checkpoint has trained 2 epoch(s) and --trainer.max_epochs is 2: nothing is left "
+        "to train; raise --trainer.max_epochs")
+    other = tmp_path / "other.tsv"
+    other.write_text("\n".join(f"{i % 2}\tword{i} another{i} film" for i in range(40)) + "\n", encoding="utf-8")
+    err = cli_error(small_fit_args(other, tmp_path, "--ckpt_path", checkpoint), capsys)
+    assert err.startswith(f"error: {checkpoint}: the checkpoint's model has a vocabulary size (padding included) "
+                          "of 45, the data gives") and err.endswith("resume with the data it was trained on")
+
+
+def test_resume_with_a_setting_safe_to_change_warns_and_trains_on(trained, tmp_path):
+    _, log_dir = trained
+    data = write_tsv(tmp_path / "small.tsv")
+    args = small_fit_args(data, tmp_path, "--ckpt_path", str(log_dir / "checkpoints" / "last.ckpt"),
+                          "--trainer.max_epochs", "3", "--model.naive_bayes_scale", "3.0")
+    with pytest.warns(UserWarning, match="--model.naive_bayes_scale is 3.0 but the checkpoint .* trained with 2.0"):
+        cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
+                           save_config_kwargs={"overwrite": True})
+    assert cli.trainer.current_epoch == 3
