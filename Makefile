@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test bench
+.PHONY: train test bench tensorboard
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,6 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_rnn.py
+
+tensorboard: $(VENV)/.installed
+	$(PY) -m tensorboard.main --logdir lightning_logs

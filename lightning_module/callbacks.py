@@ -1,6 +1,8 @@
 """Callbacks: the closing summary of a fit, and the original report's loss printout and figure."""
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -54,10 +56,27 @@ class TrainingSummary(pl.Callback):
         if trainer.logger is not None and trainer.logger.log_dir is not None:
             log_dir = Path(trainer.logger.log_dir)
             lines.append(f"TensorBoard logs: {log_dir}")
-            lines.append(f"View them with:   tensorboard --logdir {log_dir.parent}")
+            lines.append(f"View them with:   {shell_command(sys.executable, '-m', 'tensorboard.main', '--logdir', log_dir.parent)}")
         if saved:
-            lines.append(f'Classify sentences: python predict.py {saved[0].best_model_path} "a sentence to classify"')
+            predict = Path(__file__).resolve().parents[1] / "predict.py"
+            lines.append("Classify sentences: "
+                         + shell_command(sys.executable, predict, saved[0].best_model_path, "a sentence to classify"))
         print("\n" + "\n".join(lines), flush=True)
+
+
+def shell_command(*parts: Any) -> str:
+    """A command line that runs as printed in the user's own shell, whatever environment is active there: the
+    running interpreter by its path (so this environment's packages), paths relative to the working directory
+    when they lie inside it, each part quoted where the shell needs it."""
+    cwd = Path.cwd()
+    words = []
+    for part in parts:
+        text = str(part)
+        if isinstance(part, Path) or Path(text).is_absolute():
+            path = Path(text)
+            text = str(path.relative_to(cwd)) if path.is_relative_to(cwd) else text
+        words.append(shlex.quote(text))
+    return " ".join(words)
 
 
 class ReportLossPrinter(pl.Callback):

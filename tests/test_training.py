@@ -144,7 +144,7 @@ def test_fit_on_the_default_corpus(tmp_path, capsys):
           "--trainer.max_steps", "5", "--trainer.val_check_interval", "5", "--trainer.limit_val_batches", "2",
           "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr().out
-    assert "Best validation" in out and "tensorboard --logdir" in out
+    assert "Best validation" in out and "-m tensorboard.main --logdir" in out
 
 
 def test_ddp_fit_in_two_processes(tmp_path):
@@ -345,3 +345,20 @@ def test_resume_with_a_setting_safe_to_change_warns_and_trains_on(trained, tmp_p
         cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
                            save_config_kwargs={"overwrite": True})
     assert cli.trainer.current_epoch == 3
+
+
+def test_the_summary_commands_run_as_printed_in_a_plain_shell(trained, tmp_path, capsys):
+    """The closing summary's commands name this environment's python by its path, so they work in a shell
+    where no virtual environment is active (PATH without it), from the directory the fit ran in."""
+    data = write_tsv(tmp_path / "small.tsv")
+    main(small_fit_args(data, tmp_path, "--trainer.max_epochs", "1"))
+    out = capsys.readouterr().out
+    predict_line = next(line for line in out.splitlines() if line.startswith("Classify sentences: "))
+    tensorboard_line = next(line for line in out.splitlines() if line.startswith("View them with:"))
+    shell_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run(predict_line.split(": ", 1)[1], shell=True, capture_output=True, text=True, env=shell_env,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout.split("\t")[2].strip() == "a sentence to classify", run.stderr
+    help_run = subprocess.run(tensorboard_line.split(":", 1)[1].strip() + " --help", shell=True, capture_output=True,
+                              text=True, env=shell_env, timeout=300)
+    assert help_run.returncode == 0 and "--logdir" in help_run.stdout, help_run.stderr
