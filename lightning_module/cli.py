@@ -6,11 +6,13 @@ and every ``--model.*``, ``--data.*``, ``--trainer.*`` override work as in any L
 """
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lightning_module.callbacks import TrainingSummary
@@ -22,6 +24,19 @@ from lightning_module.module import SentimentClassifier
 
 class SentimentCLI(LightningCLI):
     """Links the data's vocabulary size and class count into the model, and always adds the summary."""
+
+    def before_instantiate_classes(self) -> None:
+        """Output that is not a terminal gets :class:`LineProgress` instead of the redrawn progress bar."""
+        trainer = self.config[self.subcommand]["trainer"] if self.subcommand else self.config["trainer"]
+        if trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty():
+            trainer["enable_progress_bar"] = False
+            self._line_progress = True
+        else:
+            self._line_progress = False
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
+        extra = [LineProgress()] if getattr(self, "_line_progress", False) else []
+        return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
@@ -97,8 +112,46 @@ def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], c
                             f"with {encoder[name]!r}: a resumed run keeps the checkpoint's; drop the setting")
 
 
+def silence_library_noise() -> None:
+    """Quiet what is not the user's business: Lightning's advertisement for its cloud logger, a deprecation
+    inside Lightning's own code (printed twice a run), and torchmetrics' note that a one-class validation
+    split has no AUROC (the logged value then says 0)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not str(record.getMessage()).startswith("💡 Tip"))
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"No (negative|positive) samples in targets")
+
+
+class LineProgress(pl.Callback):
+    """Progress as lines, for output that is not a terminal (a log file, CI): one line every ``every``
+    percent of an epoch's training batches, with the running loss, instead of a bar redrawn with carriage
+    returns (hundreds of KB in a log)."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self._next = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._next = self.every
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        total = trainer.num_training_batches
+        if not isinstance(total, int) or total <= 0 or trainer.global_rank != 0:
+            return
+        percent = 100 * (batch_idx + 1) // total
+        if percent >= self._next or batch_idx + 1 == total:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
+            epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+            print(f"epoch {trainer.current_epoch + 1}{epochs}: {percent}% ({batch_idx + 1}/{total} batches){loss_text}",
+                  flush=True)
+            self._next = (percent // self.every + 1) * self.every
+
+
 def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:
     """Run the CLI on ``args`` (default: the command line); with no arguments at all, fit ``default_config``."""
+    silence_library_noise()
     if args is None and len(sys.argv) == 1 and default_config is not None:
         args = ["fit", "--config", str(default_config)]
     try:

@@ -37,7 +37,7 @@ class BadRows:
     def add(self, where: str, problem: str) -> None:
         """Record that the row at ``where`` (``file:line``) has ``problem``; raise unless skipping."""
         if not self.skip:
-            raise DataError(f"{where}: {problem} (pass skip_bad_rows=True to skip bad rows)")
+            raise DataError(f"{where}: {problem} (to skip bad rows: --data.skip_bad_rows true, or skip_bad_rows=True in Python)")
         self.rows.append((where, problem))
 
     def report(self, what: str) -> None:

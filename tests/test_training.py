@@ -6,6 +6,7 @@ DDP tests run ``python train.py`` / ``python predict.py`` as real subprocesses.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -362,3 +363,21 @@ def test_the_summary_commands_run_as_printed_in_a_plain_shell(trained, tmp_path,
     help_run = subprocess.run(tensorboard_line.split(":", 1)[1].strip() + " --help", shell=True, capture_output=True,
                               text=True, env=shell_env, timeout=300)
     assert help_run.returncode == 0 and "--logdir" in help_run.stdout, help_run.stderr
+
+
+def test_a_run_logged_to_a_file_writes_progress_lines_and_no_library_noise(tmp_path):
+    data = write_tsv(tmp_path / "small.tsv")
+    args = [a for a in small_fit_args(data, tmp_path) if a not in ("--trainer.enable_progress_bar", "false")]
+    result = run_script(str(ROOT / "train.py"), *args, cwd=tmp_path)  # stdout and stderr are pipes, not a terminal
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "\r" not in output and "Tip" not in output and "LeafSpec" not in output
+    assert "No negative samples" not in output and "No positive samples" not in output
+    assert re.search(r"^epoch 2/2: 100% \(\d+/\d+ batches\), loss \d\.\d{4}$", result.stdout, re.MULTILINE), output
+
+
+def test_bad_row_hint_spells_the_cli_flag(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("1\tgood film\n0\tbad film\nmaybe\tso so\n", encoding="utf-8")
+    err = cli_error(small_fit_args(bad, tmp_path), capsys)
+    assert "--data.skip_bad_rows true" in err
