@@ -353,9 +353,14 @@ def read_user_data(
     if format is None:
         format = _detect_format(path, text)
     if format == "jsonl":
-        return _read_jsonl(path, text, bad)
-    delimiter = "," if format == "csv" else "\t"
-    return _read_delimited(path, text, delimiter, bad, require_sst2_header=format == "sst2")
+        data = _read_jsonl(path, text, bad)
+    else:
+        delimiter = "," if format == "csv" else "\t"
+        data = _read_delimited(path, text, delimiter, bad, require_sst2_header=format == "sst2")
+    log.info("%s: %d labelled row(s) read from %d line(s); %d bad row(s) skipped%s", path, len(data.examples),
+             len(_lines(text)), len(bad.rows), f" (at {', '.join(where.rsplit(':', 1)[1] for where, _ in bad.rows[:10])}"
+             f"{', ...' if len(bad.rows) > 10 else ''})" if bad.rows else "")
+    return data
 
 
 def _detect_format(path: Path, text: str) -> str:
@@ -365,10 +370,23 @@ def _detect_format(path: Path, text: str) -> str:
     return "tsv" if "\t" in first else "csv"
 
 
-def _read_records(path: Path, text: str, delimiter: str, bad: BadRows) -> list[tuple[int, list[str]]]:
-    """CSV records with the line each starts on; blank lines are skipped (they hold no row)."""
+#: A quoted field may span lines (a review with paragraphs), but one that runs over this many lines, or over
+#: two lines or more that look like rows of their own (a label, then the delimiter), is a quote left open.
+MAX_FIELD_LINES = 100
+
+
+def _read_records(path: Path, text: str, delimiter: str, bad: BadRows,
+                  open_quotes_are_bad: bool = True) -> list[tuple[int, list[str]]]:
+    """CSV records with the line each starts on; blank lines are skipped (they hold no row).
+
+    A record whose quoted field swallows what look like further rows (a quote left open) is reported at the
+    line it starts on; skipped, reading resumes on the next line, so the rows it swallowed are read after all.
+    ``open_quotes_are_bad=False`` reads such a record as the csv module does (the report's ``train.csv``).
+    """
+    lines = text.split("\n")
+    records: list[tuple[int, list[str]]] = []
+    first_line = 1  # the file line the reader's line 1 is
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    records = []
     next_line = 1
     while True:
         start = next_line
@@ -377,12 +395,27 @@ def _read_records(path: Path, text: str, delimiter: str, bad: BadRows) -> list[t
         except StopIteration:
             return records
         except csv.Error as error:
-            next_line = reader.line_num + 1
+            next_line = first_line + reader.line_num
             bad.add(f"{path}:{start}", f"unreadable row: {error}")
             continue
-        next_line = reader.line_num + 1
+        end = first_line + reader.line_num - 1  # the record's last line
+        next_line = end + 1
+        swallowed = _rows_inside(lines[start:end], delimiter) if end > start else 0
+        if open_quotes_are_bad and (end - start + 1 > MAX_FIELD_LINES or swallowed >= 2):
+            bad.add(f"{path}:{start}", f"a quote opened on this line is not closed until line {end} "
+                                       f"({end - start + 1} lines, {swallowed} of them look like rows of their own); "
+                                       f"close the quote, or double a quote inside a quoted text (\"\")")
+            first_line = next_line = start + 1  # read on from the next line
+            reader = csv.reader(io.StringIO("\n".join(lines[start:]), newline=""), delimiter=delimiter)
+            continue
         if row and not (len(row) == 1 and not row[0].strip()):
             records.append((start, row))
+
+
+def _rows_inside(lines: list[str], delimiter: str) -> int:
+    """How many of a multi-line field's continuation lines look like rows: a short label, then the delimiter."""
+    return sum(1 for line in lines if delimiter in line and _looks_like_label(line.split(delimiter, 1)[0])
+               and line.split(delimiter, 1)[1].strip())
 
 
 def _find_column(header: list[str], names: tuple[str, ...]) -> Optional[int]:
@@ -528,7 +561,9 @@ def read_cs5242(root: str | Path | None = None, skip_bad_rows: bool = False) -> 
     path = cs5242_dir(root) / "train.csv"
     bad = BadRows(skip_bad_rows)
     rows = []
-    for line, row in _read_records(path, _read_text(path), "\t", bad):
+    # Line 381 opens a quote that line 410 closes, so one row holds 30 physical lines: the report's own reader
+    # (the csv module) read it so, and its 800 rows and their order are the report's data.
+    for line, row in _read_records(path, _read_text(path), "\t", bad, open_quotes_are_bad=False):
         if len(row) != 2:
             bad.add(f"{path}:{line}", f"expected 2 tab-separated fields (label, sentence), found {len(row)}")
         else:

@@ -408,3 +408,26 @@ def test_vader_corpus_download_and_cache(tmp_path, monkeypatch, caplog):
     assert sources.fetch_vader_corpus("rotten_tomatoes", tmp_path) == path
     dm = SentimentDataModule(cache_dir=str(tmp_path), dataset="tweets")
     assert dm.num_classes == 2 and len(dm.splits["train"]) == 4196 - 2 * round(0.1 * 4196)
+
+
+def test_a_quote_left_open_is_reported_and_the_rows_it_swallowed_are_read(tmp_path, caplog):
+    rows = ["label,text"] + [f"{i % 2},sentence number {i} is {'good' if i % 2 else 'bad'}" for i in range(40)]
+    rows[12] = '1,"this movie is great'  # line 13: the quote is never closed
+    path = tmp_path / "open_quote.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}:13: a quote opened on this line is not closed until line 41"):
+        read_user_data(path)
+    with caplog.at_level(logging.INFO):
+        data = read_user_data(path, skip_bad_rows=True)
+    assert len(data.examples) == 39  # all 40 rows but the one with the open quote
+    assert data.examples[11].text == "sentence number 12 is bad" and data.examples[11].source == f"{path}:14"
+    assert f"{path}: 39 labelled row(s) read from 41 line(s); 1 bad row(s) skipped (at 13)" in caplog.text
+
+
+def test_a_quoted_text_over_a_few_lines_is_one_row(tmp_path):
+    path = tmp_path / "paragraphs.csv"
+    path.write_text('label,text\n1,"a fine film.\n\nthe second paragraph\nand a third line"\n0,a dull one\n',
+                    encoding="utf-8")
+    data = read_user_data(path)
+    assert [example.text for example in data.examples] == ["a fine film.\n\nthe second paragraph\nand a third line",
+                                                           "a dull one"]
