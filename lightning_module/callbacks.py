@@ -29,7 +29,15 @@ class TrainingSummary(pl.Callback):
         self._start = 0.0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.monotonic()
+        self._start = time.monotonic() - getattr(self, "_elapsed_before", 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best epoch so far and the training time so far: a resumed fit's summary covers the whole run."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "elapsed": time.monotonic() - self._start}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self._elapsed_before = float(state_dict["elapsed"])
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -49,7 +57,11 @@ class TrainingSummary(pl.Callback):
             lines.append(f"Best validation (epoch {self.best_epoch}, by {self.monitor}): {shown}")
         else:
             lines.append("No validation metrics (no validation split or no validation run).")
-        saved = [c for c in trainer.checkpoint_callbacks if c.best_model_path]
+        saved, seen = [], set()
+        for callback in trainer.checkpoint_callbacks:  # two callbacks may keep the same file (last.ckpt)
+            if callback.best_model_path and callback.best_model_path not in seen:
+                saved.append(callback)
+                seen.add(callback.best_model_path)
         for callback in saved:
             kind = f"best by {callback.monitor}" if callback.monitor else "latest"
             lines.append(f"Checkpoint ({kind}): {callback.best_model_path}")

@@ -26,8 +26,17 @@ class SentimentCLI(LightningCLI):
     """Links the data's vocabulary size and class count into the model, and always adds the summary."""
 
     def before_instantiate_classes(self) -> None:
-        """Output that is not a terminal gets :class:`LineProgress` instead of the redrawn progress bar."""
-        trainer = self.config[self.subcommand]["trainer"] if self.subcommand else self.config["trainer"]
+        """A resumed fit logs into its checkpoint's ``version_K`` folder; output that is not a terminal gets
+        :class:`LineProgress` instead of the redrawn progress bar."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        ckpt_path = config.get("ckpt_path") if self.subcommand else None
+        if ckpt_path is not None and trainer.get("logger") in (None, True):
+            version_dir = Path(ckpt_path).resolve().parent.parent  # .../lightning_logs/version_K/checkpoints/x.ckpt
+            if version_dir.name.startswith("version_") and version_dir.name[len("version_"):].isdigit():
+                trainer["logger"] = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                                     "init_args": {"save_dir": str(version_dir.parent.parent),
+                                                   "name": version_dir.parent.name, "version": version_dir.name}}
         if trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty():
             trainer["enable_progress_bar"] = False
             self._line_progress = True
@@ -49,6 +58,9 @@ class SentimentCLI(LightningCLI):
         it: Lightning would silently replace them with the checkpoint's."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path == "last":  # the latest last.ckpt of this root's runs (Lightning's own "last" looks
+            ckpt_path = self.config[subcommand]["ckpt_path"] = str(latest_last_checkpoint(  # in a new version_K)
+                self.config[subcommand]["trainer"].get("default_root_dir") or "."))
         self._checkpoint = None
         if ckpt_path not in (None, "best", "last", "hpc", "registry"):
             self._checkpoint = load_checkpoint(ckpt_path)
@@ -80,6 +92,18 @@ class SentimentCLI(LightningCLI):
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         """The Trainer loads ``--ckpt_path`` with ``weights_only=True`` too: no checkpoint can run code."""
         return {**super()._prepare_subcommand_kwargs(subcommand), "weights_only": True}
+
+
+def latest_last_checkpoint(root: str) -> Path:
+    """The newest ``lightning_logs/version_K/checkpoints/last.ckpt`` under ``root`` (``--ckpt_path last``).
+
+    Raises:
+        DataError: there is none.
+    """
+    candidates = sorted(Path(root).glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise DataError(f"--ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under {root}")
+    return candidates[-1]
 
 
 #: Model settings that a resumed run may change: they only act at the start of a fresh fit, or on speed.

@@ -130,32 +130,49 @@ class EncodedDataset(Dataset):
         return self.mask.sum(dim=1).long().tolist()
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Random batches of similar length: shuffle, sort pools of 50 batches by length, shuffle the batches.
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Random batches, every epoch in a new order, that can resume an epoch part way through.
 
-    Sentences of similar length share a batch, so fewer padding steps carry a mask of 0. The randomness
-    comes from torch's global generator (like ``shuffle=True``), so ``seed_everything`` fixes it.
+    Each epoch draws one seed from torch's global generator (so ``seed_everything`` fixes the order) and makes
+    its order from that seed alone: without ``bucket_by_length`` exactly what ``shuffle=True`` gives
+    (``RandomSampler``'s permutation cut into batches); with it, batches of similar length: shuffle, sort pools
+    of 50 batches by length, shuffle the batches (fewer padding steps carry a mask of 0).
+
+    :meth:`resume` makes the next epoch use a given seed and skip the batches already trained on: a checkpoint
+    written part way through an epoch holds the seed (:attr:`epoch_seed`) and the count.
     """
 
     POOL_BATCHES = 50
 
-    def __init__(self, lengths: list[int], batch_size: int) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, bucket_by_length: bool) -> None:
         self.lengths = lengths
         self.batch_size = batch_size
+        self.bucket_by_length = bucket_by_length
+        self.epoch_seed: Optional[int] = None
+        self._resume: Optional[tuple[int, int]] = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
 
+    def resume(self, epoch_seed: int, batches_done: int) -> None:
+        """The next epoch: the order of ``epoch_seed``, without its first ``batches_done`` batches."""
+        self._resume = (epoch_seed, batches_done)
+
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        seed, skip = self._resume or (int(torch.empty((), dtype=torch.int64).random_().item()), 0)
+        self._resume, self.epoch_seed = None, seed
+        yield from self._batches(torch.Generator().manual_seed(seed))[skip:]
+
+    def _batches(self, generator: torch.Generator) -> list[list[int]]:
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        if not self.bucket_by_length:
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         pool = self.batch_size * self.POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool):
             chunk = sorted(order[start:start + pool], key=self.lengths.__getitem__)
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
+        return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 class SentimentDataModule(pl.LightningDataModule):
@@ -219,6 +236,8 @@ class SentimentDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[Example]] = {}
         self._tokens: dict[str, list[list[str]]] = {}
         self._datasets: dict[str, EncodedDataset] = {}
+        self._train_sampler: Optional[ShuffledBatchSampler] = None
+        self._sampler_to_resume: Optional[tuple[int, int]] = None  # (seed, batches done) from a checkpoint
 
     # ---- what the model needs before training -------------------------------------------------------
 
@@ -283,9 +302,20 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
-        if self.hparams.shuffle and self.hparams.bucket_by_length:
-            return self._loader(dataset, batch_sampler=BucketBatchSampler(dataset.lengths(), self.hparams.batch_size))
-        return self._loader(dataset, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:  # Lightning shards the data with a DistributedSampler
+            if self.hparams.bucket_by_length:
+                log.warning("data.bucket_by_length is not used with %d processes (each gets a DistributedSampler "
+                            "shard); an interrupted fit resumes from its last epoch-end checkpoint", trainer.world_size)
+            return self._loader(dataset, batch_size=self.hparams.batch_size, shuffle=self.hparams.shuffle)
+        if not self.hparams.shuffle:
+            return self._loader(dataset, batch_size=self.hparams.batch_size)
+        self._train_sampler = ShuffledBatchSampler(dataset.lengths(), self.hparams.batch_size,
+                                                   self.hparams.bucket_by_length)
+        if self._sampler_to_resume is not None:
+            self._train_sampler.resume(*self._sampler_to_resume)
+            self._sampler_to_resume = None
+        return self._loader(dataset, batch_sampler=self._train_sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val"), batch_size=self.hparams.batch_size)
@@ -298,13 +328,26 @@ class SentimentDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
     def state_dict(self) -> dict[str, Any]:
-        """The encoding state (see :meth:`encoding_state`); Lightning saves it in every checkpoint."""
-        return self.encoding_state()
+        """The encoding state (see :meth:`encoding_state`); Lightning saves it in every checkpoint. Written part
+        way through a training epoch, also ``"train_sampler"``: the epoch's seed and how many of its batches
+        are done, so that a resumed fit goes on with the same batches."""
+        state = self.encoding_state()
+        trainer = getattr(self, "trainer", None)
+        sampler = getattr(self, "_train_sampler", None)
+        if trainer is not None and trainer.training and sampler is not None and sampler.epoch_seed is not None:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # at on_train_batch_end
+            if 0 < done < len(sampler):
+                state["train_sampler"] = {"epoch_seed": sampler.epoch_seed, "batches_done": done}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Take the checkpoint's vocabulary and class names (when resuming), re-encoding any loaded data."""
+        """Take the checkpoint's vocabulary and class names (when resuming), re-encoding any loaded data, and
+        the training epoch's order and progress when it was written part way through one."""
         if not state_dict:
             return
+        sampler = state_dict.get("train_sampler")
+        if sampler is not None:
+            self._sampler_to_resume = (int(sampler["epoch_seed"]), int(sampler["batches_done"]))
         encoder = TextEncoder.from_state(state_dict)
         if self.label_names and encoder.label_names != self.label_names:
             raise DataError(f"the checkpoint's classes {encoder.label_names} differ from the data's "

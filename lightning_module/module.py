@@ -1,8 +1,10 @@
 """The LightningModule: trains :class:`torch_rnn.models.SentimentRNN` with softmax cross-entropy."""
 from __future__ import annotations
 
+import random
 from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -123,6 +125,7 @@ class SentimentClassifier(pl.LightningModule):
         # self.log call costs Lightning some hundreds of microseconds each, per step (self.log moves the logged
         # value's record to its device every call), where the model's whole step takes about 18 ms.
         self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
+        self._resume_state: Optional[tuple[Any, list]] = None  # from a checkpoint, until training goes on
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
@@ -195,6 +198,53 @@ class SentimentClassifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
+
+    # ---- exact resume -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The random generators' states and, part way through a training epoch, the epoch's outputs so far:
+        with the DataModule's batch order, what a fit resumed from this checkpoint needs to go on exactly as
+        if it had never stopped."""
+        numpy_state = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
+        }
+        trainer = self._trainer
+        if trainer is not None and trainer.training:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < trainer.num_training_batches:
+                checkpoint["train_epoch_outputs"] = list(self._epoch_outputs["train"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the generator states and epoch outputs until the fit starts (:meth:`on_fit_start`)."""
+        self._resume_state = (checkpoint.get("rng_states"), checkpoint.get("train_epoch_outputs"))
+
+    def on_fit_start(self) -> None:
+        """A resumed fit: the checkpoint's generator states, before the training data iterator is made (it
+        draws a seed) and the next epoch draws its batch order; part way through an epoch, again before its
+        next batch (the iterator was made to go on where the epoch stopped), and the epoch's outputs so far,
+        so that its metrics cover the whole epoch."""
+        if self._resume_state is None:
+            return
+        rng_states, outputs = self._resume_state
+        self._set_rng_states(rng_states)
+        self._epoch_outputs["train"] = list(outputs or [])
+        self._resume_state = (rng_states, outputs) if outputs is not None else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._resume_state is not None:  # resumed part way through an epoch: its first batch
+            self._set_rng_states(self._resume_state[0])
+            self._resume_state = None
+
+    @staticmethod
+    def _set_rng_states(rng_states: Optional[dict[str, Any]]) -> None:
+        if rng_states is None:
+            return
+        torch.set_rng_state(rng_states["torch"])
+        random.setstate(rng_states["python"])
+        name, keys, *rest = rng_states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")

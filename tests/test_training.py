@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -381,3 +382,76 @@ def test_bad_row_hint_spells_the_cli_flag(tmp_path, capsys):
     bad.write_text("1\tgood film\n0\tbad film\nmaybe\tso so\n", encoding="utf-8")
     err = cli_error(small_fit_args(bad, tmp_path), capsys)
     assert "--data.skip_bad_rows true" in err
+
+
+RESUME_CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args: {monitor: val/acc, mode: max, filename: "best-epoch{epoch:02d}", auto_insert_metric_name: false}
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args: {filename: last, enable_version_counter: false}
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args: {filename: last, enable_version_counter: false, every_n_train_steps: 1}
+"""
+
+
+def resumable_fit_args(data: Path, root: Path, overlay: Path) -> list[str]:
+    """Three epochs of 5 batches with dropout, shuffled and bucketed, a checkpoint after every step."""
+    return ["fit", "--config", str(CONFIGS / "default.yaml"), "--config", str(overlay), "--data.path", str(data),
+            "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "3", "--model.hidden_size", "16",
+            "--model.fc_size", "16", "--model.embedding_dim", "8", "--model.naive_bayes_dims", "4",
+            "--data.batch_size", "8", "--data.bucket_by_length", "true", "--trainer.log_every_n_steps", "1"]
+
+
+def final_state(root: Path) -> tuple[dict, dict]:
+    """The last checkpoint's weights and optimizer state, and the last value of every logged scalar."""
+    [version] = list((root / "lightning_logs").iterdir())
+    checkpoint = torch.load(version / "checkpoints" / "last.ckpt", weights_only=True)
+    accumulator = EventAccumulator(str(version))
+    accumulator.Reload()
+    scalars = {tag: accumulator.Scalars(tag)[-1].value for tag in accumulator.Tags()["scalars"]}
+    return {**checkpoint["state_dict"], **{f"optimizer {k}": v for k, v in
+                                           checkpoint["optimizer_states"][0]["state"].items()}}, scalars
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after, kill_signal", [(3, "SIGKILL"), (7, "SIGINT"), (11, "SIGKILL")],
+                         ids=["epoch 1", "epoch 2 part way, SIGINT", "epoch 3, first step"])
+def test_a_killed_fit_resumed_from_last_equals_an_uninterrupted_one(tmp_path, kill_after, kill_signal):
+    """Kill after the kill_after-th training step's progress line (the step's checkpoint may or may not be
+    written by then), resume with --ckpt_path last: the final weights, optimizer state and logged metrics equal
+    an uninterrupted run's, bit for bit, and the resumed run's summary counts the whole run."""
+    import signal
+
+    data = write_tsv(tmp_path / "small.tsv")
+    overlay = tmp_path / "resume.yaml"
+    overlay.write_text(RESUME_CALLBACKS, encoding="utf-8")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    whole = subprocess.run([sys.executable, str(ROOT / "train.py"), *resumable_fit_args(data, tmp_path / "whole", overlay)],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+
+    killed_root = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *resumable_fit_args(data, killed_root, overlay)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    steps = 0
+    for line in process.stdout:
+        if line.startswith("epoch "):
+            steps += 1
+            if steps == kill_after:
+                process.send_signal(getattr(signal, kill_signal))
+                break
+    process.wait(timeout=300)
+    assert steps == kill_after
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *resumable_fit_args(data, killed_root, overlay),
+                              "--ckpt_path", "last"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Training finished: 3 epoch(s), 15 step(s)" in resumed.stdout
+
+    (weights, scalars), (expected_weights, expected_scalars) = final_state(killed_root), final_state(tmp_path / "whole")
+    assert weights.keys() == expected_weights.keys()
+    for name in weights:
+        for a, b in zip(torch.utils._pytree.tree_leaves(weights[name]), torch.utils._pytree.tree_leaves(expected_weights[name])):
+            assert torch.equal(torch.as_tensor(a), torch.as_tensor(b)), name
+    assert scalars == expected_scalars
