@@ -173,9 +173,34 @@ class LineProgress(pl.Callback):
             self._next = (percent // self.every + 1) * self.every
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def show_data_reports() -> None:
+    """The data's own reports (rows read and skipped per file, the splits, the vocabulary) on stderr, like
+    Lightning's: INFO and above of the ``lightning_module`` loggers."""
+    logger = logging.getLogger("lightning_module")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(args: Optional[Sequence[str]] = None, default_config: Optional[Path] = None) -> None:
     """Run the CLI on ``args`` (default: the command line); with no arguments at all, fit ``default_config``."""
     silence_library_noise()
+    show_data_reports()
     if args is None and len(sys.argv) == 1 and default_config is not None:
         args = ["fit", "--config", str(default_config)]
     try:

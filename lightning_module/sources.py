@@ -68,6 +68,14 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
+def log_read_summary(path: Path, rows: int, out_of: str, bad: BadRows, dropped: str = "") -> None:
+    """One line for every file read: rows read, out of how many lines (or files), and where rows were skipped."""
+    where = ", ".join(place.rsplit(":", 1)[-1] if place.startswith(f"{path}:") else place
+                      for place, _ in bad.rows[:10]) + (", ..." if len(bad.rows) > 10 else "")
+    log.info("%s: %d labelled row(s) read from %s; %d bad row(s) skipped%s%s", path, rows, out_of, len(bad.rows),
+             f" (at {where})" if bad.rows else "", f"; {dropped}" if dropped else "")
+
+
 def _require_examples(examples: list[Example], path: Path, bad: BadRows) -> None:
     if not examples:
         skipped = f" (all {len(bad.rows)} rows were bad and skipped)" if bad.rows else ""
@@ -190,7 +198,8 @@ def read_vader(path: str | Path, fine_grained: bool = False, skip_bad_rows: bool
     bad = BadRows(skip_bad_rows)
     examples: list[Example] = []
     neutral = 0
-    for number, line in enumerate(_lines(_read_text(path)), start=1):
+    lines = _lines(_read_text(path))
+    for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"
         if not line.strip():
             continue  # a blank line holds no row
@@ -221,6 +230,8 @@ def read_vader(path: str | Path, fine_grained: bool = False, skip_bad_rows: bool
         log.warning("%s: dropped %d neutral sentence(s) (mean rating exactly 0) from the binary task; "
                     "use fine_grained=True to keep them", path, neutral)
     _require_examples(examples, path, bad)
+    log_read_summary(path, len(examples), f"{len(lines)} line(s)", bad,
+                     f"{neutral} neutral sentence(s) left out of the binary task" if neutral else "")
     return LabeledData(examples, FINE_GRAINED_NAMES if fine_grained else ["negative", "positive"])
 
 
@@ -357,9 +368,7 @@ def read_user_data(
     else:
         delimiter = "," if format == "csv" else "\t"
         data = _read_delimited(path, text, delimiter, bad, require_sst2_header=format == "sst2")
-    log.info("%s: %d labelled row(s) read from %d line(s); %d bad row(s) skipped%s", path, len(data.examples),
-             len(_lines(text)), len(bad.rows), f" (at {', '.join(where.rsplit(':', 1)[1] for where, _ in bad.rows[:10])}"
-             f"{', ...' if len(bad.rows) > 10 else ''})" if bad.rows else "")
+    log_read_summary(path, len(data.examples), f"{len(_lines(text))} line(s)", bad)
     return data
 
 
@@ -529,6 +538,7 @@ def _read_imdb(path: Path, bad: BadRows) -> LabeledData:
                 bad.add(f"{file}:1", "empty text")
     bad.report(str(path))
     _require_examples(examples, path, bad)
+    log_read_summary(path, len(examples), f"{len(examples) + len(bad.rows)} .txt file(s)", bad)
     return LabeledData(examples, ["negative", "positive"])
 
 
@@ -563,9 +573,12 @@ def read_cs5242(root: str | Path | None = None, skip_bad_rows: bool = False) -> 
     rows = []
     # Line 381 opens a quote that line 410 closes, so one row holds 30 physical lines: the report's own reader
     # (the csv module) read it so, and its 800 rows and their order are the report's data.
-    for line, row in _read_records(path, _read_text(path), "\t", bad, open_quotes_are_bad=False):
+    text = _read_text(path)
+    for line, row in _read_records(path, text, "\t", bad, open_quotes_are_bad=False):
         if len(row) != 2:
             bad.add(f"{path}:{line}", f"expected 2 tab-separated fields (label, sentence), found {len(row)}")
         else:
             rows.append((f"{path}:{line}", row[0], row[1]))
-    return _label_examples(rows, path, bad)
+    data = _label_examples(rows, path, bad)
+    log_read_summary(path, len(data.examples), f"{len(_lines(text))} line(s)", bad)
+    return data

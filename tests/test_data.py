@@ -431,3 +431,25 @@ def test_a_quoted_text_over_a_few_lines_is_one_row(tmp_path):
     data = read_user_data(path)
     assert [example.text for example in data.examples] == ["a fine film.\n\nthe second paragraph\nand a third line",
                                                            "a dull one"]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "imdb"])
+def test_every_format_says_how_many_rows_were_read_and_skipped(tmp_path, caplog, fmt):
+    if fmt == "tsv":
+        path = tmp_path / "d.tsv"
+        path.write_text("1\tgood film\n0\tbad film\n1\t\n0\ta dull film\n", encoding="utf-8")
+        out_of, at = "4 line(s)", " (at 3)"
+    elif fmt == "jsonl":
+        path = tmp_path / "d.jsonl"
+        path.write_text('{"label": 1, "text": "good"}\n{"label": 0, "text": "bad"}\n{"label": 1}\n', encoding="utf-8")
+        out_of, at = "3 line(s)", " (at 3)"
+    else:
+        path = tmp_path / "imdb"
+        for name, texts in (("pos", ["great", "fine"]), ("neg", ["awful", ""])):
+            (path / name).mkdir(parents=True)
+            for i, text in enumerate(texts):
+                (path / name / f"{i}.txt").write_text(text, encoding="utf-8")
+        out_of, at = "4 .txt file(s)", f" (at {path / 'neg' / '1.txt'}:1)"
+    with caplog.at_level(logging.INFO):
+        data = read_user_data(path, skip_bad_rows=True)
+    assert f"{path}: {len(data.examples)} labelled row(s) read from {out_of}; 1 bad row(s) skipped{at}" in caplog.text

@@ -167,8 +167,10 @@ def cli_error(args: list[str], capsys) -> str:
         main(args)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    *reports, error = err.splitlines()  # the data's reports (rows read per file) may come first
+    assert error.startswith("error: ") and "Traceback" not in err
+    assert all(not line.startswith(("error", " ")) for line in reports), err
+    return error
 
 
 @pytest.mark.parametrize(
