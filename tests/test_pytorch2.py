@@ -90,6 +90,7 @@ def test_nn_rnn_cannot_compile_fullgraph_and_torch_rnn_can():
     torch.compile(Tagger(), backend="aot_eager", fullgraph=True)(tokens(2, 3))
 
 
+@pytest.mark.slow
 def test_inductor_compiles_forward_and_backward_equal_to_eager():
     torch.manual_seed(0)
     model = Tagger()

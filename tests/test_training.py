@@ -137,6 +137,7 @@ def test_seed_report_reproduces_the_report_to_six_decimals(tmp_path, capsys):
     assert f"{losses[0]:f}" == REPORT_LOSSES[0]
 
 
+@pytest.mark.network
 def test_fit_on_the_default_corpus(tmp_path, capsys):
     try:
         sources.fetch_vader_corpus("rotten_tomatoes")
@@ -149,6 +150,7 @@ def test_fit_on_the_default_corpus(tmp_path, capsys):
     assert "Best validation" in out and "-m tensorboard.main --logdir" in out
 
 
+@pytest.mark.slow
 def test_ddp_fit_in_two_processes(tmp_path):
     data = write_tsv(tmp_path / "small.tsv")
     result = run_script("train.py", "fit", "--config", str(CONFIGS / "ddp_cpu.yaml"), "--data.path", str(data),
@@ -268,7 +270,8 @@ def run_all_stages(data: Path, root: Path, *extra: str) -> dict[str, object]:
     return numbers
 
 
-@pytest.mark.parametrize("backend, no_dropout", [("aot_eager", False), ("inductor", True)])
+@pytest.mark.parametrize("backend, no_dropout", [("aot_eager", False),
+                                                 pytest.param("inductor", True, marks=pytest.mark.slow)])
 def test_compiled_model_gives_the_eager_numbers_in_every_stage(tmp_path, backend, no_dropout):
     """Equal within float32 rounding (compiled, a batch with lengths runs its rows padded rather than packed, so
     the matmuls see other shapes). Inductor draws dropout masks from its own generator: compared without dropout."""
@@ -351,6 +354,7 @@ def test_resume_with_a_setting_safe_to_change_warns_and_trains_on(trained, tmp_p
     assert cli.trainer.current_epoch == 3
 
 
+@pytest.mark.slow
 def test_the_summary_commands_run_as_printed_in_a_plain_shell(trained, tmp_path, capsys):
     """The closing summary's commands name this environment's python by its path, so they work in a shell
     where no virtual environment is active (PATH without it), from the directory the fit ran in."""
