@@ -65,6 +65,10 @@ class Prediction:
         truncated: whether the sentence had more tokens than the model's ``max_length`` and was cut to them.
         tokens: how many tokens the sentence has (before cutting).
         error: why the sentence could not be classified (it has no tokens), else None.
+        contributions: with ``explain``, every token the model read with its share of the predicted class's
+            log-odds against the others (:meth:`SentimentPredictor.explain`), else None.
+        bias: with ``explain``, the share that does not depend on the words; ``bias + sum(contributions)``
+            is the predicted class's log-odds ``log p / (1 - p)``.
     """
 
     text: str
@@ -74,6 +78,8 @@ class Prediction:
     truncated: bool = False
     tokens: int = 0
     error: Optional[str] = None
+    contributions: Optional[list[tuple[str, float]]] = None
+    bias: Optional[float] = None
 
 
 class SentimentPredictor:
@@ -103,21 +109,52 @@ class SentimentPredictor:
             chunks.append(self.model(batch["tokens"], batch["mask"]).softmax(dim=1))
         return torch.cat(chunks)
 
-    def predict(self, texts: list[str]) -> list[Prediction]:
+    def predict(self, texts: list[str], explain: bool = False) -> list[Prediction]:
         """Every text's :class:`Prediction`, in order; a text that cannot be classified (no tokens) gets one
-        with ``error`` set, and the others are still classified."""
+        with ``error`` set, and the others are still classified. ``explain`` adds each token's contribution
+        (:meth:`explain`)."""
         token_lists = [self.encoder.tokenizer(text) for text in texts]
         predictions = [self._describe(text, words) for text, words in zip(texts, token_lists)]
         classifiable = [i for i, words in enumerate(token_lists) if words]
         if classifiable:
             batch = self.encoder.encode_tokens([token_lists[i] for i in classifiable])
             with torch.no_grad():
-                probabilities = self.model(batch["tokens"], batch["mask"]).softmax(dim=1)
-            best, labels = probabilities.max(dim=1)
-            for i, label, probability in zip(classifiable, labels.tolist(), best.tolist()):
+                scores = self.model(batch["tokens"], batch["mask"])  # (n, C)
+                explained = self.explain(batch["tokens"], batch["mask"], scores) if explain else None
+            best, labels = scores.softmax(dim=1).max(dim=1)
+            for row, (i, label, probability) in enumerate(zip(classifiable, labels.tolist(), best.tolist())):
                 predictions[i].label = self.encoder.label_names[label]
                 predictions[i].probability = probability
+                if explained is not None:
+                    words = token_lists[i][: self.encoder.max_length]
+                    values, bias = explained
+                    predictions[i].contributions = list(zip(words, values[row, : len(words)].tolist()))
+                    predictions[i].bias = float(bias[row])
         return predictions
+
+    @torch.no_grad()
+    def explain(self, tokens: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each step's share of the predicted class's log-odds against the others, and the rest (bias).
+
+        With two classes the log-odds ``log p_c / (1 - p_c) = s_c - s_other`` is linear in the scores, so the
+        shares are exact: ``contributions[..., c] - contributions[..., other]`` of
+        :meth:`torch_rnn.models.SentimentRNN.contributions`. With more, ``log p_c / (1 - p_c) = s_c -
+        logsumexp_{k != c} s_k`` is not linear: each step gets its share of ``s_c`` minus the others' shares
+        weighted by their softmax over ``k != c`` (the first-order term), and the bias takes the remainder, so
+        the sum is still the log-odds exactly.
+
+        Returns:
+            ``(N, T)`` shares (0 at padding) and ``(N,)`` biases; ``bias + shares.sum(1)`` is the log-odds.
+        """
+        contributions, bias = self.model.model.contributions(tokens, mask)  # (N, T, C), (N, C)
+        predicted = scores.argmax(dim=1)  # (N,)
+        others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, predicted.unsqueeze(1), False)  # (N, C)
+        weights = torch.where(others, scores, float("-inf")).softmax(dim=1)  # (N, C): 0 at the predicted class
+        weights = weights - torch.nn.functional.one_hot(predicted, scores.shape[1]).to(scores.dtype)  # -1 there
+        shares = -(contributions * weights.unsqueeze(1)).sum(2)  # (N, T): s_c share minus the weighted others'
+        log_odds = scores.gather(1, predicted.unsqueeze(1)).squeeze(1) - torch.logsumexp(
+            torch.where(others, scores, float("-inf")), dim=1)  # (N,)
+        return shares, log_odds - shares.sum(1)
 
     def _describe(self, text: str, words: list[str]) -> Prediction:
         vocab = self.encoder.vocab

@@ -6,7 +6,9 @@ classified, and the exit status is then 1. Each row says which words the vocabul
 the sentence was cut to the model's ``max_length`` tokens.
 
 Text rows are ``label<TAB>probability<TAB>sentence``, or ``error<TAB>reason<TAB>sentence``; unknown words and
-cutting are noted on stderr. JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
+cutting are noted on stderr. ``--explain`` adds each word's exact share of the predicted class's log-odds
+(:meth:`lightning_module.inference.SentimentPredictor.explain`): a line under the row (coloured in a
+terminal), or the JSON fields ``contributions`` and ``bias``. JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
 ``{"text", "error", "unknown", "truncated"}``.
 """
 from __future__ import annotations
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object per line: {"text": ..., "label": ..., "probability": ..., '
                              '"unknown": [...], "truncated": ...}')
+    parser.add_argument("--explain", action="store_true",
+                        help="show each word's exact share of the predicted class's log-odds (JSON: "
+                             '"contributions": [[word, value], ...] and "bias", which sum to log p / (1 - p))')
     return parser
 
 
@@ -52,11 +57,26 @@ def _row(prediction: "Prediction", as_json: bool) -> str:
     if as_json:
         fields = ({"error": prediction.error} if prediction.error else
                   {"label": prediction.label, "probability": round(prediction.probability, 6)})
+        if prediction.contributions is not None:
+            fields["contributions"] = [[word, round(value, 6)] for word, value in prediction.contributions]
+            fields["bias"] = round(prediction.bias, 6)
         return json.dumps({"text": prediction.text, **fields, "unknown": prediction.unknown,
                            "truncated": prediction.truncated})
     if prediction.error:
         return f"error\t{prediction.error}\t{prediction.text}"
     return f"{prediction.label}\t{prediction.probability:.4f}\t{prediction.text}"
+
+
+def _explanation(prediction: "Prediction", color: bool) -> str:
+    """``  word +0.123  word -0.045 ... | bias +0.2 = log-odds +1.3``, shares green (for) and red (against) in a
+    terminal."""
+    def shown(word: str, value: float) -> str:
+        text = f"{word} {value:+.3f}"
+        return f"\033[{32 if value > 0 else 31}m{text}\033[0m" if color else text
+
+    log_odds = prediction.bias + sum(value for _, value in prediction.contributions)
+    words = "  ".join(shown(word, value) for word, value in prediction.contributions)
+    return f"  {words}  | bias {prediction.bias:+.3f} = log-odds {log_odds:+.3f} for {prediction.label}"
 
 
 def _note(number: int, prediction: "Prediction", max_length: int) -> Optional[str]:
@@ -84,12 +104,14 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from lightning_module.inference import SentimentPredictor
 
         predictor = SentimentPredictor.from_checkpoint(options.checkpoint)
-        predictions = predictor.predict(sentences)
+        predictions = predictor.predict(sentences, explain=options.explain)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     for number, prediction in enumerate(predictions, start=1):
         print(_row(prediction, options.json))
+        if options.explain and not options.json and prediction.contributions is not None:
+            print(_explanation(prediction, color=sys.stdout.isatty()))
         note = None if options.json else _note(number, prediction, predictor.encoder.max_length)
         if note:
             print(note, file=sys.stderr)

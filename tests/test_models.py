@@ -209,3 +209,29 @@ def test_softmax_loss_equals_cross_entropy_and_its_gradient(dtype):
 def test_softmax_loss_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"scores \(N, C\) and labels \(N,\).*\(4, 3\) and \(5,\)"):
         softmax_loss(torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("num_classes, bidirectional, input_mode", [(2, False, "embedding"), (3, True, "embedding"),
+                                                                    (2, False, "onehot")])
+def test_contributions_and_bias_sum_to_the_scores(num_classes, bidirectional, input_mode):
+    """scores = bias + sum_t (m_t / L) W_fc W_a h_t, exactly; padding steps contribute nothing."""
+    torch.manual_seed(0)
+    model = SentimentRNN(30, 8, 6, num_classes, input_mode=input_mode, embedding_dim=5,
+                         bidirectional=bidirectional, dropout=0.5).eval()
+    lengths = torch.tensor([7, 3, 1, 5])
+    mask = (torch.arange(7) < lengths[:, None]).float()
+    tokens = torch.randint(1, 30, (4, 7)) * mask.long()
+    contributions, bias = model.contributions(tokens, mask)
+    assert contributions.shape == (4, 7, num_classes) and bias.shape == (4, num_classes)
+    torch.testing.assert_close(bias + contributions.sum(1), model(tokens, mask), rtol=1e-5, atol=1e-6)
+    assert contributions[mask == 0].abs().max() == 0
+
+
+def test_a_step_contribution_is_its_weighted_projection():
+    """Step t's share, recomputed from the layers' weights: (1/L) W_fc W_a h_t."""
+    torch.manual_seed(1)
+    model = SentimentRNN(20, 6, 4, 2, input_mode="embedding", embedding_dim=3).eval()
+    tokens, mask = torch.randint(1, 20, (1, 4)), torch.ones(1, 4)
+    h, _ = model.rnn(model.embedding(tokens))  # (1, 4, 6)
+    expected = (model.classifier.weight @ model.temporal_affine.weight @ h[0, 2]) / 4
+    torch.testing.assert_close(model.contributions(tokens, mask)[0][0, 2], expected)

@@ -6,6 +6,7 @@ DDP tests run ``python train.py`` / ``python predict.py`` as real subprocesses.
 from __future__ import annotations
 
 import json
+import math
 import re
 import os
 import subprocess
@@ -461,3 +462,34 @@ def test_a_killed_fit_resumed_from_last_equals_an_uninterrupted_one(tmp_path, ki
         for a, b in zip(torch.utils._pytree.tree_leaves(weights[name]), torch.utils._pytree.tree_leaves(expected_weights[name])):
             assert torch.equal(torch.as_tensor(a), torch.as_tensor(b)), name
     assert scalars == expected_scalars
+
+
+def test_predict_py_explain_shares_sum_to_the_log_odds(trained, capsys):
+    _, log_dir = trained
+    predict_main([str(log_dir / "checkpoints" / "last.ckpt"), "--json", "--explain", "a wonderful film",
+                  "boring and far too long"])
+    for row in map(json.loads, capsys.readouterr().out.splitlines()):
+        words = [word for word, _ in row["contributions"]]
+        assert words == row["text"].split()
+        p = row["probability"]
+        assert row["bias"] + sum(value for _, value in row["contributions"]) == pytest.approx(
+            math.log(p / (1 - p)), abs=1e-4)
+    predict_main([str(log_dir / "checkpoints" / "last.ckpt"), "--explain", "a wonderful film"])
+    assert "| bias " in capsys.readouterr().out
+
+
+def test_explain_with_three_classes_sums_to_the_log_odds():
+    """More than two classes: the first-order shares plus the bias still give log p / (1 - p) exactly."""
+    from lightning_module.datamodule import TextEncoder
+    from lightning_module.inference import SentimentPredictor
+    from lightning_module.tokenizer import Tokenizer
+    from lightning_module.vocabulary import Vocabulary
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([["good", "bad", "film", "ok"]] * 2)
+    model = SentimentClassifier(vocab_size=len(vocab), num_classes=3, hidden_size=8, fc_size=6, embedding_dim=4,
+                                bidirectional=True)
+    predictor = SentimentPredictor(model, TextEncoder(vocab, Tokenizer(), 10, ["neg", "neu", "pos"]))
+    for prediction in predictor.predict(["good film", "bad ok film", "film"], explain=True):
+        log_odds = math.log(prediction.probability / (1 - prediction.probability))
+        assert prediction.bias + sum(v for _, v in prediction.contributions) == pytest.approx(log_odds, abs=1e-5)

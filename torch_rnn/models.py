@@ -108,6 +108,12 @@ class SentimentRNN(nn.Module):
             self._assignment_init(nonlinearity)
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        h = self._hidden_states(tokens, mask)  # (N, T, H * dirs)
+        features = self.average(self.temporal_affine(h), mask)  # (N, A)
+        return self.classifier(self.dropout(features))  # (N, C)
+
+    def _hidden_states(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """The RNN's output ``h (N, T, H * dirs)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
         if tokens.dim() != 2 or tokens.is_floating_point():
             raise ValueError(f"SentimentRNN: tokens must be an (N, T) integer tensor, got {tokens.dtype} {tuple(tokens.shape)}")
         if mask.shape != tokens.shape:
@@ -117,9 +123,43 @@ class SentimentRNN(nn.Module):
         else:
             inputs = self.embedding_dropout(self._embed(tokens))  # (N, T, E)
         lengths = self._lengths(mask) if self.skip_padding else None
-        h, _ = self.rnn(inputs, lengths=lengths)  # (N, T, H * dirs)
-        features = self.average(self.temporal_affine(h), mask)  # (N, A)
-        return self.classifier(self.dropout(features))  # (N, C)
+        h, _ = self.rnn(inputs, lengths=lengths)
+        return h
+
+    def contributions(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Every step's exact share of the class scores: ``scores = bias + contributions.sum(1)``.
+
+        With ``h_t`` the RNN's output at step ``t``, ``L`` the row's number of real steps (``mask``'s sum),
+        ``W_a, b_a`` the temporal affine layer and ``W_fc, b_fc`` the last one, the model computes (dropout is
+        off in eval mode)
+
+        .. math:: s = W_{fc} \Big(\frac{1}{L} \sum_t m_t (W_a h_t + b_a)\Big) + b_{fc}
+                    = \underbrace{b_{fc} + W_{fc} b_a}_{\text{bias}} + \sum_t \underbrace{\frac{m_t}{L} W_{fc} W_a h_t}_{\text{step } t}
+
+        so step ``t``'s contribution is ``(m_t / L) W_fc W_a h_t``: its word in the context of the words before
+        it (for a bidirectional RNN, of the whole sentence). Padding steps contribute 0.
+
+        Args:
+            tokens: ``(N, T)`` int64 token ids; mask: ``(N, T)`` 1 at real tokens, 0 at padding.
+
+        Returns:
+            contributions: ``(N, T, C)`` float, each step's share of every class score (logit).
+            bias: ``(N, C)`` float, the part that does not depend on the words.
+
+        Raises:
+            ValueError: as :meth:`forward` for bad shapes and masks.
+        """
+        h = self._hidden_states(tokens, mask)  # (N, T, H')
+        weights = mask.to(h.dtype) / mask.to(h.dtype).sum(1, keepdim=True)  # (N, T): m_t / L
+        projected = h @ self.temporal_affine.weight.T  # (N, T, A): W_a h_t
+        per_step = projected @ self.classifier.weight.T  # (N, T, C): W_fc W_a h_t
+        contributions = weights.unsqueeze(-1) * per_step  # (N, T, C)
+        bias = h.new_zeros(self.classifier.out_features)  # (C,): b_fc + W_fc b_a
+        if self.temporal_affine.bias is not None:
+            bias = bias + self.classifier.weight @ self.temporal_affine.bias
+        if self.classifier.bias is not None:
+            bias = bias + self.classifier.bias
+        return contributions, bias.expand(h.shape[0], -1)
 
     def _embed(self, tokens: Tensor) -> Tensor:
         """``self.embedding(tokens)``; in compiled code the same lookup as the op ``torch_rnn::embedding``, whose
