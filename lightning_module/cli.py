@@ -30,7 +30,7 @@ class SentimentCLI(LightningCLI):
         :class:`LineProgress` instead of the redrawn progress bar."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config["trainer"]
-        ckpt_path = config.get("ckpt_path") if self.subcommand else None
+        ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None  # a resumed fit, not a test
         if ckpt_path is not None and trainer.get("logger") in (None, True):
             version_dir = Path(ckpt_path).resolve().parent.parent  # .../lightning_logs/version_K/checkpoints/x.ckpt
             if version_dir.name.startswith("version_") and version_dir.name[len("version_"):].isdigit():
@@ -64,7 +64,9 @@ class SentimentCLI(LightningCLI):
         self._checkpoint = None
         if ckpt_path not in (None, "best", "last", "hpc", "registry"):
             self._checkpoint = load_checkpoint(ckpt_path)
-            check_settings_against_checkpoint(self.config[subcommand], self._checkpoint, ckpt_path)
+            if subcommand == "fit":  # other subcommands just use the checkpoint's model
+                defaults = self._parser(subcommand).get_defaults()
+                check_settings_against_checkpoint(self.config[subcommand], self._checkpoint, ckpt_path, defaults)
         super()._parse_ckpt_path()
 
     def _check_resume(self) -> None:
@@ -112,15 +114,21 @@ SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_ba
 CHECKPOINT_DATA_SETTINGS = ("max_length", "lowercase")
 
 
-def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], ckpt_path: str) -> None:
-    """One line for every ``--model.*`` / ``--data.*`` setting that differs from the checkpoint's: a DataError
-    for the first that would be silently replaced (the network's shape, the encoding), a warning for those
-    safe to change (``SAFE_MODEL_SETTINGS``, which act only on a fresh fit or on speed)."""
+def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], ckpt_path: str,
+                                      defaults: Any = None) -> None:
+    """One line for every ``--model.*`` / ``--data.*`` setting of a resumed fit that differs from the
+    checkpoint's: a DataError for the first that would be silently replaced (the network's shape, the
+    encoding), a warning for those safe to change (``SAFE_MODEL_SETTINGS``, which act only on a fresh fit or
+    on speed). Settings left at the parser's ``defaults`` are not the user's: Lightning fills them in from the
+    checkpoint."""
     trained = checkpoint.get("hyper_parameters", {})
     model_config = config.get("model") or {}
+    model_defaults = (defaults.get("model") if defaults is not None else None) or {}
     for name, value in sorted(model_config.items()):
         if name in ("vocab_size", "num_classes") or name not in trained or trained[name] == value:
             continue  # the data sets the first two (checked once the data is read)
+        if name in model_defaults and model_defaults[name] == value:
+            continue
         line = (f"--model.{name} is {value!r} but the checkpoint {ckpt_path} was trained with {trained[name]!r}")
         if name in SAFE_MODEL_SETTINGS:
             warnings.warn(f"{line}; it only acts on a fresh fit, so the resumed run keeps the checkpoint's",
@@ -130,7 +138,10 @@ def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], c
                             "model without --ckpt_path")
     encoder = checkpoint.get(SentimentDataModule.__qualname__) or {}
     data_config = config.get("data") or {}
+    data_defaults = (defaults.get("data") if defaults is not None else None) or {}
     for name in CHECKPOINT_DATA_SETTINGS:
+        if name in data_defaults and data_defaults[name] == data_config.get(name):
+            continue
         if name in encoder and name in data_config and data_config[name] != encoder[name]:
             raise DataError(f"--data.{name} is {data_config[name]!r} but the checkpoint {ckpt_path} encodes text "
                             f"with {encoder[name]!r}: a resumed run keeps the checkpoint's; drop the setting")

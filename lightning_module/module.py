@@ -125,7 +125,7 @@ class SentimentClassifier(pl.LightningModule):
         # self.log call costs Lightning some hundreds of microseconds each, per step (self.log moves the logged
         # value's record to its device every call), where the model's whole step takes about 18 ms.
         self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
-        self._resume_state: Optional[tuple[Any, list]] = None  # from a checkpoint, until training goes on
+        self._resume_state: Optional[tuple[Any, Optional[list], bool]] = None  # from a checkpoint, until a fit goes on
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
@@ -179,10 +179,13 @@ class SentimentClassifier(pl.LightningModule):
         every = self.trainer.log_every_n_steps
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def _log_epoch_metrics(self, stage: str, to_loggers_now: bool = False) -> None:
         """The stage's metrics and mean loss over the epoch (synchronised across processes): logged, then reset.
 
         The loss is ``{stage}/loss``, ``train/loss_epoch`` for training (``train/loss`` is the per-step one).
+        ``to_loggers_now`` writes them to the loggers at the current step instead of through ``self.log``
+        (which, outside an epoch-end hook, would hold them until the current epoch ends and its own values
+        replace them).
         """
         metrics, loss_mean, outputs = self.metrics[f"{stage}_metrics"], self.loss_means[f"{stage}_loss"], self._epoch_outputs[stage]
         if outputs:
@@ -191,7 +194,12 @@ class SentimentClassifier(pl.LightningModule):
             loss_mean.update(torch.stack(losses), weight=torch.tensor([len(y) for y in labels], dtype=losses[0].dtype,
                                                                       device=losses[0].device))
             loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
-            self.log_dict({loss_name: loss_mean.compute(), **metrics.compute()}, prog_bar=stage != "train")
+            values = {loss_name: loss_mean.compute(), **metrics.compute()}
+            if to_loggers_now:
+                for logger in self.loggers:
+                    logger.log_metrics({name: float(value) for name, value in values.items()}, step=self.global_step)
+            else:
+                self.log_dict(values, prog_bar=stage != "train")
         metrics.reset()
         loss_mean.reset()
         outputs.clear()
@@ -211,26 +219,38 @@ class SentimentClassifier(pl.LightningModule):
             "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
         }
         trainer = self._trainer
-        if trainer is not None and trainer.training:
+        if trainer is not None and trainer.state.fn == "fit":  # also at validation inside a fit (best-*.ckpt)
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < trainer.num_training_batches:
-                checkpoint["train_epoch_outputs"] = list(self._epoch_outputs["train"])
+            checkpoint["train_epoch_outputs"] = list(self._epoch_outputs["train"])
+            checkpoint["mid_epoch"] = trainer.training and 0 < done < trainer.num_training_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the generator states and epoch outputs until the fit starts (:meth:`on_fit_start`)."""
-        self._resume_state = (checkpoint.get("rng_states"), checkpoint.get("train_epoch_outputs"))
+        """Keep the generator states and epoch outputs until a fit from this checkpoint starts
+        (:meth:`on_fit_start`)."""
+        self._resume_state = (checkpoint.get("rng_states"), checkpoint.get("train_epoch_outputs"),
+                              bool(checkpoint.get("mid_epoch")))
 
     def on_fit_start(self) -> None:
         """A resumed fit: the checkpoint's generator states, before the training data iterator is made (it
         draws a seed) and the next epoch draws its batch order; part way through an epoch, again before its
         next batch (the iterator was made to go on where the epoch stopped), and the epoch's outputs so far,
         so that its metrics cover the whole epoch."""
-        if self._resume_state is None:
+        state, self._resume_state = self._resume_state, None
+        if state is None or self.trainer.ckpt_path is None:  # a checkpoint loaded for another use than resuming
             return
-        rng_states, outputs = self._resume_state
+        rng_states, outputs, mid_epoch = state
         self._set_rng_states(rng_states)
         self._epoch_outputs["train"] = list(outputs or [])
-        self._resume_state = (rng_states, outputs) if outputs is not None else None
+        if mid_epoch:
+            self._resume_state = state
+
+    def on_train_epoch_start(self) -> None:
+        """An epoch starts afresh. Outputs still here came with a checkpoint written after an epoch's last
+        batch but before its end (``best-*.ckpt``, at validation): Lightning does not end that epoch again, so
+        its training metrics are logged now, at the same step."""
+        if self._epoch_outputs["train"]:
+            self._log_epoch_metrics("train", to_loggers_now=True)
+        self._epoch_outputs["train"] = []
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._resume_state is not None:  # resumed part way through an epoch: its first batch

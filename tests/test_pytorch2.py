@@ -381,3 +381,20 @@ def test_compile_with_the_python_loops(monkeypatch):
     for N, T in [(4, 7), (3, 9)]:
         assert_same_run(model, compiled, tokens(N, T), dtype=torch.float64)
     assert_same_run(model, compiled, tokens(3, 8), torch.tensor([8, 2, 5]), dtype=torch.float64)
+
+
+def test_the_sentiment_model_trains_under_autocast():
+    """Every layer follows autocast (the head too): bfloat16 scores, float32 gradients for the parameters."""
+    from torch_rnn.models import SentimentRNN, softmax_loss
+
+    torch.manual_seed(0)
+    model = SentimentRNN(30, 8, 6, 2, input_mode="embedding", embedding_dim=5, bidirectional=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    mask = (torch.arange(7) < lengths[:, None]).float()
+    tokens = torch.randint(1, 30, (4, 7)) * mask.long()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model(tokens, mask)
+        loss = softmax_loss(scores, torch.tensor([0, 1, 0, 1]))
+    assert scores.dtype == torch.bfloat16
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

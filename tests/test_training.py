@@ -493,3 +493,29 @@ def test_explain_with_three_classes_sums_to_the_log_odds():
     for prediction in predictor.predict(["good film", "bad ok film", "film"], explain=True):
         log_odds = math.log(prediction.probability / (1 - prediction.probability))
         assert prediction.bias + sum(v for _, v in prediction.contributions) == pytest.approx(log_odds, abs=1e-5)
+
+
+def test_validate_with_a_checkpoint_needs_no_training_settings_and_keeps_its_logs(trained, tmp_path, capsys):
+    """validate/test take the checkpoint's model (no resume checks), and log into their own root."""
+    cli, log_dir = trained
+    data = write_tsv(tmp_path / "small.tsv")
+    config_before = (log_dir / "config.yaml").read_text(encoding="utf-8")
+    main(["validate", "--data.path", str(data), "--trainer.default_root_dir", str(tmp_path / "v"),
+          "--trainer.enable_progress_bar", "false", "--ckpt_path", str(log_dir / "checkpoints" / "last.ckpt")])
+    assert (tmp_path / "v" / "lightning_logs").is_dir()
+    assert (log_dir / "config.yaml").read_text(encoding="utf-8") == config_before
+
+
+def test_a_checkpoint_loaded_for_inference_does_not_reseed_a_later_fit(trained):
+    """Loading a checkpoint (load_from_checkpoint) and then fitting afresh: the fit's own seed decides."""
+    _, log_dir = trained
+    model = SentimentClassifier.load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert model._resume_state is not None  # kept for a fit from this checkpoint only
+    model.trainer = None
+    import pytorch_lightning as pl
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    model.trainer = trainer
+    before = torch.get_rng_state()
+    model.on_fit_start()  # trainer.ckpt_path is None: not a resume
+    assert torch.equal(torch.get_rng_state(), before) and model._resume_state is None

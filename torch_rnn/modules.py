@@ -481,7 +481,7 @@ class TemporalAffine(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: expected x of shape (N, T, {self.in_features}), got {tuple(x.shape)}"
             )
-        return ops.dispatch(TemporalAffineFunction, ops.affine, _reference_affine, x, self.weight, self.bias)
+        return ops.dispatch(TemporalAffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
 
 
 class Affine(TemporalAffine):
@@ -493,7 +493,7 @@ class Affine(TemporalAffine):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[-1] != self.in_features:
             raise ValueError(f"Affine: expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
-        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, x, self.weight, self.bias)
+        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
 
 
 class TemporalAverage(nn.Module):
@@ -509,6 +509,7 @@ class TemporalAverage(nn.Module):
                 f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
             )
         check_mask_rows(mask, "TemporalAverage")
+        x = _autocast(x)[0]
         return ops.dispatch(TemporalAverageFunction, ops.temporal_average, _reference_average, x, mask.to(x.dtype))
 
 
