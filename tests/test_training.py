@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import os
 import subprocess
@@ -422,9 +423,14 @@ def final_state(root: Path) -> tuple[dict, dict]:
                                            checkpoint["optimizer_states"][0]["state"].items()}}, scalars
 
 
+_RANDOM_KILL_STEP = random.Random().randint(1, 14)  # a different step on every run; its number is in the test id
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after, kill_signal", [(3, "SIGKILL"), (7, "SIGINT"), (11, "SIGKILL")],
-                         ids=["epoch 1", "epoch 2 part way, SIGINT", "epoch 3, first step"])
+@pytest.mark.parametrize("kill_after, kill_signal", [(3, "SIGKILL"), (7, "SIGINT"), (11, "SIGKILL"),
+                                                     (_RANDOM_KILL_STEP, "SIGKILL")],
+                         ids=["epoch 1", "epoch 2 part way, SIGINT", "epoch 3, first step",
+                              f"random step {_RANDOM_KILL_STEP}"])
 def test_a_killed_fit_resumed_from_last_equals_an_uninterrupted_one(tmp_path, kill_after, kill_signal):
     """Kill after the kill_after-th training step's progress line (the step's checkpoint may or may not be
     written by then), resume with --ckpt_path last: the final weights, optimizer state and logged metrics equal
