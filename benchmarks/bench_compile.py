@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_rnn  # noqa: E402  (the shapes, the training step and the interleaved timing)

@@ -398,3 +398,11 @@ def test_the_sentiment_model_trains_under_autocast():
     assert scores.dtype == torch.bfloat16
     loss.backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_onnx_translation_refuses_a_packed_sequence():
+    pytest.importorskip("onnxscript")
+    from torch_rnn.onnx import _rnn_layer
+
+    with pytest.raises(ValueError, match="packed sequences .* have no ONNX translation; pass the padded batch"):
+        _rnn_layer(None, None, None, None, batch_sizes=torch.tensor([2, 1]))

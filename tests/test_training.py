@@ -525,3 +525,10 @@ def test_a_checkpoint_loaded_for_inference_does_not_reseed_a_later_fit(trained):
     before = torch.get_rng_state()
     model.on_fit_start()  # trainer.ckpt_path is None: not a resume
     assert torch.equal(torch.get_rng_state(), before) and model._resume_state is None
+
+
+def test_resume_from_last_with_no_run_yet_gets_one_line(tmp_path, capsys):
+    data = write_tsv(tmp_path / "small.tsv")
+    err = cli_error(small_fit_args(data, tmp_path / "empty", "--ckpt_path", "last"), capsys)
+    assert err == (f"error: --ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under "
+                   f"{tmp_path / 'empty'}")

@@ -18,7 +18,7 @@ packed ``(R, D)`` sequences (PackedSequence input).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
