@@ -19,7 +19,9 @@ Per row and implementation:
   with inductor's on-disk caches off, as on a first run (later runs of the same graphs take a fraction).
 - Before timing, the compiled step's output and input gradient are checked against eager (1e-4).
 
-Ratios are compiled / eager (below 1: compiling helps). The header gives the threads and load averages.
+Ratios are compiled / eager (below 1: compiling helps). The header gives the threads and load averages; the
+last line, the target: a compiled torch_rnn step not slower than its eager step (median ratio <= 1.00) at every
+row.
 
 Run from the repository root::
 
@@ -144,6 +146,9 @@ def markdown(rows: Sequence[dict], loads: Sequence[float], settings: bench_rnn.S
             cells += ([f"{r['eager_ms']:.2f}", f"{r['compiled_ms']:.2f}", f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}"]
                       if r else ["-"] * 4)
         lines.append("| " + " | ".join(cells) + " |")
+    slower = [f"{row['row']} ({row['torch_rnn']['ratio']:.2f})" for row in rows if row["torch_rnn"]["ratio"] > 1.0]
+    lines += ["", "Target, compiled torch_rnn not slower than eager at every row: "
+              + ("met" if not slower else f"not met at {len(slower)} of {len(rows)} rows: {', '.join(slower)}")]
     return "\n".join(lines)
 
 

@@ -14,11 +14,12 @@ T, N, D, H = 4, 3, 5, 6
 
 
 def layer_sample(layout="time", lengths=None, packed=False, reverse=False, bias=True, nonlinearity="tanh",
-                 dtype=torch.float64, onehot=False, n=N, h=H, d=D, unsorted_lengths=None):
+                 dtype=torch.float64, onehot=False, n=N, h=H, d=D, unsorted_lengths=None, empty_steps=0):
     """Arguments of torch_rnn::rnn_layer: x in the given layout, weights that keep the states bounded."""
     gen = torch.Generator().manual_seed(0)
     if packed:
-        batch_sizes = torch.tensor([n, n, n - 1, 1])
+        # empty_steps: compiled code packs with one count per padded step, zero past the longest row
+        batch_sizes = torch.tensor([n, n, n - 1, 1] + [0] * empty_steps)
         rows = int(batch_sizes.sum())
         x = torch.randint(-1, d, (rows,), generator=gen) if onehot else torch.randn(rows, d, dtype=dtype, generator=gen)
     else:
@@ -46,6 +47,7 @@ LAYER_SAMPLES = {
     "batch-first view": layer_sample(layout="batch"),
     "packed": layer_sample(packed=True),
     "packed reverse": layer_sample(packed=True, reverse=True),
+    "packed, batch_sizes ending in zeros, reverse": layer_sample(packed=True, reverse=True, empty_steps=2),
     "padded lengths": layer_sample(lengths=[T, T, 2]),
     "padded lengths, no row running the last step": layer_sample(lengths=[3, 3, 1]),
     "batch-first lengths reverse": layer_sample(layout="batch", lengths=[T, 2, 1], reverse=True),
@@ -150,6 +152,27 @@ def test_temporal_average_and_softmax_loss_pass_opcheck():
     torch.library.opcheck(torch.ops.torch_rnn.temporal_average.default, (x, mask))
     scores = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.torch_rnn.softmax_loss.default, (scores, torch.tensor([0, 3, 1])))
+
+
+@pytest.mark.parametrize("layout", ["time-major", "batch-first", "one-hot"])
+def test_pack_and_unpack_by_lengths_pass_opcheck(layout):
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([2, T, 1])
+    if layout == "one-hot":
+        x = torch.randint(-1, D, (T, N), generator=gen)
+    else:
+        x = torch.randn(N, T, D, dtype=torch.float64, generator=gen).transpose(0, 1)  # (T, N, D) batch-first view
+        x = x if layout == "batch-first" else x.contiguous().requires_grad_()
+    torch.library.opcheck(torch.ops.torch_rnn.pack_by_lengths.default, (x, lengths))
+    packed = torch.ops.torch_rnn.pack_by_lengths(x, lengths)  # (R, ...) step by step, longest row first
+    assert packed.shape[0] == int(lengths.sum())
+    assert torch.equal(packed[:3], x[0, [1, 0, 2]])  # step 0: the rows sorted by length, stably
+    values = torch.randn(packed.shape[0], H, dtype=torch.float64, generator=gen, requires_grad=True)
+    torch.library.opcheck(torch.ops.torch_rnn.unpack_by_lengths.default, (values, lengths, x))
+    unpacked = torch.ops.torch_rnn.unpack_by_lengths(values, lengths, x)  # (T, N, H) laid out like x
+    assert unpacked.stride() == torch_rnn.autograd.sequence_buffer(x, H, values.dtype).stride()
+    assert torch.equal(torch.ops.torch_rnn.pack_by_lengths(unpacked, lengths), values)
+    assert not unpacked[2:, 0].any() and not unpacked[1:, 2].any()  # zero past each row's length
 
 
 @pytest.mark.parametrize("padding_idx", [-1, 0])

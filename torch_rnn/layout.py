@@ -96,3 +96,12 @@ class Packing:
     def unsort(self, rows: Tensor) -> Tensor:
         """The inverse of :meth:`sort`."""
         return rows.index_select(rows.dim() - 2, torch.argsort(self.order).to(rows.device))
+
+
+
+def length_order(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """:class:`Packing`'s ``order`` and ``batch_sizes`` in tensor operations alone, for compiled code: ``lengths
+    (N,)`` int64 in ``1..steps`` -> ``order (N,)`` (longest first, stable) and ``batch_sizes (steps,)`` int64,
+    the rows running at each step, zero past the longest row."""
+    sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+    return order, (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)

@@ -14,7 +14,7 @@ from . import ops
 from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
                        reference_layer_forward)
 from .functional import NONLINEARITIES, average_forward, rnn_step_forward, temporal_affine_forward
-from .layout import Packing, cat_features, rows_as_they_lie
+from .layout import Packing, cat_features, length_order, rows_as_they_lie
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -221,8 +221,15 @@ class RNN(nn.Module):
             lengths = self._check_lengths(lengths, N, T)
         if lengths is None or N == 0:
             output, h_n = self._run_layers(rows_as_they_lie(x), hx, None)
-        elif torch.compiler.is_compiling():  # each layer's op packs its rows itself: every shape stays static
+        elif torch.compiler.is_exporting():  # each layer's op takes the lengths (ONNX: the RNN's sequence_lens)
             output, h_n = self._run_layers(rows_as_they_lie(x), hx, None, lengths)
+        elif torch.compiler.is_compiling():  # packed once by operators: only R, the packed rows, is dynamic
+            x = rows_as_they_lie(x)
+            order, batch_sizes = length_order(lengths, T)  # (N,), (T,)
+            packed_output, h_n = self._run_layers(ops.pack_by_lengths(x, lengths), hx.index_select(1, order),
+                                                  batch_sizes)
+            output = ops.unpack_by_lengths(packed_output, lengths, x)  # (T, N, dirs * H) like x
+            h_n = h_n.index_select(1, torch.argsort(order))
         else:  # packed once for all layers: padding is neither stored nor computed
             packing = Packing(lengths)
             packed_output, h_n = self._run_layers(packing.pack(x), packing.sort(hx), packing.batch_sizes)

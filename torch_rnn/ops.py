@@ -25,10 +25,16 @@ Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
         ``x`` the rows past their length get zeros.
     lengths: None, or an int64 tensor ``(N,)`` of a padded ``x``'s row lengths, each in ``1..T``, in any order:
         the kernel packs the rows (one gather), runs them packed and unpacks (zeros past each length), so the
-        op's shapes never depend on the lengths' values (``RNN(..., lengths=)`` under ``torch.compile``).
+        op's shapes never depend on the lengths' values (``RNN(..., lengths=)`` under ``torch.export``, where
+        ONNX takes them as the ``RNN`` operator's ``sequence_lens``).
     reverse: run each row backwards from its own last step.
 
 Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.autograd.sequence_buffer`) and ``h_last (N, H)``.
+
+Under ``torch.compile``, ``RNN(..., lengths=)`` packs the rows once for all layers instead, as eager code does:
+``torch_rnn::pack_by_lengths(x, lengths) -> (R, ...)`` and its inverse ``torch_rnn::unpack_by_lengths(packed,
+lengths, like) -> (T, N, F)``, each the other's backward. ``R``, the number of packed rows, is the one size that
+depends on the lengths' values (an unbacked size in the compiled graph).
 """
 from __future__ import annotations
 
@@ -132,6 +138,52 @@ def _backward(ctx: Any, dh: Tensor, dh_last: Tensor) -> tuple:
 
 
 rnn_layer.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("torch_rnn::pack_by_lengths", mutates_args=(),
+                         schema="(Tensor x, Tensor lengths) -> Tensor")
+def pack_by_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """A padded sequence packed once for every layer (:class:`torch_rnn.layout.Packing`): x ``(T, N, ...)``,
+    lengths int64 ``(N,)`` in ``1..T`` -> ``(R, ...)``, ``R = sum(lengths)``, the only size that depends on the
+    lengths' values (an unbacked size in compiled code)."""
+    return Packing.of(lengths).pack(x)
+
+
+@pack_by_lengths.register_fake
+def _pack_fake(x: Tensor, lengths: Tensor) -> Tensor:
+    rows = torch.library.get_ctx().new_dynamic_size()
+    return x.new_empty(rows, *x.shape[2:])
+
+
+@torch.library.custom_op("torch_rnn::unpack_by_lengths", mutates_args=(),
+                         schema="(Tensor packed, Tensor lengths, Tensor like) -> Tensor")
+def unpack_by_lengths(packed: Tensor, lengths: Tensor, like: Tensor) -> Tensor:
+    """The inverse of :func:`pack_by_lengths`: ``packed (R, F)`` -> ``(T, N, F)`` in the memory layout of the
+    sequence ``like (T, N, ...)`` it was packed from, zero past each row's length."""
+    return Packing.of(lengths).unpack(packed, like)
+
+
+@unpack_by_lengths.register_fake
+def _unpack_fake(packed: Tensor, lengths: Tensor, like: Tensor) -> Tensor:
+    return sequence_buffer(like, packed.shape[-1], packed.dtype)
+
+
+def _setup_packing_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    ctx.save_for_backward(inputs[1], inputs[-1] if len(inputs) == 3 else inputs[0])  # lengths, the padded sequence
+
+
+def _pack_backward(ctx: Any, dpacked: Tensor) -> tuple:
+    lengths, x = ctx.saved_tensors
+    return unpack_by_lengths(dpacked, lengths, x) if ctx.needs_input_grad[0] else None, None
+
+
+def _unpack_backward(ctx: Any, doutput: Tensor) -> tuple:
+    lengths, _ = ctx.saved_tensors
+    return pack_by_lengths(doutput, lengths) if ctx.needs_input_grad[0] else None, None, None
+
+
+pack_by_lengths.register_autograd(_pack_backward, setup_context=_setup_packing_context)
+unpack_by_lengths.register_autograd(_unpack_backward, setup_context=_setup_packing_context)
 
 
 @torch.library.custom_op("torch_rnn::rnn_cell", mutates_args=(),
