@@ -52,6 +52,12 @@ Run from the repository root::
     python benchmarks/bench_rnn.py --quick    # smoke run: fewer rounds, shorter timings
     python benchmarks/bench_rnn.py --json     # the same numbers as a JSON list of dicts
     python benchmarks/bench_rnn.py --threads 1 --shapes 32,50,64,128 1,1000,32,32
+    python benchmarks/bench_rnn.py --neighbour torch   # on a busy machine: default threads against 1 thread
+
+**A busy machine** (``--neighbour python|torch``, :mod:`neighbour`): the training steps of torch_rnn and nn.RNN
+with the default threads and with 1 thread, interleaved, while neighbour processes keep the cores busy (two
+pure-Python busy loops, or a 2-thread PyTorch training loop). The target line says whether torch_rnn with the
+default threads stays within 1.25x of its own 1-thread time, and not slower than nn.RNN, at every row.
 """
 from __future__ import annotations
 
@@ -74,6 +80,9 @@ from torch.utils.benchmark import Timer
 
 import torch_rnn
 from torch_rnn import native
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import neighbour  # noqa: E402  (the neighbour processes of --neighbour)
 
 TOLERANCE = 1e-4
 MM_SIZE = 2048
@@ -252,10 +261,12 @@ def time_interleaved(
     Rounds go through all the rows, so each row's samples spread over the whole run: a slow spell of the
     machine (on a shared VM one vCPU can run at two thirds of its speed for ten seconds or more) touches a few
     rounds of every row instead of every round of one row. Within a row the order rotates from round to round,
-    so neither drift nor position favours one implementation.
+    so neither drift nor position favours one implementation. A step with a ``threads`` attribute
+    (:func:`with_threads`) runs with that many threads, the others with the current number.
     """
     threads = torch.get_num_threads()
-    timer_sets = [{name: Timer("step()", globals={"step": step}, num_threads=threads) for name, step in steps.items()}
+    timer_sets = [{name: Timer("step()", globals={"step": step}, num_threads=getattr(step, "threads", threads))
+                   for name, step in steps.items()}
                   for steps in step_sets]
     samples: list[dict[str, list[float]]] = [{name: [] for name in timers} for timers in timer_sets]
     loads = []
@@ -268,6 +279,16 @@ def time_interleaved(
         loads.append(os.getloadavg()[0])
     medians = [{name: statistics.median(times) for name, times in row_samples.items()} for row_samples in samples]
     return medians, loads
+
+
+def with_threads(step: Callable[[], None], threads: int) -> Callable[[], None]:
+    """``step``, timed by :func:`time_interleaved` with ``threads`` intra-op threads."""
+
+    def threaded() -> None:
+        step()
+
+    threaded.threads = threads
+    return threaded
 
 
 def mm_step() -> tuple[Callable[[], None], int]:
@@ -458,6 +479,59 @@ def markdown(rows: Sequence[dict], settings: Settings) -> str:
     return "\n".join(header + body)
 
 
+# ------------------------------------------------------------------------------------- a busy machine
+BUSY_LIMIT = 1.25  # default threads / 1 thread, the most a training step may lose to a neighbour
+
+
+def run_busy(cases: Sequence[Case], settings: Settings, kind: str) -> list[dict]:
+    """The training steps of torch_rnn and nn.RNN with the default threads and with 1 thread, interleaved,
+    while a neighbour of ``kind`` (:mod:`neighbour`) runs; one dict per case."""
+    prepared = []
+    for case in cases:
+        bench = build(case)
+        check_agreement(bench)
+        steps = {}
+        for name in ("torch_rnn", "nn.RNN"):
+            step = training_step(bench.forwards[name], bench.leaves[name])
+            step()  # warm-up
+            steps[f"{name} default"], steps[f"{name} 1 thread"] = step, with_threads(step, 1)
+        prepared.append((case, steps))
+    with neighbour.neighbours(kind):
+        timings, loads = time_interleaved([steps for _, steps in prepared], settings)
+    rows = []
+    for (case, _), seconds in zip(prepared, timings):
+        ms = {name: 1e3 * value for name, value in seconds.items()}
+        row = {"shape": case.label, "neighbour": kind, "threads": torch.get_num_threads(),
+               "load_average": [min(loads), max(loads)], **{f"{name} ms": value for name, value in ms.items()},
+               "threads_ratio": ms["torch_rnn default"] / ms["torch_rnn 1 thread"],
+               "nn_rnn_ratio": ms["torch_rnn default"] / ms["nn.RNN default"]}
+        row["met"] = row["threads_ratio"] <= BUSY_LIMIT and row["nn_rnn_ratio"] <= 1.0
+        rows.append(row)
+    return rows
+
+
+def busy_markdown(rows: Sequence[dict], settings: Settings) -> str:
+    """Header lines, a markdown table and the target's verdict for :func:`run_busy`'s rows."""
+    low, high = rows[0]["load_average"]
+    lines = [
+        f"torch {torch.__version__}, float32 CPU, default {rows[0]['threads']} threads; neighbour: "
+        f"{rows[0]['neighbour']} ({neighbour.describe(rows[0]['neighbour'])}); medians over {settings.rounds} "
+        f"interleaved rounds; 1-min load average {low:.1f} to {high:.1f} on {os.cpu_count()} CPUs",
+        "",
+        "| shape (N,T,D,H) | ours default ms | ours 1 thread ms | default/1 thread | nn.RNN default ms "
+        "| nn.RNN 1 thread ms | ours/nn.RNN (default) | met |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['shape']} | {row['torch_rnn default ms']:.3g} | {row['torch_rnn 1 thread ms']:.3g} "
+                     f"| {row['threads_ratio']:.2f} | {row['nn.RNN default ms']:.3g} | {row['nn.RNN 1 thread ms']:.3g} "
+                     f"| {row['nn_rnn_ratio']:.2f} | {'yes' if row['met'] else 'no'} |")
+    missed = [row["shape"] for row in rows if not row["met"]]
+    lines += ["", f"Target (torch_rnn with the default threads at most {BUSY_LIMIT}x its 1-thread time, and not "
+              "slower than nn.RNN, at every row): " + ("met" if not missed else "not met at " + ", ".join(missed))]
+    return "\n".join(lines)
+
+
 def parse_shape(text: str) -> Case:
     try:
         N, T, D, H = (int(v) for v in text.split(","))
@@ -474,6 +548,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--shapes", type=parse_shape, nargs="+", metavar="N,T,D,H", help="one-layer shapes to run instead of all rows"
     )
+    parser.add_argument("--neighbour", choices=neighbour.KINDS,
+                        help="time training steps with the default threads against 1 thread while a neighbour "
+                             "process runs (python: two busy loops; torch: a 2-thread training loop)")
     return parser.parse_args(argv)
 
 
@@ -485,13 +562,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cases = args.shapes or MAIN_CASES + EXTRA_CASES
     start = time.perf_counter()
     try:
-        rows = run_cases(cases, settings)
+        rows = run_busy(cases, settings, args.neighbour) if args.neighbour else run_cases(cases, settings)
     except MismatchError as error:
         sys.exit(f"bench_rnn: {error}")
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(markdown(rows, settings))
+        print(busy_markdown(rows, settings) if args.neighbour else markdown(rows, settings))
         print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

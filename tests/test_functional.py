@@ -546,6 +546,25 @@ def test_kernel_results_do_not_depend_on_the_number_of_threads(reverse, layout, 
     assert_same_bits(loop_results(1, *inputs, **projection), loop_results(3, *inputs, **projection))
 
 
+@pytest.mark.parametrize("layout,batch_sizes,shape", KERNEL_LAYOUT_CASES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_kernel_results_do_not_change_when_the_team_shrinks_to_one_thread(reverse, layout, batch_sizes, shape):
+    """On a busy machine a team of threads that keeps waiting for a member shrinks to its first member, which
+    finishes the loop alone (csrc ``Team``). With no wait tolerated it shrinks at the second step of every loop,
+    and the results keep their bits."""
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=26, shape=shape)
+    x, Wx = projection_inputs(torch.float32, batch_sizes, shape, 50, seed=27)
+    aligned = not reverse or batch_sizes is None or len(set(batch_sizes)) == 1
+    projection = dict(x=in_layout(x, layout, batch_sizes), Wx=Wx) if aligned else {}
+    inputs = (in_layout(p, layout, batch_sizes), h0, Wh, in_layout(dh, layout, batch_sizes), dh_last, batch_sizes,
+              reverse)
+    with native.team_settings(straggle_ms=0, probe_s=0):
+        shrunk = loop_results(3, *inputs, **projection)
+    assert_same_bits(loop_results(1, *inputs, **projection), shrunk)
+
+
 # 7 panels of 32 columns (the last one 8 wide), 48 rows: every loop product runs on a team, the weight
 # gradients in the loop; lengths 1..T make the reverse direction gather rows from different times.
 STEALING_SHAPE = (12, 48, 200)

@@ -109,3 +109,15 @@ def test_cpp_backward_returns_dh0_only_when_asked(batch_sizes):
 ])
 def test_the_fallback_warning_names_the_telling_line_of_the_build_log(log, reason):
     assert native._reason(RuntimeError(log)) == reason
+
+
+def test_team_settings_apply_within_the_block_and_name_a_bad_value():
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    before = torch.ops.torch_rnn.team_settings(-1, -1)  # reads them: a negative value keeps a setting
+    with native.team_settings(straggle_ms=2.5, probe_s=float("inf")):
+        assert torch.ops.torch_rnn.team_settings(-1, -1) == [2_500_000, 2 ** 62]
+    assert torch.ops.torch_rnn.team_settings(-1, -1) == before
+    with pytest.raises(ValueError, match="straggle_ms=-1"):
+        with native.team_settings(straggle_ms=-1):
+            pass

@@ -9,13 +9,14 @@ Set ``TORCH_RNN_NATIVE=0`` to use the Python loops on purpose.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -93,3 +94,32 @@ def build(verbose: bool = False) -> Any:
     register_native_fakes()
     return torch.ops.torch_rnn
 
+
+
+@contextlib.contextmanager
+def team_settings(straggle_ms: Optional[float] = None, probe_s: Optional[float] = None) -> Iterator[None]:
+    """Within the block, the C++ loops' settings for a busy machine (``csrc/recurrence.cpp``, ``Team``):
+
+    - ``straggle_ms`` (default 1 ms): a team of threads that twice in one loop waits this long for a member
+      (the scheduler gave its core to another process) shrinks to one thread for the rest of the loop;
+      ``float("inf")`` keeps teams whole.
+    - ``probe_s`` (default 1 s): how long the loops then run in one thread before a team tries again.
+
+    Raises:
+        RuntimeError: when the C++ loops are not available (``TORCH_RNN_NATIVE=0``, or they could not be built).
+        ValueError: for a negative setting.
+    """
+    loops = ops()
+    if loops is None:
+        raise RuntimeError("torch_rnn: team_settings needs the C++ loops, which are not available here")
+    for name, value in (("straggle_ms", straggle_ms), ("probe_s", probe_s)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"torch_rnn: team_settings({name}={value}): expected a value >= 0")
+    limit = 2 ** 62  # nanoseconds: "never"
+    straggle = -1 if straggle_ms is None else min(limit, straggle_ms * 1e6)
+    probe = -1 if probe_s is None else min(limit, probe_s * 1e9)
+    previous = loops.team_settings(int(straggle), int(probe))
+    try:
+        yield
+    finally:
+        loops.team_settings(*previous)

@@ -12,8 +12,8 @@
 // repacks its operand on every call, most of the cost at N = 16). Each step is split between the intra-op
 // threads by panels (PanelQueue: a thread's own share first, then what is left of the others'): a thread
 // computes its panels' columns of every product, of the nonlinearity and of the gradient, and those rows of
-// the weight gradients, and the threads meet once per step (OpenMP barrier), since the next step needs all
-// columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and,
+// the weight gradients, and the threads meet once per step (Team::sync, a barrier that shrinks the team to one
+// thread when the machine is busy), since the next step needs all columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and,
 // with 32 rows or more per step, dW_x and dW_h, all while the step's rows are in cache; dp is then never
 // stored whole. Otherwise (float64, other CPUs) a step is one BLAS call (a plain loop below SMALL_STEP
 // multiply-adds) and the input projection, dx and the weight gradients are one matmul each outside the loop.
@@ -33,8 +33,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -589,26 +591,119 @@ void add_transposed_product(const scalar_t* a, int64_t lda, int64_t j0, int64_t 
 // every gradient row once, which fewer rows do not amortise).
 constexpr int64_t MIN_ROWS_FOR_WEIGHTS_IN_LOOP = 32;
 
-// Runs body(member) on `threads` threads (OpenMP, the pool torch's intra-op ops use); each member computes
-// its slice of every product, and barrier() inside body waits for all of them. One thread does everything
-// when threads is 1, when OpenMP is missing, or inside another parallel region. body must not throw while
-// other threads wait at a barrier, so the loops check everything before they start.
+// ---------------------------------------------------------------------------------------------------------
+// Teams on a busy machine. The members of a team meet at every step, so a member the scheduler takes off its
+// core (another process wants it) holds up every other member until it runs again, a scheduler time slice of
+// milliseconds per step: with a second process busy on the same cores, a team's loop ran 27 times slower than
+// one thread's. So the members meet at a barrier of their own (Team::sync) that measures how long the first
+// member waited for the last: at the second wait over STRAGGLE_NS in a loop the team shrinks to its first
+// member, which finishes the loop alone, and the loops of the next PROBE_NS run in one thread; then a team
+// tries again. On an idle machine no member waits that long (a step's panels are shared out as they are
+// claimed), so the team stays.
+// STRAGGLE_NS and PROBE_NS are settings (team_settings below; torch_rnn.native.team_settings in Python).
+std::atomic<int64_t> STRAGGLE_NS{1'000'000};  // 1 ms: a time slice lost, not a slower member
+std::atomic<int64_t> PROBE_NS{1'000'000'000};  // 1 s of one-thread loops before a team tries again
+constexpr int STRAGGLES_TO_SHRINK = 2;        // one wait that long can be an interrupt; two are contention
+constexpr int SPINS_BEFORE_YIELD = 4000;      // about 20-40 us of pause instructions, then sched_yield
+
+std::atomic<int64_t> one_thread_until_ns{0};  // process-wide: the loops run in one thread until then
+
+// Sets the two settings (a negative value keeps one) and returns the previous ones, [straggle_ns, probe_ns].
+// A new probe_ns also ends the current one-thread period.
+std::vector<int64_t> team_settings(int64_t straggle_ns, int64_t probe_ns) {
+  std::vector<int64_t> previous{STRAGGLE_NS.load(), PROBE_NS.load()};
+  if (straggle_ns >= 0) STRAGGLE_NS.store(straggle_ns);
+  if (probe_ns >= 0) {
+    PROBE_NS.store(probe_ns);
+    one_thread_until_ns.store(0);
+  }
+  return previous;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The team size for a loop that would use `threads`: 1 while contention was seen in the last PROBE_NS.
+int64_t team_size(int64_t threads) {
+  return threads > 1 && now_ns() < one_thread_until_ns.load(std::memory_order_relaxed) ? 1 : threads;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+// The barrier of a team's members (see above). sync() returns false to a member that must leave the loop (the
+// team has shrunk); the first member then continues as a team of one (TeamMember{0, 1}), claiming every panel.
+class Team {
+ public:
+  explicit Team(int64_t members) : arrivals_(std::max<int64_t>(members, 1)) {}
+
+  bool sync(TeamMember& member) {
+    if (member.count == 1) return true;
+    const int64_t generation = generation_.load(std::memory_order_acquire);
+    const int64_t arrival = now_ns();
+    arrivals_[member.id].ns = arrival;
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == member.count) {  // the last to arrive
+      int64_t first = arrival;
+      for (int64_t m = 0; m < member.count; ++m) first = std::min(first, arrivals_[m].ns);
+      if (arrival - first >= STRAGGLE_NS.load(std::memory_order_relaxed) && ++straggles_ >= STRAGGLES_TO_SHRINK) {
+        shrink_ = true;
+        one_thread_until_ns.store(arrival + PROBE_NS.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      }
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+    } else {
+      for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+        if (spins < SPINS_BEFORE_YIELD) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();  // let a descheduled member of this team (or anyone) have the core
+        }
+      }
+    }
+    if (!shrink_) return true;
+    if (member.id != 0) return false;
+    member = TeamMember{0, 1};
+    return true;
+  }
+
+ private:
+  struct alignas(64) Arrival {  // one cache line each
+    int64_t ns = 0;
+  };
+  std::vector<Arrival> arrivals_;
+  alignas(64) std::atomic<int64_t> arrived_{0};
+  alignas(64) std::atomic<int64_t> generation_{0};
+  int straggles_ = 0;   // written by the last member to arrive only, read by it only
+  bool shrink_ = false;  // written before generation_'s release, read after its acquire
+};
+
+// Runs body(member, team) on `threads` threads (OpenMP, the pool torch's intra-op ops use; fewer while the
+// machine is busy, team_size); each member computes its slice of every product, and team.sync(member)
+// inside body waits for all of them. One thread does everything when threads is 1, when OpenMP is missing,
+// or inside another parallel region. body must not throw while other threads wait at a barrier, so the loops
+// check everything before they start.
 template <typename Body>
 void in_team(int64_t threads, const Body& body) {
+  threads = team_size(threads);
 #ifdef _OPENMP
   if (threads > 1) {
+    Team team(threads);
 #pragma omp parallel num_threads(threads)
-    body(TeamMember{omp_get_thread_num(), omp_get_num_threads()});
+    {
+      TeamMember member{omp_get_thread_num(), omp_get_num_threads()};
+      body(member, team);
+    }
     return;
   }
 #endif
-  body(TeamMember{0, 1});
-}
-
-inline void barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+  Team team(1);
+  TeamMember member{0, 1};
+  body(member, team);
 }
 
 // out = a @ w for sequences out (T, N, C) / packed (R, C) and a (T, N, K) / (R, K) that lie alike in memory:
@@ -679,7 +774,7 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
     scalar_t* gathered[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
     PanelQueue<scalar_t> queue(product, product.threads());
-    in_team(product.threads(), [&](const TeamMember& member) {
+    in_team(product.threads(), [&](TeamMember& member, Team& team) {
       const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
       int64_t ld_prev = H;
       for (int64_t s = 0; s < T; ++s) {
@@ -712,7 +807,7 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
           for (int64_t i = n_next; i < n; ++i) std::copy_n(out + i * ld + c0, width, last + i * H + c0);  // rows ending at s
         });
         prev = out, ld_prev = ld;
-        barrier();  // the next step's product reads every column of this one
+        if (!team.sync(member)) return;  // the next step's product reads every column of this one
         queue.reset(member, s);
       }
     });
@@ -807,7 +902,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
     PanelQueue<scalar_t> queue(product, product.threads());
     c10::optional<PanelQueue<scalar_t>> dx_queue;
     if (dx_in_loop) dx_queue.emplace(*input_product, product.threads());
-    in_team(product.threads(), [&](const TeamMember& member) {
+    in_team(product.threads(), [&](TeamMember& member, Team& team) {
       const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
       int64_t ld = H;
       for (int64_t s = T - 1; s >= 0; --s) {
@@ -841,7 +936,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
             }
           });
           da = block, ld = block_ld;
-          barrier();  // the products below and the next step's read every column of da_s
+          if (!team.sync(member)) return;  // the products below and the next step's read every column of da_s
           queue.reset(member, s);
           if (dx_in_loop) {  // dx_t = da_s W_x, zero past each row's length
             dx_queue->reset(member, s + 1);  // every member is done with step s + 1's dx (it came before step s)
@@ -869,7 +964,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
             }
           });
           da = rows, ld = H;
-          barrier();  // the next step's product reads every column of da_s
+          if (!team.sync(member)) return;  // the next step's product reads every column of da_s
           queue.reset(member, s);
         }
       }
@@ -900,6 +995,7 @@ TORCH_LIBRARY(torch_rnn, m) {
   // Whether float32 steps run on panels (this CPU has AVX-512): which outputs recurrence_backward leaves
   // empty depends on it, and its fake kernel asks. A query of the machine, not a kernel: no dispatch key.
   m.def("panels_available() -> bool", [] { return panels_available<float>(); });
+  m.def("team_settings(int straggle_ns, int probe_ns) -> int[]", &team_settings);
 }
 
 TORCH_LIBRARY_IMPL(torch_rnn, CPU, m) {
