@@ -14,6 +14,8 @@ hidden features):
   - **naive**: the textbook loop with ordinary autograd, ``h = tanh(x_t @ Wx.T + h @ Wh.T + b)`` per step
     and ``torch.stack`` of the outputs (one-layer rows only; "-" elsewhere).
 
+- Four rows of large hidden sizes, H 512-2048 (``--no-large`` leaves them out), where ``W_h`` no longer stays in a
+  core's cache from step to step.
 - Two extra rows at ``(32, 50, 64, 128)``: ``num_layers=2, bidirectional=True``, and the same with lengths
   drawn uniformly from ``1..T``. ``torch_rnn.RNN`` gets ``lengths=`` on the padded batch; ``nn.RNN`` gets
   the equivalent ``pack_padded_sequence(..., enforce_sorted=False)`` and its output is padded back with
@@ -138,6 +140,13 @@ MAIN_CASES = [
 EXTRA_CASES = [
     Case(32, 50, 64, 128, num_layers=2, bidirectional=True),
     Case(32, 50, 64, 128, num_layers=2, bidirectional=True, varlen=True),
+]
+# Large hidden sizes, where W_h (4-16 MB) no longer stays in a core's cache from step to step.
+LARGE_CASES = [
+    Case(16, 100, 1024, 1024),
+    Case(64, 50, 1024, 1024),
+    Case(16, 50, 2048, 2048),
+    Case(128, 50, 512, 512),
 ]
 FULL = Settings(rounds=11, min_run_time=0.1)
 QUICK = Settings(rounds=2, min_run_time=0.02)
@@ -532,6 +541,38 @@ def busy_markdown(rows: Sequence[dict], settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def target_lines(rows: Sequence[dict]) -> list[str]:
+    """The speed targets on a quiet machine, each with whether the rows meet it (rows that were not run are not
+    judged)."""
+    by_shape = {row["shape"]: row for row in rows}
+
+    def judged(name: str, shapes: Sequence[str], holds: Callable[[dict], bool]) -> Optional[str]:
+        present = [by_shape[shape] for shape in shapes if shape in by_shape]
+        if not present:
+            return None
+        missed = [f"{row['shape']} ({row['train_ratio']:.2f}x, {row['bound_percent']:.0f}%)" for row in present
+                  if not holds(row)]
+        return f"- {name}: " + ("met" if not missed else "not met at " + ", ".join(missed))
+
+    main_one_layer = [row for row in rows if row["num_layers"] == 1 and not row["varlen"]
+                      and row["shape"] in {case.label for case in MAIN_CASES}]
+    lines = ["Targets:"]
+    if main_one_layer:
+        median = statistics.median(row["train_ratio"] for row in main_one_layer)
+        lines.append(f"- median train ratio ours/nn.RNN <= 0.45 over the main one-layer rows: {median:.2f}, "
+                     + ("met" if median <= 0.45 else "not met"))
+    large_main = [case.label for case in (Case(64, 100, 128, 256), Case(16, 200, 300, 512), Case(256, 50, 128, 128))]
+    for line in (judged(">= 95% of the bound at the three large main rows", large_main,
+                        lambda row: row["bound_percent"] >= 95),
+                 judged(">= 85% of the bound at the small rows", [Case(32, 50, 64, 128).label, Case(100, 30, 50, 64).label],
+                        lambda row: row["bound_percent"] >= 85),
+                 judged("large H: <= 0.7x nn.RNN and >= 85% of the bound", [case.label for case in LARGE_CASES],
+                        lambda row: row["train_ratio"] <= 0.7 and row["bound_percent"] >= 85)):
+        if line is not None:
+            lines.append(line)
+    return lines
+
+
 def parse_shape(text: str) -> Case:
     try:
         N, T, D, H = (int(v) for v in text.split(","))
@@ -548,6 +589,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--shapes", type=parse_shape, nargs="+", metavar="N,T,D,H", help="one-layer shapes to run instead of all rows"
     )
+    parser.add_argument("--no-large", action="store_true", help="leave out the large hidden sizes (H 512-2048)")
     parser.add_argument("--neighbour", choices=neighbour.KINDS,
                         help="time training steps with the default threads against 1 thread while a neighbour "
                              "process runs (python: two busy loops; torch: a 2-thread training loop)")
@@ -559,7 +601,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else FULL
-    cases = args.shapes or MAIN_CASES + EXTRA_CASES
+    cases = args.shapes or MAIN_CASES + EXTRA_CASES + ([] if args.no_large else LARGE_CASES)
     start = time.perf_counter()
     try:
         rows = run_busy(cases, settings, args.neighbour) if args.neighbour else run_cases(cases, settings)
@@ -568,7 +610,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(busy_markdown(rows, settings) if args.neighbour else markdown(rows, settings))
+        print(busy_markdown(rows, settings) if args.neighbour
+              else markdown(rows, settings) + "\n\n" + "\n".join(target_lines(rows)))
         print(f"\n({time.perf_counter() - start:.0f} s)")
 
 

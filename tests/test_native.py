@@ -121,3 +121,25 @@ def test_team_settings_apply_within_the_block_and_name_a_bad_value():
     with pytest.raises(ValueError, match="straggle_ms=-1"):
         with native.team_settings(straggle_ms=-1):
             pass
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_weights_beyond_the_cache_take_the_input_products_outside_the_loop(batch_first):
+    """At (D + H) * H * 4 bytes over 2 MiB the C++ loops leave x_t W_x^T, dx and the weight gradients to one
+    matmul each (csrc ``panels_fit_in_cache``); the results still equal nn.RNN's."""
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    assert torch.ops.torch_rnn.panels_fit_in_cache(300, 512)  # 1.7 MB
+    assert not torch.ops.torch_rnn.panels_fit_in_cache(600, 600)  # 2.9 MB
+    torch.manual_seed(0)
+    ours, reference = RNN(600, 600, batch_first=batch_first), torch.nn.RNN(600, 600, batch_first=batch_first)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(40, 3, 600) if batch_first else torch.randn(3, 40, 600)
+    results = []
+    for rnn in (ours, reference):
+        inputs = x.clone().requires_grad_()
+        output, h_n = rnn(inputs)
+        (output.square().sum() + h_n.sum()).backward()
+        results.append([output, h_n, inputs.grad, *(p.grad for p in rnn.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

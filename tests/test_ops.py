@@ -61,6 +61,8 @@ LAYER_SAMPLES = {
     # 32 rows and more a step: the C++ backward sums the weight gradients in its loop (float32 panels)
     "float32, 40 rows": layer_sample(dtype=torch.float32, n=40, h=20, d=20),
     "float32, 40 rows, batch-first": layer_sample(dtype=torch.float32, layout="batch", n=40, h=20, d=20),
+    # W_x and W_h too large for a core's cache (csrc panels_fit_in_cache): the input's products leave the loop
+    "float32, 40 rows, weights beyond the cache": layer_sample(dtype=torch.float32, n=40, h=600, d=600),
     "complex128": layer_sample(dtype=torch.complex128),
     "lengths (the op packs)": layer_sample(unsorted_lengths=[2, T, 1]),
     "batch-first lengths reverse (the op packs)": layer_sample(layout="batch", unsorted_lengths=[2, T, 3],
@@ -107,7 +109,8 @@ def native_forward_sample(name):
     return p, x, h0, wx, wh, b, nonlinearity == "relu", sizes, reverse
 
 
-@pytest.mark.parametrize("name", ["time-major", "packed reverse", "padded lengths", "float32", "float32, 40 rows"])
+@pytest.mark.parametrize("name", ["time-major", "packed reverse", "padded lengths", "float32", "float32, 40 rows",
+                                  "float32, 40 rows, weights beyond the cache"])
 @pytest.mark.parametrize("projects", [True, False])
 def test_the_cpp_loops_pass_opcheck(name, projects):
     if native.ops() is None:

@@ -33,7 +33,9 @@ def _native_ops(t: Tensor):
 def projects_input(x: Tensor) -> bool:
     """Whether the loops take ``x`` and ``W_x`` themselves (the C++ loops, for a float ``x``): the forward loop
     then computes ``p_t = W_x x_t`` step by step and the backward loop ``dx_t = W_x^T da_t``, each while the
-    step's rows are in cache, instead of one large matmul before or after the loop."""
+    step's rows are in cache, instead of one large matmul before or after the loop. (The C++ loops still take
+    one large matmul themselves when ``W_x`` and ``W_h`` are too large to stay in a core's cache from step to
+    step, over 2 MiB of float32 together: ``csrc`` ``panels_fit_in_cache``.)"""
     return x.is_floating_point() and _native_ops(x) is not None
 
 
@@ -160,7 +162,8 @@ def recurrence_backward_(
     kept in ``dp``'s own rows). Given ``Wx (H, D)``, also ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory
     layout (the C++ loop computes it step by step, :func:`projects_input`). Given the layer's input ``x``
     (laid out like ``h``), the C++ loop also sums ``dW_x = sum_t da_t^T x_t`` and ``dW_h = sum_t da_t^T
-    h_prev_t`` step by step when each step is one block of at least 32 rows (float32 panels); ``dp`` is then
+    h_prev_t`` step by step when each step is one block of at least 32 rows (float32 panels) and the weights
+    fit in cache (:func:`projects_input`); ``dp`` is then
     None (it is never stored whole). Otherwise ``dW_x`` and ``dW_h`` are None and the caller takes one matmul
     each over ``dp`` (:func:`recurrence_weight_grad` for ``dW_h``).
     """

@@ -244,8 +244,11 @@ def register_native_fakes() -> None:
 
 
 def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequence[int], reverse: bool) -> bool:
-    """The C++ backward's ``weights_in_loop`` condition (``MIN_ROWS_FOR_WEIGHTS_IN_LOOP`` = 32 rows)."""
+    """The C++ backward's ``weights_in_loop`` condition (``MIN_ROWS_FOR_WEIGHTS_IN_LOOP`` = 32 rows, and weights
+    whose panels fit in cache)."""
     if x is None or h.dim() != 3 or h.dtype != torch.float32 or h.shape[1] < 32:
+        return False
+    if not torch.ops.torch_rnn.panels_fit_in_cache(x.shape[-1], h.shape[-1]):
         return False
     aligned = not reverse or len(batch_sizes) == 0 or batch_sizes[0] == batch_sizes[-1]
     return aligned and torch.ops.torch_rnn.panels_available()

@@ -454,6 +454,14 @@ bool panels_available() {
   return false;
 }
 
+// Whether a layer's packed W_x (D inputs) and W_h (H hidden) together stay in a core's cache from step to step,
+// so the loops can take the input's products step by step: x_t W_x^T in the forward loop, dx_t = da_t W_x and
+// the in-loop weight gradients in the backward loop, each while the step's rows are in cache. Beyond that
+// (H = 1024 and D = 1024: 8 MB), every step would stream both weights from memory, twice the traffic of W_h
+// alone; those products are then one large matmul each outside the loop.
+constexpr int64_t PANEL_CACHE_BYTES = 2 << 20;  // 2 MiB: a core's L2 on current x86 server CPUs
+bool panels_fit_in_cache(int64_t D, int64_t H) { return (D + H) * H * int64_t(sizeof(float)) <= PANEL_CACHE_BYTES; }
+
 // The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, C) fixed for the whole loop.
 // float32 on AVX-512 packs w once into panels (ceil(C / 32), K, 32), zero past column C, and a team of
 // threads splits the panels; otherwise it is step_matmul on all columns, in one thread (BLAS threads itself).
@@ -761,7 +769,8 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   Tensor buffers = schedule.aligned() ? Tensor() : at::empty({2, N, H}, h0.options());
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "recurrence_forward_", [&] {
     // The loop projects x itself when the panels run and each step is one block of rows; else one matmul now.
-    const bool project_in_loop = project && schedule.aligned() && panels_available<scalar_t>();
+    const bool project_in_loop =
+        project && schedule.aligned() && panels_available<scalar_t>() && panels_fit_in_cache(x.size(-1), H);
     if (project && !project_in_loop) project_into(p, x, wx_t);
     const Rows<scalar_t> rows(p, shape, batch_sizes);
     const StepProduct<scalar_t> product(wh_t, N);  // a_s += h_{s-1} W_h^T
@@ -859,6 +868,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
   TORCH_CHECK(!h0.defined() || h0.sizes() == at::IntArrayRef({N, H}), "recurrence_backward: expected h0 of shape (", N,
               ", ", H, "), got ", h0.defined() ? h0.sizes() : at::IntArrayRef{});
   const bool weights_in_loop = x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
+                               panels_fit_in_cache(x.size(-1), H) &&
                                h.scalar_type() == at::kFloat && panels_available<float>();
   Tensor dp = weights_in_loop ? at::empty({2, N, H}, h.options())  // step s in block s % 2
                               : at::empty_like(h);  // h's memory layout, so dp and h flatten alike afterwards
@@ -882,7 +892,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_backward(
       reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(db_storage.data()) + 63) & ~std::uintptr_t(63));
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
     // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
-    const bool dx_in_loop = wx.defined() && schedule.aligned() && panels_available<scalar_t>();
+    const bool dx_in_loop =
+        wx.defined() && schedule.aligned() && panels_available<scalar_t>() && panels_fit_in_cache(wx.size(1), H);
     const Rows<scalar_t> dh_rows(dh, shape, batch_sizes), h_rows(h, shape, batch_sizes);
     const Rows<scalar_t> dp_rows(dp, shape, batch_sizes);  // unused when the weights are summed in the loop
     const c10::optional<Rows<scalar_t>> x_rows =
@@ -996,6 +1007,7 @@ TORCH_LIBRARY(torch_rnn, m) {
   // empty depends on it, and its fake kernel asks. A query of the machine, not a kernel: no dispatch key.
   m.def("panels_available() -> bool", [] { return panels_available<float>(); });
   m.def("team_settings(int straggle_ns, int probe_ns) -> int[]", &team_settings);
+  m.def("panels_fit_in_cache(int D, int H) -> bool", &panels_fit_in_cache);
 }
 
 TORCH_LIBRARY_IMPL(torch_rnn, CPU, m) {
