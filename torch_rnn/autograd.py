@@ -22,6 +22,7 @@ from torch._C._functorch import is_functorch_wrapped_tensor, is_legacy_batchedte
 
 from . import functional as F
 from . import kernels
+from .threads import own_threads
 
 
 def _plain(*tensors: Optional[Tensor]) -> bool:
@@ -137,11 +138,12 @@ def layer_forward(
     Returns ``h`` (laid out like ``x``, :func:`sequence_buffer`, for the fast loops) and ``h_last (N, H)``.
     """
     if _fast_loops_apply(x, h0, Wx, Wh, b):  # the fast loops add the bias themselves
-        if kernels.projects_input(x):  # and the C++ loop projects x step by step, into a buffer laid out like x
-            p = sequence_buffer(x, Wh.shape[0], Wh.dtype)
-            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
-        p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
-        return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
+        with own_threads(h0.shape[0], Wx.shape[1], Wh.shape[0]):
+            if kernels.projects_input(x):  # and the C++ loop projects x step by step, into a buffer laid out like x
+                p = sequence_buffer(x, Wh.shape[0], Wh.dtype)
+                return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b, x=x, Wx=Wx)
+            p = _input_projection(x, Wx, None)  # (T, N, H), a fresh buffer
+            return kernels.recurrence_forward_(p, h0, Wh, nonlinearity, batch_sizes, reverse, bias=b)
     return reference_layer_forward(x, h0, Wx, Wh, b, nonlinearity, batch_sizes, reverse)
 
 
@@ -186,18 +188,30 @@ def layer_backward(
     need_dx, need_dh0, need_dWx, need_dWh, need_db = needs_input_grad[:5]
     need_dx = need_dx and _has_values(x)
     if not torch.is_grad_enabled() and _fast_loops_apply(dh, dh_last, x, h0, Wx, Wh, h):
-        in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
-        dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
-            dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
-            Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
-        if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
-            dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
-    else:  # the reference equations, on the padded and (in reverse) reversed sequences
-        dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
-                                             _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
-        dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
-        db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
-        dx = dWx = None
+        with own_threads(h0.shape[0], Wx.shape[1], Wh.shape[0]):
+            return _fast_layer_backward(dh, dh_last, x, h0, Wx, Wh, h, nonlinearity, batch_sizes, reverse,
+                                        (need_dx, need_dh0, need_dWx, need_dWh, need_db))
+    # the reference equations, on the padded and (in reverse) reversed sequences
+    dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
+                                         _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
+    dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
+    db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
+    dx, dWx = _input_projection_backward(dp, x, Wx, need_dx, need_dWx)
+    return (dx if need_dx else None, dh0 if need_dh0 else None, dWx if need_dWx else None,
+            dWh if need_dWh else None, db if need_db else None)
+
+
+def _fast_layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, h: Tensor,
+                         nonlinearity: str, batch_sizes: Optional[Sequence[int]], reverse: bool,
+                         needs: tuple[bool, bool, bool, bool, bool]) -> tuple[Optional[Tensor], ...]:
+    """:func:`layer_backward` in the fast loops of :mod:`torch_rnn.kernels`."""
+    need_dx, need_dh0, need_dWx, need_dWh, need_db = needs
+    in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
+    dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
+        dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
+        Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
+    if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
+        dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
     if dp is not None:
         dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
         dx = dx_after if dx is None else dx

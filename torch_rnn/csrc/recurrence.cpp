@@ -633,9 +633,12 @@ int64_t now_ns() {
       .count();
 }
 
+// Whether a team saw contention in the last PROBE_NS (the loops then run in one thread).
+bool machine_busy() { return now_ns() < one_thread_until_ns.load(std::memory_order_relaxed); }
+
 // The team size for a loop that would use `threads`: 1 while contention was seen in the last PROBE_NS.
 int64_t team_size(int64_t threads) {
-  return threads > 1 && now_ns() < one_thread_until_ns.load(std::memory_order_relaxed) ? 1 : threads;
+  return threads > 1 && machine_busy() ? 1 : threads;
 }
 
 inline void cpu_relax() {
@@ -1008,6 +1011,7 @@ TORCH_LIBRARY(torch_rnn, m) {
   m.def("panels_available() -> bool", [] { return panels_available<float>(); });
   m.def("team_settings(int straggle_ns, int probe_ns) -> int[]", &team_settings);
   m.def("panels_fit_in_cache(int D, int H) -> bool", &panels_fit_in_cache);
+  m.def("machine_busy() -> bool", &machine_busy);
 }
 
 TORCH_LIBRARY_IMPL(torch_rnn, CPU, m) {
