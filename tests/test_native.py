@@ -143,3 +143,30 @@ def test_weights_beyond_the_cache_take_the_input_products_outside_the_loop(batch
         results.append([output, h_n, inputs.grad, *(p.grad for p in rnn.parameters())])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_own_operations_take_one_thread_for_small_steps_and_on_a_busy_machine():
+    """torch_rnn/threads.py: one intra-op thread around the loops for a step under 2^15 multiply-adds, and while
+    the C++ loops have seen a team held up; the user's setting otherwise, and back after the block."""
+    from torch_rnn import threads
+
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not built here")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads.own_threads(1, 32, 32):  # 2,048 multiply-adds a step
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads.own_threads(64, 128, 256):
+            assert torch.get_num_threads() == 2
+        if not torch.ops.torch_rnn.panels_available():
+            return  # the loops run in one thread on this CPU: no team to be held up
+        with native.team_settings(straggle_ms=0, probe_s=60):  # every wait counts: the first team shrinks
+            RNN(128, 256)(torch.randn(10, 64, 128))
+            assert threads.machine_busy()
+            with threads.own_threads(64, 128, 256):
+                assert torch.get_num_threads() == 1
+        assert not threads.machine_busy()  # new settings end the one-thread period
+    finally:
+        torch.set_num_threads(previous)
