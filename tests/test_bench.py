@@ -94,3 +94,12 @@ def test_peers_benchmark_runs_a_tiny_row() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| (3,5,4,6)")]
     assert len(table) == 2 and "Targets" in result.stdout
+
+
+def test_cost_growth_plot_writes_a_png(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in load_script(BENCH_PATH.with_name("plot_cost_growth.py")):
+        monkeypatch.setattr(module, "BASE", dict(N=2, T=3, D=4, H=5))
+        monkeypatch.setattr(module, "SWEEPS", {"T": [2, 4], "H": [3, 6], "N": [1, 2]})
+        monkeypatch.setattr(module.bench_rnn, "MM_SIZE", 64)
+        module.main(["--quick", "--output", str(tmp_path / "cost.png")])
+    assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
