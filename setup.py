@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["torch_rnn", "torch_rnn.*", "lightning_module", "lightning_module.*"]),
     # The C++ loops ship as source and are compiled on first use against the installed torch (torch_rnn.native).
-    package_data={"torch_rnn": ["csrc/*.cpp"]},
+    package_data={"torch_rnn": ["csrc/*.cpp", "csrc/*.h"]},
     install_requires=[
         "torch>=2.2,<3",
         "pytorch-lightning>=2.2,<3",

@@ -5,7 +5,7 @@ preallocated buffers and so cannot be differentiated, vmapped or traced by autog
 use them only for plain tensors with grad mode off (the common training and inference case) and fall back to
 the reference functions otherwise (double backward, ``torch.func`` transforms).
 
-On the CPU each loop runs in C++ (:mod:`torch_rnn.native`, ``csrc/recurrence.cpp``) when that extension is
+On the CPU each loop runs in C++ (:mod:`torch_rnn.native`, ``csrc/``) when that extension is
 built; the Python loops below are the same algorithm and run on other devices or when it is not. The C++
 loops also take the layer's input: the forward loop then computes the input projection and the backward loop
 ``dx`` and the weight gradients step by step (:func:`projects_input`), which the Python loops leave to one
@@ -169,12 +169,9 @@ def recurrence_backward_(
     """
     ops = _native_ops(h)
     if ops is not None:
-        dp, dh0, db, dx, dWx, dWh = ops.recurrence_backward(
+        grads = LoopGradients(*ops.recurrence_backward(
             dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse, need_dh0, Wx, x,
-            None if x is None else h0)
-        summed = dWh.numel() > 0  # the loop summed the weight gradients itself
-        grads = LoopGradients(None if summed else dp, dh0 if need_dh0 else None, db, dx if Wx is not None else None,
-                              dWx if summed else None, dWh if summed else None)
+            None if x is None else h0))
     else:
         grads = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0, Wx)
     return grads

@@ -1,4 +1,4 @@
-"""The C++ time loops (``csrc/recurrence.cpp``): built once on the machine that runs them, else Python.
+"""The C++ time loops (``csrc/``, ``recurrence.h`` first): built once on the machine that runs them, else Python.
 
 The extension is compiled with ``torch.utils.cpp_extension.load`` against the installed torch, so it always
 matches the torch in use; ``make test`` / ``make train`` build it right after installing the package
@@ -10,6 +10,7 @@ Set ``TORCH_RNN_NATIVE=0`` to use the Python loops on purpose.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "recurrence.cpp"
+CSRC = Path(__file__).with_name("csrc")
 log = logging.getLogger(__name__)
 _NAME = "torch_rnn_native"
 _ops: Optional[Any] = None
@@ -87,7 +88,10 @@ def build(verbose: bool = False) -> Any:
         # OpenMP splits each step between torch's intra-op threads (the same libgomp torch loaded, by its
         # soname); only GCC on Linux is assumed to have it, elsewhere the loops run in one thread.
         openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-        cpp_extension.load(name=_NAME, sources=[str(SOURCE)], extra_cflags=["-O3", *openmp],
+        # A digest of the headers in the flags: a changed header rebuilds every file, as a changed source does.
+        headers = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.h")))).hexdigest()[:16]
+        cpp_extension.load(name=_NAME, sources=[str(path) for path in sorted(CSRC.glob("*.cpp"))],
+                           extra_cflags=["-O3", f"-DTORCH_RNN_HEADERS={headers}", *openmp],
                            extra_ldflags=openmp, is_python_module=False, verbose=verbose)
     from .ops import register_native_fakes  # the C++ ops' fake kernels, for FakeTensorMode and opcheck
 
@@ -98,7 +102,7 @@ def build(verbose: bool = False) -> Any:
 
 @contextlib.contextmanager
 def team_settings(straggle_ms: Optional[float] = None, probe_s: Optional[float] = None) -> Iterator[None]:
-    """Within the block, the C++ loops' settings for a busy machine (``csrc/recurrence.cpp``, ``Team``):
+    """Within the block, the C++ loops' settings for a busy machine (``csrc/team.h``):
 
     - ``straggle_ms`` (default 1 ms): a team of threads that twice in one loop waits this long for a member
       (the scheduler gave its core to another process) shrinks to one thread for the rest of the loop;

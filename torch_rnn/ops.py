@@ -9,7 +9,7 @@ Two functional ops wrap one RNN layer over a whole sequence and its backpropagat
   output_mask) -> (dx, dh0, dwx, dwh, db)``, each gradient None where ``output_mask`` says it is not needed.
 
 Their kernels are :func:`torch_rnn.autograd.layer_forward` / ``layer_backward`` for every device: the C++
-loops on CPU (``csrc/recurrence.cpp``), the Python loops elsewhere. Each op has a fake kernel giving its
+loops on CPU (``csrc/``), the Python loops elsewhere. Each op has a fake kernel giving its
 outputs' shapes, strides and dtypes from its inputs' alone (FakeTensorMode, ``torch.compile``,
 ``torch.export``); the two C++ loops, ``torch_rnn::recurrence_forward_`` (which writes into ``p``, as its
 schema declares) and ``torch_rnn::recurrence_backward``, get theirs here too (:func:`register_native_fakes`).
@@ -219,7 +219,7 @@ rnn_cell.register_autograd(_cell_backward, setup_context=_setup_cell_context)
 # ----------------------------------------------------------------------------------------------------------
 def register_native_fakes() -> None:
     """Fake kernels for ``torch_rnn::recurrence_forward_`` and ``torch_rnn::recurrence_backward`` (their
-    C++ docstrings in ``csrc/recurrence.cpp`` give the shapes); a no-op when already registered."""
+    comments in ``csrc/recurrence.h`` give the shapes); a no-op when already registered."""
     if getattr(register_native_fakes, "done", False):
         return
     register_native_fakes.done = True
@@ -232,15 +232,11 @@ def register_native_fakes() -> None:
     def _backward_fake(dh, dh_last, wh, h, relu, batch_sizes, reverse, need_dh0, wx=None, x=None, h0=None):
         N, H = dh_last.shape
         # The loop sums the weight gradients itself in float32 with >= 32 rows a step (kernels documents when);
-        # which path runs decides which outputs are empty, so the fake asks the same question.
+        # which path runs decides which outputs are None (not computed), so the fake asks the same question.
         summed = _weights_summed_in_loop(h, x, batch_sizes, reverse)
-        def empty() -> Tensor:  # "not computed": a fresh 0-element tensor each
-            return h.new_empty(0)
-
-        dp = empty() if summed else sequence_buffer(h, H, h.dtype)
-        dx = empty() if wx is None else sequence_buffer(h, wx.shape[1], h.dtype)
-        return (dp, h.new_empty(N, H) if need_dh0 else empty(), h.new_empty(H), dx,
-                h.new_empty(H, x.shape[-1]) if summed else empty(), h.new_empty(H, H) if summed else empty())
+        return (None if summed else sequence_buffer(h, H, h.dtype), h.new_empty(N, H) if need_dh0 else None,
+                h.new_empty(H), None if wx is None else sequence_buffer(h, wx.shape[1], h.dtype),
+                h.new_empty(H, x.shape[-1]) if summed else None, h.new_empty(H, H) if summed else None)
 
 
 def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequence[int], reverse: bool) -> bool:

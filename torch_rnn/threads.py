@@ -8,7 +8,7 @@ that lost its core. So those operations run in one thread
 - when a step is small (``N (D + H) H`` under ``2^15`` multiply-adds, where the C++ loops run in one thread too
   and a second thread gains nothing), and
 - while the machine is busy: the C++ loops saw a team of threads held up at their per-step barrier within the
-  last second (``csrc/recurrence.cpp``, ``Team``; :func:`torch_rnn.native.team_settings`).
+  last second (``csrc/team.h``; :func:`torch_rnn.native.team_settings`).
 
 Operations outside torch_rnn (the rest of a model, its loss) keep the threads the user set; on a machine shared
 with other busy processes, ``torch.set_num_threads(1)`` is the setting that helps them.

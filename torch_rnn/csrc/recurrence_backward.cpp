@@ -1,0 +1,243 @@
+// The backward loop (recurrence.h): backpropagation through time, step by step from the last, in named pieces.
+#include "recurrence.h"
+
+#include "activations.h"
+#include "panels.h"
+#include "sequence.h"
+#include "step_product.h"
+#include "team.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace torch_rnn_native {
+namespace {
+
+// Rows per step from which the backward loop sums the weight gradients itself (each step reads and writes
+// every gradient row once, which fewer rows do not amortise).
+constexpr int64_t MIN_ROWS_FOR_WEIGHTS_IN_LOOP = 32;
+
+// One backward loop: its tensors as row pointers, and its steps. Every step computes da_s by columns (queue): a
+// member of the team takes whole panels of columns, and a step's columns depend only on the step above, so the
+// members meet once per step (team.h).
+template <typename scalar_t>
+struct BackwardLoop {
+  const Shape& shape;
+  const Schedule& schedule;
+  bool relu, weights_in_loop, dx_in_loop, need_dh0;
+  Rows<scalar_t> dh_rows, h_rows, dp_rows;  // dp_rows unused when the weights are summed in the loop
+  int64_t dh_stride;                        // dh's element stride: 1, or 0 when expanded
+  const scalar_t* last;                     // dh_last (N, H), elements last_row / last_col apart
+  int64_t last_row, last_col;
+  scalar_t* dp_blocks;                      // (2, N, H): step s in block s % 2, when the weights are summed in the loop
+  scalar_t* carry;                          // dh0 (N, H): the gradient carried between gathered steps, then dh0
+  scalar_t* gathered[2];                    // (N, H) each: gathered steps alternate between them
+  double* db;                               // (H,), 64-byte aligned
+  // Given x and h0 (weights_in_loop): dW_x (H, D) and dW_h (H, H), summed in the loop.
+  c10::optional<Rows<scalar_t>> x_rows;
+  int64_t D;
+  const scalar_t* h0;
+  scalar_t *dwx, *dwh;
+  c10::optional<Rows<scalar_t>> dx_rows;  // dx (T, N, D), when dx_in_loop
+  const StepProduct<scalar_t>& product;   // da_s W_h
+  const StepProduct<scalar_t>* input_product;  // da_s W_x, when dx_in_loop
+  PanelQueue<scalar_t>& queue;
+  PanelQueue<scalar_t>* dx_queue;  // when dx_in_loop
+
+  int64_t N() const { return schedule.N; }
+  int64_t H() const { return shape.H; }
+
+  // dp past each row's length is zero (unless dp is never stored whole).
+  void zero_padding(int64_t s, int64_t n, const Slice& cols) const {
+    if (shape.packed || weights_in_loop) return;
+    for (int64_t i = n; i < N(); ++i) std::fill_n(dp_rows(s, i) + cols.c0, cols.width(), scalar_t(0));
+  }
+
+  // A step whose running rows lie at one time t, one block of rows: the gradient reaching step s from above
+  // (da_{s+1} W_h, or dh_last at a row's last step) is written into the step's block, which step_gradient then
+  // turns into da_s in place (no carry buffer); with weights_in_loop, dW rows c0..c1 += da_s[:, c0:c1]^T
+  // [x_t | h_prev_t] (h_prev = h0 at the first step).
+  void aligned_columns(int64_t s, const scalar_t* da_above, int64_t ld_above, scalar_t* block, int64_t block_ld,
+                       const Slice& cols) const {
+    const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
+    const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
+    const int64_t c0 = cols.c0, width = cols.width();
+    zero_padding(s, n, cols);
+    product(da_above, ld_above, block, block_ld, n_next, cols, /*accumulate=*/false);
+    for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
+      for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
+    }
+    step_gradient(dh_rows(t, 0) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, 0) + c0, h_rows.sn, block + c0,
+                  block_ld, db + c0, n, width, relu);
+#ifdef TORCH_RNN_X86_GCC
+    if constexpr (std::is_same_v<scalar_t, float>) {  // weights_in_loop needs the float32 panels
+      if (weights_in_loop) {
+        const int64_t t_prev = schedule.reverse ? t + 1 : t - 1;
+        const scalar_t* h_prev = s == 0 ? h0 : h_rows(t_prev, 0);
+        const int64_t h_prev_ld = s == 0 ? H() : h_rows.sn;
+        transposed_matmul_add(block, block_ld, c0, c0 + width, (*x_rows)(t, 0), x_rows->sn, D, dwx, D, n);
+        transposed_matmul_add(block, block_ld, c0, c0 + width, h_prev, h_prev_ld, H(), dwh, H(), n);
+      }
+    }
+#endif
+  }
+
+  // dx_t = da_s W_x by columns of dx_t, zero past each row's length (dx_in_loop).
+  void dx_columns(int64_t s, const scalar_t* da, int64_t ld, const Slice& cols) const {
+    const int64_t n = schedule.running(s);
+    scalar_t* dx_block = (*dx_rows)(schedule.reverse ? schedule.T - 1 - s : s, 0);
+    (*input_product)(da, ld, dx_block, dx_rows->sn, n, cols, /*accumulate=*/false);
+    for (int64_t i = n; i < N() && !shape.packed; ++i) std::fill_n(dx_block + i * dx_rows->sn + cols.c0, cols.width(), scalar_t(0));
+  }
+
+  // A step whose rows lie at different times (reverse with unequal lengths), gathered into a buffer: carry =
+  // da_{s+1} W_h for the rows that ran at s + 1 (the others hold dh_last, dh0's initial value), then each row's
+  // da_s, copied to dp.
+  void gathered_columns(int64_t s, const scalar_t* da_above, int64_t ld_above, scalar_t* rows, const Slice& cols) const {
+    const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
+    const int64_t c0 = cols.c0, width = cols.width();
+    zero_padding(s, n, cols);
+    product(da_above, ld_above, carry, H(), n_next, cols, /*accumulate=*/false);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t_i = schedule.time(s, i);
+      std::copy_n(carry + i * H() + c0, width, rows + i * H() + c0);
+      step_gradient(dh_rows(t_i, i) + c0 * dh_stride, 0, dh_stride, h_rows(t_i, i) + c0, 0, rows + i * H() + c0, 0,
+                    db + c0, 1, width, relu);
+      std::copy_n(rows + i * H() + c0, width, dp_rows(t_i, i) + c0);
+    }
+  }
+
+  // The loop, from the last step to the first, on one member of the team.
+  void run(TeamMember& member, Team& team) const {
+    const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
+    int64_t ld = H();
+    for (int64_t s = schedule.T - 1; s >= 0; --s) {
+      if (schedule.aligned()) {
+        const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
+        scalar_t* const block = weights_in_loop ? dp_blocks + (s % 2) * N() * H() : dp_rows(t, 0);
+        const int64_t block_ld = weights_in_loop ? H() : dp_rows.sn;
+        queue.run(member, s, [&](const Slice& cols) { aligned_columns(s, da, ld, block, block_ld, cols); });
+        da = block, ld = block_ld;
+        if (!team.sync(member)) return;  // the products below and the next step's read every column of da_s
+        queue.reset(member, s);
+        if (dx_in_loop) {  // past the barrier, while the next step starts on the other members
+          dx_queue->reset(member, s + 1);  // every member is done with step s + 1's dx (it came before step s)
+          dx_queue->run(member, s, [&](const Slice& cols) { dx_columns(s, da, ld, cols); });
+        }
+      } else {
+        scalar_t* rows = gathered[s % 2];
+        queue.run(member, s, [&](const Slice& cols) { gathered_columns(s, da, ld, rows, cols); });
+        da = rows, ld = H();
+        if (!team.sync(member)) return;  // the next step's product reads every column of da_s
+        queue.reset(member, s);
+      }
+    }
+    if (need_dh0 && schedule.T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+      product(da, ld, carry, H(), schedule.running(0), product.slice(member), /*accumulate=*/false);
+    }
+  }
+};
+
+c10::optional<Tensor> computed(const Tensor& t) { return t.defined() ? c10::make_optional(t) : c10::nullopt; }
+
+}  // namespace
+
+std::tuple<c10::optional<Tensor>, c10::optional<Tensor>, Tensor, c10::optional<Tensor>, c10::optional<Tensor>,
+           c10::optional<Tensor>>
+recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor& wh_in, const Tensor& h_in, bool relu,
+                    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx_in,
+                    const c10::optional<Tensor>& x_in, const c10::optional<Tensor>& h0_in) {
+  const Shape shape = check_inputs("recurrence_backward", h_in, dh_last_in, wh_in, batch_sizes);
+  TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
+              ", got ", dh_in.sizes());
+  TORCH_CHECK(dh_in.scalar_type() == h_in.scalar_type() && dh_in.device().is_cpu(),
+              "recurrence_backward: dh must be a CPU tensor of h's dtype ", h_in.scalar_type(), ", got ",
+              dh_in.scalar_type(), " on ", dh_in.device());
+  const Tensor h = shape.packed ? h_in.contiguous() : rows_last_contiguous(h_in), wh = wh_in.contiguous();
+  // dh_last is read with its own strides too (h_n.sum()'s gradient is expanded): a copy would be the
+  // largest allocation of a small layer's backward besides dp and dx.
+  const Tensor& dh_last = dh_last_in;
+  const int64_t T = shape.T, N = shape.N, H = shape.H;
+  const Tensor wx = wx_in.has_value() && wx_in->defined() ? wx_in->contiguous() : Tensor();
+  TORCH_CHECK(!wx.defined() || (wx.dim() == 2 && wx.size(0) == H && wx.scalar_type() == h.scalar_type()),
+              "recurrence_backward: expected wx of shape (", H, ", D) and dtype ", h.scalar_type(), ", got ",
+              wx.defined() ? wx.sizes() : at::IntArrayRef{});
+  const Schedule schedule(T, N, batch_sizes, reverse);
+  // The incoming gradient is read with its own strides (the expanded one of `output.sum()` has strides 0), so
+  // it is never copied; only a packed one must have contiguous rows.
+  const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
+  const int64_t dh_stride = dh.stride(-1);
+  // Given x (laid out like h) and h0, the weight gradients dW_x = sum_t da_t^T x_t and dW_h = sum_t da_t^T
+  // h_prev_t are summed inside the loop, a panel at a time (its rows are the panel's columns of da_t), while
+  // da_t, x_t and h_prev_t are in cache; dp is then never stored whole (two step blocks suffice). That needs the panels,
+  // one block of rows per step, and enough rows per step to amortise each step's pass over the gradients;
+  // otherwise dp is returned and the caller takes one large matmul per weight afterwards.
+  const Tensor x = x_in.has_value() && x_in->defined() ? rows_last_contiguous(*x_in) : Tensor();
+  const Tensor h0 = h0_in.has_value() && h0_in->defined() ? h0_in->contiguous() : Tensor();
+  TORCH_CHECK(x.defined() == h0.defined(), "recurrence_backward: x and h0 come together");
+  TORCH_CHECK(!x.defined() || (x.dim() == h.dim() && x.sizes().slice(0, x.dim() - 1) == h.sizes().slice(0, h.dim() - 1) &&
+                               x.scalar_type() == h.scalar_type() && x.device().is_cpu()),
+              "recurrence_backward: x must be a CPU tensor of h's dtype and leading shape, got ",
+              x.defined() ? x.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(!h0.defined() || h0.sizes() == at::IntArrayRef({N, H}), "recurrence_backward: expected h0 of shape (", N,
+              ", ", H, "), got ", h0.defined() ? h0.sizes() : at::IntArrayRef{});
+  const bool weights_in_loop = x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
+                               panels_fit_in_cache(x.size(-1), H) &&
+                               h.scalar_type() == at::kFloat && panels_available<float>();
+  Tensor dp = weights_in_loop ? at::empty({2, N, H}, h.options())  // step s in block s % 2
+                              : at::empty_like(h);  // h's memory layout, so dp and h flatten alike afterwards
+  Tensor dwh = weights_in_loop ? at::zeros({H, H}, h.options()) : Tensor();
+  Tensor dwx = weights_in_loop ? at::zeros({H, x.size(-1)}, h.options()) : Tensor();
+  // dh0's buffer also carries the gradient between gathered steps
+  Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone(at::MemoryFormat::Contiguous) : Tensor();
+  Tensor dx;
+  if (wx.defined()) {  // in dp's memory order: time-major, the transposed view of batch-major, or packed
+    const int64_t D = wx.size(1);
+    const bool batch_major = !shape.packed && h.stride(0) < h.stride(1);
+    dx = shape.packed ? at::empty({h.size(0), D}, h.options())
+                      : batch_major ? at::empty({N, T, D}, h.options()).transpose(0, 1) : at::empty({T, N, D}, h.options());
+  }
+  // db in double, from a 64-byte boundary so that panels of 32 columns never share a cache line
+  std::vector<double> db_storage(H + 7, 0.0);
+  double* const db_data =
+      reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(db_storage.data()) + 63) & ~std::uintptr_t(63));
+  // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
+  // still read the previous step's from the other.
+  Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
+    // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
+    const bool dx_in_loop =
+        wx.defined() && schedule.aligned() && panels_available<scalar_t>() && panels_fit_in_cache(wx.size(1), H);
+    const StepProduct<scalar_t> product(wh, N);
+    const c10::optional<StepProduct<scalar_t>> input_product =
+        dx_in_loop ? c10::make_optional(StepProduct<scalar_t>(wx, N)) : c10::nullopt;
+    PanelQueue<scalar_t> queue(product, product.threads());
+    c10::optional<PanelQueue<scalar_t>> dx_queue;
+    if (dx_in_loop) dx_queue.emplace(*input_product, product.threads());
+    const BackwardLoop<scalar_t> loop{
+        shape, schedule, relu, weights_in_loop, dx_in_loop, need_dh0,
+        Rows<scalar_t>(dh, shape, batch_sizes), Rows<scalar_t>(h, shape, batch_sizes),
+        Rows<scalar_t>(dp, shape, batch_sizes), dh_stride,
+        dh_last.data_ptr<scalar_t>(), dh_last.stride(0), dh_last.stride(1),
+        weights_in_loop ? dp.data_ptr<scalar_t>() : nullptr,
+        dh0.defined() ? dh0.data_ptr<scalar_t>() : nullptr,
+        {gathered.defined() ? gathered[0].data_ptr<scalar_t>() : nullptr,
+         gathered.defined() ? gathered[1].data_ptr<scalar_t>() : nullptr},
+        db_data,
+        weights_in_loop ? c10::make_optional(Rows<scalar_t>(x, shape, batch_sizes)) : c10::nullopt,
+        x.defined() ? x.size(-1) : 0,
+        weights_in_loop ? h0.data_ptr<scalar_t>() : nullptr,
+        weights_in_loop ? dwx.data_ptr<scalar_t>() : nullptr,
+        weights_in_loop ? dwh.data_ptr<scalar_t>() : nullptr,
+        dx_in_loop ? c10::make_optional(Rows<scalar_t>(dx, shape, batch_sizes)) : c10::nullopt,
+        product, input_product ? &*input_product : nullptr, queue, dx_queue ? &*dx_queue : nullptr};
+    in_team(product.threads(), [&](TeamMember& member, Team& team) { loop.run(member, team); });
+    if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
+  });
+  Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble))
+                  .to(h.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // out of db_storage before it goes
+  return {weights_in_loop ? c10::nullopt : c10::make_optional(dp), need_dh0 ? computed(dh0) : c10::nullopt, db,
+          computed(dx), computed(dwx), computed(dwh)};
+}
+
+}  // namespace torch_rnn_native
