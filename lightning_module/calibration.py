@@ -52,8 +52,9 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
     r"""The temperature ``T`` that minimises the mean negative log-likelihood of ``softmax(logits / T)``.
 
     Fitted by L-BFGS over ``log T`` (so ``T > 0``) in float64; the NLL is convex in ``1 / T``, so this finds
-    the one minimum. Scores that separate the classes perfectly would push ``T`` to 0, so ``T`` is kept in
-    ``[0.05, 100]``.
+    the one minimum. ``T`` is kept in ``[1, 100]``: a temperature only softens. Below 1 it would sharpen, and on
+    a validation split that the model already separates (a small one, say) the NLL falls all the way to
+    ``T -> 0``, which would make every prediction certain.
 
     Args:
         logits: ``(N, C)`` class scores. labels: ``(N,)`` int64 classes.
@@ -76,7 +77,7 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
 
     with torch.enable_grad():
         optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 100.0))
+    return float(log_t.detach().exp().clamp(1.0, 100.0))
 
 
 def reliability_bins(probabilities: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> tuple[Tensor, Tensor, Tensor]:

@@ -108,6 +108,7 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     labels = torch.multinomial((logits / 2.5).softmax(1), 1, generator=generator).squeeze(1)
     assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.05)
     assert fit_temperature(logits / 2.5, labels) == pytest.approx(1.0, rel=0.05)
+    assert fit_temperature(logits / 5, labels) == 1.0  # it would sharpen (T = 0.5): kept at 1
 
 
 def test_expected_calibration_error_by_hand():
@@ -165,12 +166,16 @@ def test_the_checkpoint_stores_the_temperature_and_predict_py_uses_it(fitted, tm
     accumulator = EventAccumulator(str(log_dir))
     accumulator.Reload()
     assert float(stored) == pytest.approx(accumulator.Scalars("val/temperature")[-1].value, rel=1e-6)
-    assert float(stored) == float(cli.model.temperature) != 1.0
+    assert float(stored) == float(cli.model.temperature)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["temperature"] = torch.tensor(2.5)
+    path = tmp_path / "hot.ckpt"
+    torch.save(checkpoint, path)
     sentences = ["a wonderful film", "boring and ugly"]
     batch = cli.datamodule.encode_texts(sentences)
     model = cli.model.eval()
     with torch.no_grad():
-        expected = (model(batch["tokens"], batch["mask"]) / float(stored)).softmax(1)
+        expected = (model(batch["tokens"], batch["mask"]) / 2.5).softmax(1)
     page = tmp_path / "explained.html"
     predict_main([str(path), *sentences, "--json", "--html", str(page)])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
