@@ -10,6 +10,7 @@ import torch
 
 from lightning_module.datamodule import SentimentDataModule, TextEncoder
 from lightning_module.errors import CheckpointError
+from lightning_module.explanations import log_odds_shares
 from lightning_module.module import SentimentClassifier
 
 
@@ -102,11 +103,12 @@ class SentimentPredictor:
 
     @torch.no_grad()
     def probabilities(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities ``(len(texts), C)``; DataError for a text without tokens."""
+        """Calibrated class probabilities ``(len(texts), C)``, ``softmax(scores / temperature)``; DataError for a
+        text without tokens."""
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = self.encoder.encode(texts[start:start + batch_size])
-            chunks.append(self.model(batch["tokens"], batch["mask"]).softmax(dim=1))
+            chunks.append(self.model.calibrated_scores(batch["tokens"], batch["mask"]).softmax(dim=1))
         return torch.cat(chunks)
 
     def predict(self, texts: list[str], explain: bool = False) -> list[Prediction]:
@@ -119,7 +121,7 @@ class SentimentPredictor:
         if classifiable:
             batch = self.encoder.encode_tokens([token_lists[i] for i in classifiable])
             with torch.no_grad():
-                scores = self.model(batch["tokens"], batch["mask"])  # (n, C)
+                scores = self.model.calibrated_scores(batch["tokens"], batch["mask"])  # (n, C)
                 explained = self.explain(batch["tokens"], batch["mask"], scores) if explain else None
             best, labels = scores.softmax(dim=1).max(dim=1)
             for row, (i, label, probability) in enumerate(zip(classifiable, labels.tolist(), best.tolist())):
@@ -134,27 +136,19 @@ class SentimentPredictor:
 
     @torch.no_grad()
     def explain(self, tokens: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each step's share of the predicted class's log-odds against the others, and the rest (bias).
+        """Each step's share of the predicted class's log-odds against the others, and the rest (bias), for the
+        calibrated probabilities: :func:`lightning_module.explanations.log_odds_shares` of
+        :meth:`torch_rnn.models.SentimentRNN.contributions` divided by the model's temperature.
 
-        With two classes the log-odds ``log p_c / (1 - p_c) = s_c - s_other`` is linear in the scores, so the
-        shares are exact: ``contributions[..., c] - contributions[..., other]`` of
-        :meth:`torch_rnn.models.SentimentRNN.contributions`. With more, ``log p_c / (1 - p_c) = s_c -
-        logsumexp_{k != c} s_k`` is not linear: each step gets its share of ``s_c`` minus the others' shares
-        weighted by their softmax over ``k != c`` (the first-order term), and the bias takes the remainder, so
-        the sum is still the log-odds exactly.
+        Args:
+            tokens, mask: ``(N, T)``. scores: ``(N, C)`` the calibrated scores (:meth:`SentimentClassifier.calibrated_scores`).
 
         Returns:
             ``(N, T)`` shares (0 at padding) and ``(N,)`` biases; ``bias + shares.sum(1)`` is the log-odds.
         """
         contributions, bias = self.model.model.contributions(tokens, mask)  # (N, T, C), (N, C)
-        predicted = scores.argmax(dim=1)  # (N,)
-        others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, predicted.unsqueeze(1), False)  # (N, C)
-        weights = torch.where(others, scores, float("-inf")).softmax(dim=1)  # (N, C): 0 at the predicted class
-        weights = weights - torch.nn.functional.one_hot(predicted, scores.shape[1]).to(scores.dtype)  # -1 there
-        shares = -(contributions * weights.unsqueeze(1)).sum(2)  # (N, T): s_c share minus the weighted others'
-        log_odds = scores.gather(1, predicted.unsqueeze(1)).squeeze(1) - torch.logsumexp(
-            torch.where(others, scores, float("-inf")), dim=1)  # (N,)
-        return shares, log_odds - shares.sum(1)
+        temperature = self.model.temperature.to(contributions.dtype)
+        return log_odds_shares(contributions / temperature, bias / temperature, scores)
 
     def _describe(self, text: str, words: list[str]) -> Prediction:
         vocab = self.encoder.vocab

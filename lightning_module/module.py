@@ -13,6 +13,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from lightning_module.calibration import expected_calibration_error, fit_temperature
+from lightning_module.panels import log_validation_panels
 from torch_rnn.models import SentimentRNN, softmax_loss
 
 #: Pretrained word vectors ``model.pretrained`` accepts, and their dimension.
@@ -59,6 +61,23 @@ class SentimentClassifier(pl.LightningModule):
             (within float32 rounding).
         compile_backend: ``torch.compile``'s backend: ``"inductor"`` (generated code) or, for example,
             ``"aot_eager"`` (no code generation, so it compiles in seconds).
+        word_dropout: in training, each real token becomes the vocabulary's unknown token with this
+            probability, so that the model learns what a sentence of unknown words says: little (its
+            probabilities then stay near the class prior). Needs a vocabulary with ``<unk>``.
+        log_bptt: at every validation epoch of a fit, log the mean norm of the total gradient ``dL/dh_t``
+            reaching each step's hidden state (:func:`torch_rnn.diagnostics.bptt_hidden_gradients`) over the
+            first validation batch: the figure ``bptt/grad_norm`` and the scalars ``bptt/grad_norm_first``
+            (step 0) and ``bptt/grad_norm_last`` (each sentence's last step).
+        explain_sentences: at every validation epoch of a fit, log an image ``explanations/validation`` of
+            this many sentences of the first validation batch, each word shaded by its share of the predicted
+            class's log-odds (:mod:`lightning_module.explanations`); 0 for none.
+
+    Calibration: at every validation of a fit, the temperature ``T`` that minimises the validation NLL of
+    ``softmax(scores / T)`` is fitted (:func:`lightning_module.calibration.fit_temperature`) and kept in the
+    buffer ``temperature``, so every checkpoint carries the one fitted for its own weights; predictions
+    (:meth:`predict_step`, ``predict.py``) use it. Logged per validation and test: ``{stage}/ece`` (15-bin
+    expected calibration error of ``softmax(scores)``) and ``{stage}/ece_calibrated`` (of
+    ``softmax(scores / T)``; on validation with the ``T`` fitted on it), and ``val/temperature``.
     """
 
     def __init__(
@@ -86,11 +105,18 @@ class SentimentClassifier(pl.LightningModule):
         lr_scheduler_interval: str = "epoch",
         compile: bool = False,
         compile_backend: str = "inductor",
+        word_dropout: float = 0.0,
+        log_bptt: bool = True,
+        explain_sentences: int = 6,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
+        if explain_sentences < 0:
+            raise ValueError(f"model.explain_sentences must be >= 0, got {explain_sentences}")
         if embedding_init not in ("random", "naive_bayes"):
             raise ValueError(f"model.embedding_init must be 'random' or 'naive_bayes', got {embedding_init!r}")
         if embedding_init == "naive_bayes" and (input_mode != "embedding" or not 1 <= naive_bayes_dims <= embedding_dim):
@@ -126,14 +152,25 @@ class SentimentClassifier(pl.LightningModule):
         # value's record to its device every call), where the model's whole step takes about 18 ms.
         self._epoch_outputs: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
         self._resume_state: Optional[tuple[Any, Optional[list], bool]] = None  # from a checkpoint, until a fit goes on
+        self.register_buffer("temperature", torch.tensor(1.0))  # fitted at each validation of a fit
+        self._scores: dict[str, list[Tensor]] = {"val": [], "test": []}  # the epoch's class scores, for calibration
+        self._first_val_batch: Optional[dict[str, Tensor]] = None  # for the BPTT and explanation panels
+        self._unk_index: Optional[int] = None  # the vocabulary's unknown token, for word_dropout
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
         return self.model(tokens, mask)
 
     def setup(self, stage: str) -> None:
-        """At the start of a fresh fit, fill in pretrained word vectors for the data's vocabulary, or the
-        naive-Bayes columns of the learned embedding (a checkpoint restores its own)."""
+        """For a fit, the vocabulary's unknown token (``word_dropout``); at the start of a fresh fit, fill in
+        pretrained word vectors for the data's vocabulary, or the naive-Bayes columns of the learned embedding
+        (a checkpoint restores its own)."""
+        if stage == "fit" and self.hparams.word_dropout > 0:
+            vocab = getattr(self.trainer.datamodule, "vocab", None)
+            self._unk_index = None if vocab is None else vocab.unk_index
+            if self._unk_index is None:
+                raise ValueError("model.word_dropout needs a vocabulary with an unknown token (<unk>); this data's "
+                                 "has none (a --data.dictionary maps unknown words to padding)")
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
         if self.hparams.input_mode == "embedding" and self.hparams.embedding_init == "naive_bayes":
@@ -162,9 +199,15 @@ class SentimentClassifier(pl.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        scores = self(batch["tokens"], batch["mask"])  # (N, C)
+        tokens = batch["tokens"]
+        if stage == "train" and self.hparams.word_dropout > 0:
+            dropped = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & batch["mask"].bool()
+            tokens = tokens.masked_fill(dropped, self._unk_index)
+        scores = self(tokens, batch["mask"])  # (N, C)
         loss = softmax_loss(scores, batch["labels"])
         self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
+        if stage in self._scores:
+            self._scores[stage].append(scores.detach())
         if stage == "train" and self._logger_writes_this_step():  # the epoch's mean is train/loss_epoch
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -195,6 +238,8 @@ class SentimentClassifier(pl.LightningModule):
                                                                       device=losses[0].device))
             loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
             values = {loss_name: loss_mean.compute(), **metrics.compute()}
+            if stage in self._scores:
+                values.update(self._calibration(stage, torch.cat(labels)))
             if to_loggers_now:
                 for logger in self.loggers:
                     logger.log_metrics({name: float(value) for name, value in values.items()}, step=self.global_step)
@@ -203,6 +248,23 @@ class SentimentClassifier(pl.LightningModule):
         metrics.reset()
         loss_mean.reset()
         outputs.clear()
+        self._scores.get(stage, []).clear()
+
+    def _calibration(self, stage: str, labels: Tensor) -> dict[str, Tensor]:
+        """``{stage}/ece`` and ``{stage}/ece_calibrated`` over the epoch's scores (gathered from every
+        process); during a fit's validation, first fit :attr:`temperature` on them (``val/temperature``)."""
+        scores = torch.cat(self._scores[stage]).float()  # (N, C)
+        if self.trainer.world_size > 1:
+            scores, labels = self.all_gather(scores).flatten(0, 1), self.all_gather(labels).flatten(0, 1)
+        values = {}
+        if stage == "val" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.temperature.fill_(fit_temperature(scores, labels))
+            values["val/temperature"] = self.temperature.detach().clone()
+        temperature = float(self.temperature)
+        for name, t in ((f"{stage}/ece", 1.0), (f"{stage}/ece_calibrated", temperature)):
+            values[name] = torch.tensor(expected_calibration_error((scores / t).softmax(1), labels),
+                                        device=self.device)
+        return values
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -226,7 +288,8 @@ class SentimentClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the generator states and epoch outputs until a fit from this checkpoint starts
-        (:meth:`on_fit_start`)."""
+        (:meth:`on_fit_start`). A checkpoint written without a temperature gets ``T = 1``."""
+        checkpoint.get("state_dict", {}).setdefault("temperature", torch.tensor(1.0))
         self._resume_state = (checkpoint.get("rng_states"), checkpoint.get("train_epoch_outputs"),
                               bool(checkpoint.get("mid_epoch")))
 
@@ -268,6 +331,9 @@ class SentimentClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
+        fitting = self.trainer.state.fn == "fit" and not self.trainer.sanity_checking
+        if fitting and self._first_val_batch is not None and self.trainer.is_global_zero:
+            log_validation_panels(self, self._first_val_batch)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
@@ -280,15 +346,21 @@ class SentimentClassifier(pl.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and self._first_val_batch is None:
+            self._first_val_batch = {key: batch[key].detach().clone() for key in ("tokens", "mask", "labels")}
         self._shared_step(batch, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """Class probabilities ``(N, C)``."""
-        return self(batch["tokens"], batch["mask"]).softmax(dim=1)
+        """Class probabilities ``(N, C)``: ``softmax(scores / temperature)``."""
+        return self.calibrated_scores(batch["tokens"], batch["mask"]).softmax(dim=1)
+
+    def calibrated_scores(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """``scores / temperature`` ``(N, C)``: the class scores whose softmax is the calibrated probabilities."""
+        return self(tokens, mask) / self.temperature
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Only on the steps the logger writes: the norm reads every gradient, a cost worth skipping otherwise.

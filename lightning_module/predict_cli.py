@@ -8,7 +8,8 @@ the sentence was cut to the model's ``max_length`` tokens.
 Text rows are ``label<TAB>probability<TAB>sentence``, or ``error<TAB>reason<TAB>sentence``; unknown words and
 cutting are noted on stderr. ``--explain`` adds each word's exact share of the predicted class's log-odds
 (:meth:`lightning_module.inference.SentimentPredictor.explain`): a line under the row (coloured in a
-terminal), or the JSON fields ``contributions`` and ``bias``. JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
+terminal), or the JSON fields ``contributions`` and ``bias``; ``--html FILE`` also writes them as a page of shaded
+words (:func:`lightning_module.explanations.explanation_html`). JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
 ``{"text", "error", "unknown", "truncated"}``.
 """
 from __future__ import annotations
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--explain", action="store_true",
                         help="show each word's exact share of the predicted class's log-odds (JSON: "
                              '"contributions": [[word, value], ...] and "bias", which sum to log p / (1 - p))')
+    parser.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write the explanations as a self-contained HTML page, each word shaded by its "
+                             "share (green for the predicted class, red against; the value in its tooltip); "
+                             "implies --explain")
     return parser
 
 
@@ -91,6 +96,15 @@ def _note(number: int, prediction: "Prediction", max_length: int) -> Optional[st
     return f"note: sentence {number}: " + "; ".join(parts) if parts else None
 
 
+def _write_html(path: Path, predictions: list["Prediction"]) -> None:
+    from lightning_module.explanations import explanation_html
+
+    try:
+        path.write_text(explanation_html(predictions), encoding="utf-8")
+    except OSError as error:
+        raise DataError(f"{path}: cannot write the HTML page ({error.strerror})") from None
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
     options = _parser().parse_intermixed_args(args)
     try:
@@ -104,7 +118,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from lightning_module.inference import SentimentPredictor
 
         predictor = SentimentPredictor.from_checkpoint(options.checkpoint)
-        predictions = predictor.predict(sentences, explain=options.explain)
+        predictions = predictor.predict(sentences, explain=options.explain or options.html is not None)
+        if options.html is not None:
+            _write_html(options.html, predictions)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -110,7 +110,7 @@ def test_predict_py_matches_the_in_memory_model(trained, tmp_path, capsys):
     model = cli.model.eval()
     batch = cli.datamodule.encode_texts(sentences)
     with torch.no_grad():
-        expected = model(batch["tokens"], batch["mask"]).softmax(dim=1)
+        expected = (model(batch["tokens"], batch["mask"]) / model.temperature).softmax(dim=1)
     (tmp_path / "sentences.txt").write_text("\n".join(sentences[1:]) + "\n", encoding="utf-8")
     predict_main([str(checkpoint), sentences[0], "--file", str(tmp_path / "sentences.txt"), "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
