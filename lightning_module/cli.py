@@ -108,8 +108,10 @@ def latest_last_checkpoint(root: str) -> Path:
     return candidates[-1]
 
 
-#: Model settings that a resumed run may change: they only act at the start of a fresh fit, or on speed.
-SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_bayes_dims", "naive_bayes_scale"}
+#: Model settings that a resumed run may change: they only act at the start of a fresh fit, on speed, or on what
+#: is logged.
+SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_bayes_dims", "naive_bayes_scale",
+                       "log_bptt", "explain_sentences"}
 #: The DataModule settings a checkpoint carries (its encoder) and overrides on resume.
 CHECKPOINT_DATA_SETTINGS = ("max_length", "lowercase")
 
