@@ -314,7 +314,10 @@ def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, conf
                 batch = next(batches)
             timer.begin_step(batch)
             optimizer.zero_grad()
-            loss = softmax_loss(net(batch["tokens"], batch["mask"]), batch["labels"])
+            tokens = batch["tokens"]
+            if module.hparams.word_dropout > 0:  # as the LightningModule's training step does
+                tokens = module.drop_words(tokens, batch["mask"], datamodule.vocab.unk_index)
+            loss = softmax_loss(net(tokens, batch["mask"]), batch["labels"])
             timer.start("backward")
             loss.backward()
             timer.stop("backward")

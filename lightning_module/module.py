@@ -201,8 +201,7 @@ class SentimentClassifier(pl.LightningModule):
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         tokens = batch["tokens"]
         if stage == "train" and self.hparams.word_dropout > 0:
-            dropped = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & batch["mask"].bool()
-            tokens = tokens.masked_fill(dropped, self._unk_index)
+            tokens = self.drop_words(tokens, batch["mask"], self._unk_index)
         scores = self(tokens, batch["mask"])  # (N, C)
         loss = softmax_loss(scores, batch["labels"])
         self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
@@ -211,6 +210,12 @@ class SentimentClassifier(pl.LightningModule):
         if stage == "train" and self._logger_writes_this_step():  # the epoch's mean is train/loss_epoch
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def drop_words(self, tokens: Tensor, mask: Tensor, unk_index: int) -> Tensor:
+        """``tokens (N, T)`` (int64) with each real token (``mask (N, T)`` nonzero) replaced by ``unk_index`` with
+        probability ``word_dropout``, drawn from torch's global generator: the training steps' word dropout."""
+        dropped = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & mask.bool()
+        return tokens.masked_fill(dropped, unk_index)
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning sends this training step's logged values to the logger: on every
