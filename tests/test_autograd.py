@@ -14,7 +14,7 @@ from torch_rnn import RNN, RNNCell
 from torch_rnn import functional as F
 from torch_rnn import kernels
 from torch_rnn.autograd import (AffineFunction, RNNCellFunction, RNNFunction, SoftmaxLossFunction,
-                                TemporalAffineFunction, TemporalAverageFunction)
+                                TemporalAverageFunction)
 
 # Slow mode (full Jacobians: fast mode's random projections can miss a 1% error in a small Jacobian), except
 # the sequence Functions' and modules' second derivatives, which are large, in fast mode to keep the suite quick.
@@ -91,9 +91,9 @@ def test_temporal_affine_function_gradcheck(bias):
     g = seeded(3)
     x, W, b = leaf(2, 3, H, gen=g), leaf(D, H, gen=g), leaf(D, gen=g)
     if bias:
-        check(lambda x, W, b: TemporalAffineFunction.apply(x, W, b), (x, W, b))
+        check(lambda x, W, b: AffineFunction.apply(x, W, b), (x, W, b))
     else:
-        check(lambda x, W: TemporalAffineFunction.apply(x, W, None), (x, W))
+        check(lambda x, W: AffineFunction.apply(x, W, None), (x, W))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -214,7 +214,7 @@ def test_forward_mode_jacobian_of_layers_match_reverse_mode():
     y = torch.tensor([2, 0])
 
     def model(x, W, b):
-        features = TemporalAverageFunction.apply(TemporalAffineFunction.apply(x, W, b), mask)  # (2, D)
+        features = TemporalAverageFunction.apply(AffineFunction.apply(x, W, b), mask)  # (2, D)
         return SoftmaxLossFunction.apply(AffineFunction.apply(features, W.T[:D], None), y)
 
     for a, e in zip(jacfwd(model, argnums=(0, 1, 2))(x, W, b), jacrev(model, argnums=(0, 1, 2))(x, W, b)):

@@ -14,6 +14,7 @@ import torch.nn.functional as TF
 
 from helpers import assert_grads_close, autograd_grads, numeric_grads, randn, seeded
 from torch_rnn import functional as F
+from torch_rnn.layout import batch_major, pack_padded, pad_packed, reverse_in_time
 from torch_rnn import kernels, native
 
 NONLINEARITIES = ["tanh", "relu"]
@@ -332,28 +333,28 @@ KERNEL_CASES = [
 def in_layout(x, layout, batch_sizes=None):
     """``x (T, N, H)`` as a time-major copy, as the (T, N, H) view of batch-major memory, or packed (R, H)."""
     if layout == "packed":
-        return F.pack_padded(x, batch_sizes)
+        return pack_padded(x, batch_sizes)
     return x.clone() if layout == "time_major" else x.transpose(0, 1).contiguous().transpose(0, 1)
 
 
 def from_layout(x, layout, batch_sizes=None):
-    return F.pad_packed(x, batch_sizes) if layout == "packed" else x
+    return pad_packed(x, batch_sizes) if layout == "packed" else x
 
 
 def reference_forward(p, h0, Wh, nonlinearity, batch_sizes, reverse):
     """The reference equations, on the reversed sequences for ``reverse``."""
     if not reverse:
         return F.recurrence_forward(p, h0, Wh, nonlinearity, batch_sizes)
-    h, h_last = F.recurrence_forward(F.reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
-    return F.reverse_in_time(h, batch_sizes), h_last
+    h, h_last = F.recurrence_forward(reverse_in_time(p, batch_sizes), h0, Wh, nonlinearity, batch_sizes)
+    return reverse_in_time(h, batch_sizes), h_last
 
 
 def reference_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse):
     if not reverse:
         return F.recurrence_backward(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes)
-    dp, dh0, dWh = F.recurrence_backward(F.reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
-                                         F.reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
-    return F.reverse_in_time(dp, batch_sizes), dh0, dWh
+    dp, dh0, dWh = F.recurrence_backward(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
+                                         reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes)
+    return reverse_in_time(dp, batch_sizes), dh0, dWh
 
 
 def test_reverse_in_time_reverses_each_row_within_its_length():
@@ -362,9 +363,9 @@ def test_reverse_in_time_reverses_each_row_within_its_length():
     expected = x.clone()
     for i, length in enumerate([5, 3, 3, 1]):
         expected[:length, i] = x[:length, i].flip(0)
-    assert torch.equal(F.reverse_in_time(x, batch_sizes), expected)
-    assert torch.equal(F.reverse_in_time(x.unsqueeze(-1).expand(5, 4, 2), batch_sizes), expected.unsqueeze(-1).expand(5, 4, 2))
-    assert torch.equal(F.reverse_in_time(x), x.flip(0))
+    assert torch.equal(reverse_in_time(x, batch_sizes), expected)
+    assert torch.equal(reverse_in_time(x.unsqueeze(-1).expand(5, 4, 2), batch_sizes), expected.unsqueeze(-1).expand(5, 4, 2))
+    assert torch.equal(reverse_in_time(x), x.flip(0))
 
 
 LAYOUTS = ["time_major", "batch_major"]
@@ -493,7 +494,7 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
     torch.testing.assert_close(grads.db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     dx = grads.dx
     if loops == "cpp":
-        assert dx.dim() == 2 or kernels.batch_major(dx) == kernels.batch_major(h), "dx lies like h in memory"
+        assert dx.dim() == 2 or batch_major(dx) == batch_major(h), "dx lies like h in memory"
     torch.testing.assert_close(from_layout(dx, layout, batch_sizes), expected_dp @ Wx, **KERNEL_TOL[dtype])
     if grads.dp is None:  # summed in the loop
         dWx, dWh = grads.dWx, grads.dWh

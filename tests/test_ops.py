@@ -173,7 +173,7 @@ def test_pack_and_unpack_by_lengths_pass_opcheck(layout):
     values = torch.randn(packed.shape[0], H, dtype=torch.float64, generator=gen, requires_grad=True)
     torch.library.opcheck(torch.ops.torch_rnn.unpack_by_lengths.default, (values, lengths, x))
     unpacked = torch.ops.torch_rnn.unpack_by_lengths(values, lengths, x)  # (T, N, H) laid out like x
-    assert unpacked.stride() == torch_rnn.autograd.sequence_buffer(x, H, values.dtype).stride()
+    assert unpacked.stride() == torch_rnn.layout.sequence_buffer(x, H, values.dtype).stride()
     assert torch.equal(torch.ops.torch_rnn.pack_by_lengths(unpacked, lengths), values)
     assert not unpacked[2:, 0].any() and not unpacked[1:, 2].any()  # zero past each row's length
 

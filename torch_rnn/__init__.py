@@ -2,10 +2,12 @@
 
 ``from torch_rnn import RNN`` is a drop-in replacement for ``torch.nn.RNN`` (and ``RNNCell`` for
 ``torch.nn.RNNCell``). The equations live in :mod:`torch_rnn.functional`, the autograd Functions in
-:mod:`torch_rnn.autograd`, the modules in :mod:`torch_rnn.modules`, the sentiment model in
-:mod:`torch_rnn.models`.
+:mod:`torch_rnn.autograd`, the RNN modules in :mod:`torch_rnn.modules`, the sentiment model's head layers in
+:mod:`torch_rnn.head`, the model in :mod:`torch_rnn.models`; how sequences lie in memory in
+:mod:`torch_rnn.layout`.
 """
-from .modules import RNN, Affine, RNNCell, TemporalAffine, TemporalAverage
+from .head import Affine, TemporalAffine, TemporalAverage
+from .modules import RNN, RNNCell
 
 __all__ = ["RNN", "RNNCell", "TemporalAffine", "TemporalAverage", "Affine"]
 __version__ = "0.1.0"

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor, is_legacy_batchedtensor
 
-from . import functional as F
-from . import kernels
+from . import functional, kernels
+from .layout import batch_major, batch_major_sequence, has_values, padded, sequence_buffer, unpadded
 from .threads import own_threads
 
 
@@ -35,25 +35,18 @@ def _plain(*tensors: Optional[Tensor]) -> bool:
     )
 
 
-def _batch_major_sequence(x: Tensor) -> bool:
-    """True for a padded sequence, ``(T, N, D)`` floats or ``(T, N)`` indices, lying in batch-first memory; a
-    packed ``(R, D)`` sequence is never batch-major, whatever its strides."""
-    padded = x.dim() == (3 if _has_values(x) else 2)
-    return padded and kernels.batch_major(x)
-
-
 def _input_projection(x: Tensor, Wx: Tensor, b: Optional[Tensor]) -> Tensor:
     """``p_t = W_x x_t + b`` for all steps at once, in ``x``'s memory layout (time-major or batch-major);
     integer ``x`` holds one-hot indices (-1 = zero vector)."""
-    if _batch_major_sequence(x):  # one matmul over the rows as they lie, no transposed copy
+    if batch_major_sequence(x):  # one matmul over the rows as they lie, no transposed copy
         p = _input_projection(x.transpose(0, 1), Wx, b).transpose(0, 1)
         # Inside a Function's forward (grad mode off), detach(): the same memory, but not an autograd view,
         # which a Function's output must not be for forward-mode AD (its tangent would share the view's
         # layout). With grad mode on (reference_layer_forward traced under torch.compile) the view stays.
         return p if torch.is_grad_enabled() else p.detach()
-    if _has_values(x):
-        return F.temporal_affine_forward(x, Wx, b)[0]
-    return F.onehot_affine_forward(x, Wx, b)[0]
+    if has_values(x):
+        return functional.temporal_affine_forward(x, Wx, b)[0]
+    return functional.onehot_affine_forward(x, Wx, b)[0]
 
 
 def _input_projection_backward(
@@ -61,59 +54,14 @@ def _input_projection_backward(
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """``dx`` and ``dW_x`` of :func:`_input_projection`, each one matmul over all steps in memory order (the
     bias gradient, a sum of ``dp``, comes from the recurrence's backward)."""
-    if _batch_major_sequence(x) and kernels.batch_major(dp):
+    if batch_major_sequence(x) and batch_major(dp):
         dx, dWx = _input_projection_backward(dp.transpose(0, 1), x.transpose(0, 1), Wx, need_dx, need_dWx)
         return None if dx is None else dx.transpose(0, 1), dWx
-    if _has_values(x):
-        dx, dWx, _ = F.temporal_affine_backward(dp, (x, Wx, False), need_dx, need_dWx)
+    if has_values(x):
+        dx, dWx, _ = functional.temporal_affine_backward(dp, (x, Wx, False), need_dx, need_dWx)
         return dx, dWx
-    dWx, _ = F.onehot_affine_backward(dp, (x, Wx.shape, False))
+    dWx, _ = functional.onehot_affine_backward(dp, (x, Wx.shape, False))
     return None, dWx
-
-
-def _padded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool) -> Tensor:
-    """A packed ``(R, H)`` or padded sequence as padded ``(T, N, H)``, reversed for ``reverse``: what the
-    time-major reference equations of :mod:`torch_rnn.functional` take (:func:`_unpadded` undoes it)."""
-    if x.dim() == 2:
-        x = F.pad_packed(x, batch_sizes)
-    return F.reverse_in_time(x, batch_sizes) if reverse else x
-
-
-def _unpadded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool, packed: bool) -> Tensor:
-    if reverse:
-        x = F.reverse_in_time(x, batch_sizes)
-    return F.pack_padded(x, batch_sizes) if packed else x
-
-
-def sequence_buffer(x: Tensor, features: int, dtype: torch.dtype) -> Tensor:
-    """An uninitialised ``(T, N, features)`` (packed: ``(R, features)``) buffer of ``dtype`` laid out like the
-    sequence ``x`` (values ``(T, N, D)`` / ``(R, D)``, or one-hot indices ``(T, N)`` / ``(R,)``): batch-major
-    memory for a batch-major ``x``, else time-major. A layer's output ``h`` has this layout, and so has ``dx``."""
-    if x.dim() == (2 if _has_values(x) else 1):  # packed
-        return x.new_empty(x.shape[0], features, dtype=dtype)
-    if _batch_major_sequence(x):
-        return x.new_empty(x.shape[1], x.shape[0], features, dtype=dtype).transpose(0, 1)
-    return x.new_empty(x.shape[0], x.shape[1], features, dtype=dtype)
-
-
-def _has_values(x: Tensor) -> bool:
-    """True for a sequence of input vectors (real or complex), False for one of one-hot indices."""
-    return x.is_floating_point() or x.is_complex()
-
-
-def laid_out_like_sequence(result: Tensor, x: Tensor) -> Tensor:
-    """``result (T, N, F)`` (packed ``(R, F)``) itself when it is laid out as :func:`sequence_buffer` lays out a
-    buffer for ``x``, else a copy so laid out: the custom ops promise their fake kernels' layouts, whichever
-    loop computed the values."""
-    features = result.shape[-1]
-    if result.dim() == 3 and _batch_major_sequence(x):
-        T, N, _ = result.shape
-        laid_out = result.stride() == (features, T * features, 1)
-    else:
-        laid_out = result.is_contiguous()
-    if laid_out or result.numel() == 0:
-        return result
-    return sequence_buffer(x, features, result.dtype).copy_(result)
 
 
 def _fast_loops_apply(*tensors: Optional[Tensor]) -> bool:
@@ -161,8 +109,8 @@ def reference_layer_forward(
     torch operations, a Python loop over the steps. Returns time-major ``h`` and ``h_last (N, H)``."""
     p = _input_projection(x, Wx, b)
     packed = p.dim() == 2
-    h, h_last = F.recurrence_forward(_padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)
-    return _unpadded(h, batch_sizes, reverse, packed), h_last
+    h, h_last = functional.recurrence_forward(padded(p, batch_sizes, reverse), h0, Wh, nonlinearity, batch_sizes)
+    return unpadded(h, batch_sizes, reverse, packed), h_last
 
 
 def layer_backward(
@@ -186,15 +134,15 @@ def layer_backward(
     (double backward, ``torch.func`` transforms).
     """
     need_dx, need_dh0, need_dWx, need_dWh, need_db = needs_input_grad[:5]
-    need_dx = need_dx and _has_values(x)
+    need_dx = need_dx and has_values(x)
     if not torch.is_grad_enabled() and _fast_loops_apply(dh, dh_last, x, h0, Wx, Wh, h):
         with own_threads(h0.shape[0], Wx.shape[1], Wh.shape[0]):
             return _fast_layer_backward(dh, dh_last, x, h0, Wx, Wh, h, nonlinearity, batch_sizes, reverse,
                                         (need_dx, need_dh0, need_dWx, need_dWh, need_db))
     # the reference equations, on the padded and (in reverse) reversed sequences
-    dp, dh0, dWh = F.recurrence_backward(_padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
-                                         _padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
-    dp = _unpadded(dp, batch_sizes, reverse, h.dim() == 2)
+    dp, dh0, dWh = functional.recurrence_backward(padded(dh, batch_sizes, reverse), dh_last, h0, Wh,
+                                         padded(h, batch_sizes, reverse), nonlinearity, batch_sizes)
+    dp = unpadded(dp, batch_sizes, reverse, h.dim() == 2)
     db = dp.sum(tuple(range(dp.dim() - 1))) if need_db else None
     dx, dWx = _input_projection_backward(dp, x, Wx, need_dx, need_dWx)
     return (dx if need_dx else None, dh0 if need_dh0 else None, dWx if need_dWx else None,
@@ -296,16 +244,16 @@ class RNNFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         x, h0, Wx, Wh, h = ctx.saved_tensors
         dp = torch.zeros_like(h)  # tangent of p_t = W_x x_t + b
-        if dx is not None and _has_values(x):
-            dp = dp + F.temporal_affine_forward(dx, Wx, None)[0]
+        if dx is not None and has_values(x):
+            dp = dp + functional.temporal_affine_forward(dx, Wx, None)[0]
         if dWx is not None:
             dp = dp + _input_projection(x, dWx, None)
         if db is not None:
             dp = dp + db
         batch_sizes, reverse = ctx.batch_sizes, ctx.reverse
-        dh, dh_last = F.recurrence_jvp(_padded(dp, batch_sizes, reverse), dh0, dWh, h0, Wh,
-                                       _padded(h, batch_sizes, reverse), ctx.nonlinearity, batch_sizes)
-        return _unpadded(dh, batch_sizes, reverse, h.dim() == 2), dh_last
+        dh, dh_last = functional.recurrence_jvp(padded(dp, batch_sizes, reverse), dh0, dWh, h0, Wh,
+                                       padded(h, batch_sizes, reverse), ctx.nonlinearity, batch_sizes)
+        return unpadded(dh, batch_sizes, reverse, h.dim() == 2), dh_last
 
 
 class RNNCellFunction(torch.autograd.Function):
@@ -319,7 +267,7 @@ class RNNCellFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, h: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
-        return F.rnn_step_forward(x, h, Wx, Wh, b, nonlinearity)[0]
+        return functional.rnn_step_forward(x, h, Wx, Wh, b, nonlinearity)[0]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -333,7 +281,7 @@ class RNNCellFunction(torch.autograd.Function):
     def backward(ctx: Any, dnext_h: Tensor) -> tuple:
         x, h, Wx, Wh, next_h = ctx.saved_tensors
         cache = (x, h, Wx, Wh, ctx.has_bias, next_h, ctx.nonlinearity)
-        grads = F.rnn_step_backward(dnext_h, cache)
+        grads = functional.rnn_step_backward(dnext_h, cache)
         return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad)) + (None,)
 
     @staticmethod
@@ -347,17 +295,19 @@ class RNNCellFunction(torch.autograd.Function):
                 da = da + inp @ weight_tangent.T
         if db is not None:
             da = da + db
-        return F.activation_derivative(next_h, ctx.nonlinearity) * da
+        return functional.activation_derivative(next_h, ctx.nonlinearity) * da
 
 
-class TemporalAffineFunction(torch.autograd.Function):
-    """:func:`torch_rnn.functional.temporal_affine_forward`: x ``(N, T, H)``, W ``(M, H)``, b ``(M,)`` -> ``(N, T, M)``."""
+class AffineFunction(torch.autograd.Function):
+    """:func:`torch_rnn.functional.temporal_affine_forward`, ``x W^T + b`` at every leading index: x ``(..., H)``
+    (``(N, T, H)`` for the temporal affine layer, ``(N, H)`` for the last one), W ``(M, H)``, b ``(M,)`` or None
+    -> ``(..., M)``."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
-        return F.temporal_affine_forward(x, W, b)[0]
+        return functional.temporal_affine_forward(x, W, b)[0]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -370,54 +320,17 @@ class TemporalAffineFunction(torch.autograd.Function):
     def backward(ctx: Any, dout: Tensor) -> tuple:
         x, W = ctx.saved_tensors
         need_dx, need_dW, need_db = ctx.needs_input_grad
-        dx, dW, db = F.temporal_affine_backward(dout, (x, W, ctx.has_bias), need_dx, need_dW)
+        dx, dW, db = functional.temporal_affine_backward(dout, (x, W, ctx.has_bias), need_dx, need_dW)
         return dx, dW, db if need_db else None
 
     @staticmethod
     def jvp(ctx: Any, dx: Optional[Tensor], dW: Optional[Tensor], db: Optional[Tensor]) -> Tensor:
+        """Tangent of ``x W^T + b``: ``dx W^T + x dW^T + db`` (the map is bilinear in ``x`` and ``W``)."""
         x, W = ctx.saved_tensors
-        return _affine_jvp(x, W, dx, dW, db, F.temporal_affine_forward)
-
-
-class AffineFunction(torch.autograd.Function):
-    """:func:`torch_rnn.functional.affine_forward`: x ``(N, M)``, W ``(C, M)``, b ``(C,)`` -> ``(N, C)``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
-        return F.affine_forward(x, W, b)[0]
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, W, b = inputs
-        ctx.save_for_backward(x, W)
-        ctx.save_for_forward(x, W)
-        ctx.has_bias = b is not None
-
-    @staticmethod
-    def backward(ctx: Any, dout: Tensor) -> tuple:
-        x, W = ctx.saved_tensors
-        grads = F.affine_backward(dout, (x, W, ctx.has_bias))
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
-
-    @staticmethod
-    def jvp(ctx: Any, dx: Optional[Tensor], dW: Optional[Tensor], db: Optional[Tensor]) -> Tensor:
-        x, W = ctx.saved_tensors
-        return _affine_jvp(x, W, dx, dW, db, F.affine_forward)
-
-
-def _affine_jvp(x, W, dx, dW, db, affine_forward) -> Tensor:
-    """Tangent of ``x W^T + b``: ``dx W^T + x dW^T + db`` (the map is bilinear in ``x`` and ``W``)."""
-    terms = []
-    if dx is not None:
-        terms.append(affine_forward(dx, W, None)[0])
-    if dW is not None:
-        terms.append(affine_forward(x, dW, None)[0])
-    if not terms:
-        terms.append(affine_forward(x, W, None)[0].new_zeros(()))
-    out = sum(terms[1:], terms[0])
-    return out if db is None else out + db
+        terms = [functional.temporal_affine_forward(a, w, None)[0] for a, w in ((dx, W), (x, dW)) if a is not None
+                 and w is not None]
+        out = sum(terms[1:], terms[0]) if terms else x.new_zeros(())
+        return out if db is None else out + db
 
 
 class TemporalAverageFunction(torch.autograd.Function):
@@ -427,7 +340,7 @@ class TemporalAverageFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, mask: Tensor) -> Tensor:
-        return F.average_forward(x, mask)[0]
+        return functional.average_forward(x, mask)[0]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -438,12 +351,12 @@ class TemporalAverageFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dout: Tensor) -> tuple:
         (mask,) = ctx.saved_tensors
-        return F.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
+        return functional.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
 
     @staticmethod
     def jvp(ctx: Any, dx: Optional[Tensor], _dmask: None) -> Tensor:
         mask, out = ctx.saved_tensors
-        return torch.zeros_like(out) if dx is None else F.average_forward(dx, mask)[0]
+        return torch.zeros_like(out) if dx is None else functional.average_forward(dx, mask)[0]
 
 
 class SoftmaxLossFunction(torch.autograd.Function):
@@ -453,7 +366,7 @@ class SoftmaxLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(scores: Tensor, y: Tensor) -> Tensor:
-        return F.softmax_loss(scores, y)[0]
+        return functional.softmax_loss(scores, y)[0]
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -464,11 +377,11 @@ class SoftmaxLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dloss: Tensor) -> tuple:
         scores, y = ctx.saved_tensors
-        dscores = F.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None
+        dscores = functional.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None
         return dscores, None
 
     @staticmethod
     def jvp(ctx: Any, dscores: Optional[Tensor], _dy: None) -> Tensor:
         scores, y = ctx.saved_tensors
-        grad = F.softmax_loss(scores, y)[1]
+        grad = functional.softmax_loss(scores, y)[1]
         return (grad * dscores).sum() if dscores is not None else grad.new_zeros(())

@@ -251,62 +251,6 @@ def recurrence_weight_grad(dp: Tensor, h0: Tensor, h: Tensor) -> Tensor:
     return dWh
 
 
-def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> Tensor:
-    """``x (T, N, ...)`` with every row's steps reversed within its own length; padding stays in place.
-
-    A bidirectional RNN's second direction is the same recurrence over the reversed sequences:
-    ``recurrence_forward`` on ``reverse_in_time(p)``, with the result reversed back (it is an involution).
-    Row ``i`` runs while ``batch_sizes[t] > i`` (rows sorted by length); None means every row has ``T`` steps.
-    """
-    if batch_sizes is None:
-        return x.flip(0)
-    T, N = x.shape[0], x.shape[1]
-    lengths = sequence_lengths(batch_sizes, N)  # (N,)
-    steps = torch.arange(T).unsqueeze(1)  # (T, 1)
-    last = (lengths - 1).unsqueeze(0)  # (1, N)
-    index = torch.where(steps <= last, last - steps, steps).to(x.device)  # (T, N)
-    return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
-
-
-def sequence_lengths(batch_sizes: Sequence[int], N: int) -> Tensor:
-    """``(N,)`` every row's length: row ``i`` runs while ``batch_sizes[t] > i``."""
-    return (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)
-
-
-def step_offsets(batch_sizes: Sequence[int]) -> Tensor:
-    """``(T,)`` the first row of every step in a packed sequence."""
-    sizes = torch.tensor(batch_sizes)
-    return torch.cumsum(sizes, 0) - sizes
-
-
-def packed_coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Every packed row's step ``t`` and sequence ``i``, two ``(R,)`` tensors.
-
-    A packed sequence (``PackedSequence.data``'s layout) stores step ``t``'s ``batch_sizes[t]`` running rows one
-    after another, so padding is neither stored nor computed.
-    """
-    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), torch.tensor(batch_sizes))  # (R,)
-    return t, torch.arange(len(t)) - step_offsets(batch_sizes)[t]
-
-
-def packed_positions(batch_sizes: Sequence[int]) -> Tensor:
-    """Every packed row's position ``t * N + i`` in the padded ``(T, N)`` layout."""
-    t, i = packed_coordinates(batch_sizes)
-    return t * batch_sizes[0] + i
-
-
-def pad_packed(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
-    """Packed ``(R, ...)`` -> padded ``(T, N, ...)``, zeros past each row's length (differentiable)."""
-    T, N = len(batch_sizes), batch_sizes[0]
-    index = packed_positions(batch_sizes).to(x.device)
-    return x.new_zeros(T * N, *x.shape[1:]).index_copy(0, index, x).view(T, N, *x.shape[1:])
-
-
-def pack_padded(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
-    """Padded ``(T, N, ...)`` -> packed ``(R, ...)`` (differentiable); the inverse of :func:`pad_packed`."""
-    return x.reshape(-1, *x.shape[2:]).index_select(0, packed_positions(batch_sizes).to(x.device))
-
-
 def recurrence_jvp(
     dp: Tensor,
     dh0: Optional[Tensor],

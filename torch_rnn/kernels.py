@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from . import native
-from .functional import (activation_derivative, pack_padded, packed_coordinates, pad_packed, reverse_in_time,
-                         sequence_lengths, step_offsets)
+from .functional import activation_derivative
+from .layout import (batch_major, pack_padded, packed_coordinates, pad_packed, reverse_in_time, sequence_lengths,
+                     step_offsets)
 
 
 def _native_ops(t: Tensor):
@@ -62,10 +63,10 @@ def recurrence_forward_(
     Each step is one in-place ``addmm`` into its output slice, then the nonlinearity in place. ``p`` is
     time-major; or the ``(T, N, H)`` transposed view of batch-first memory, every step's running rows then a
     block of rows ``T * H`` apart, which the matmul takes as they are; or packed ``(R, H)`` with
-    ``batch_sizes`` (:func:`torch_rnn.functional.packed_coordinates`).
+    ``batch_sizes`` (:func:`torch_rnn.layout.packed_coordinates`).
 
     ``reverse=True`` runs every row backwards from its own last step (the equations on
-    :func:`torch_rnn.functional.reverse_in_time` of ``p``, the result reversed back): the C++ loops index the
+    :func:`torch_rnn.layout.reverse_in_time` of ``p``, the result reversed back): the C++ loops index the
     steps directly, the Python loops reverse copies.
 
     Returns:
@@ -219,11 +220,6 @@ def _python_recurrence_backward_(
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
     return LoopGradients(dp, carry if need_dh0 else None, dp.sum((0, 1)), None, None, None)
-
-
-def batch_major(x: Tensor) -> bool:
-    """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
-    return x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
 
 
 def recurrence_weight_grad(

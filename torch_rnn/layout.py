@@ -1,17 +1,74 @@
 """How sequences lie in memory, and packing by lengths.
 
 Sequences travel as ``(T, N, ...)`` tensors in either memory layout: time-major, or batch-first memory seen
-time-major (the transposed view of ``(N, T, ...)`` memory, :func:`torch_rnn.kernels.batch_major`). These helpers
+time-major (the transposed view of ``(N, T, ...)`` memory, :func:`batch_major`). These helpers
 keep the layout they are given, so a batch-first input is never transposed in memory. A packed sequence is
 ``(R, ...)``: step ``t``'s ``batch_sizes[t]`` running rows one after another, rows sorted by length
-(``PackedSequence.data``'s layout, :func:`torch_rnn.functional.packed_coordinates`).
+(``PackedSequence.data``'s layout, :func:`packed_coordinates`).
 """
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .kernels import batch_major
+
+def batch_major(x: Tensor) -> bool:
+    """True when ``x (T, N, ...)`` is the transposed view of batch-first ``(N, T, ...)`` memory."""
+    return x.dim() >= 2 and not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+
+
+def batch_major_sequence(x: Tensor) -> bool:
+    """True for a padded sequence, ``(T, N, D)`` floats or ``(T, N)`` indices, lying in batch-first memory; a
+    packed ``(R, D)`` sequence is never batch-major, whatever its strides."""
+    padded = x.dim() == (3 if has_values(x) else 2)
+    return padded and batch_major(x)
+
+
+def padded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool) -> Tensor:
+    """A packed ``(R, H)`` or padded sequence as padded ``(T, N, H)``, reversed for ``reverse``: what the
+    time-major reference equations of :mod:`torch_rnn.functional` take (:func:`unpadded` undoes it)."""
+    if x.dim() == 2:
+        x = pad_packed(x, batch_sizes)
+    return reverse_in_time(x, batch_sizes) if reverse else x
+
+
+def unpadded(x: Tensor, batch_sizes: Optional[Sequence[int]], reverse: bool, packed: bool) -> Tensor:
+    if reverse:
+        x = reverse_in_time(x, batch_sizes)
+    return pack_padded(x, batch_sizes) if packed else x
+
+
+def sequence_buffer(x: Tensor, features: int, dtype: torch.dtype) -> Tensor:
+    """An uninitialised ``(T, N, features)`` (packed: ``(R, features)``) buffer of ``dtype`` laid out like the
+    sequence ``x`` (values ``(T, N, D)`` / ``(R, D)``, or one-hot indices ``(T, N)`` / ``(R,)``): batch-major
+    memory for a batch-major ``x``, else time-major. A layer's output ``h`` has this layout, and so has ``dx``."""
+    if x.dim() == (2 if has_values(x) else 1):  # packed
+        return x.new_empty(x.shape[0], features, dtype=dtype)
+    if batch_major_sequence(x):
+        return x.new_empty(x.shape[1], x.shape[0], features, dtype=dtype).transpose(0, 1)
+    return x.new_empty(x.shape[0], x.shape[1], features, dtype=dtype)
+
+
+def has_values(x: Tensor) -> bool:
+    """True for a sequence of input vectors (real or complex), False for one of one-hot indices."""
+    return x.is_floating_point() or x.is_complex()
+
+
+def laid_out_like_sequence(result: Tensor, x: Tensor) -> Tensor:
+    """``result (T, N, F)`` (packed ``(R, F)``) itself when it is laid out as :func:`sequence_buffer` lays out a
+    buffer for ``x``, else a copy so laid out: the custom ops promise their fake kernels' layouts, whichever
+    loop computed the values."""
+    features = result.shape[-1]
+    if result.dim() == 3 and batch_major_sequence(x):
+        T, N, _ = result.shape
+        laid_out = result.stride() == (features, T * features, 1)
+    else:
+        laid_out = result.is_contiguous()
+    if laid_out or result.numel() == 0:
+        return result
+    return sequence_buffer(x, features, result.dtype).copy_(result)
 
 
 def rows_as_they_lie(x: Tensor) -> Tensor:
@@ -105,3 +162,59 @@ def length_order(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     the rows running at each step, zero past the longest row."""
     sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
     return order, (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)
+
+
+def reverse_in_time(x: Tensor, batch_sizes: Optional[Sequence[int]] = None) -> Tensor:
+    """``x (T, N, ...)`` with every row's steps reversed within its own length; padding stays in place.
+
+    A bidirectional RNN's second direction is the same recurrence over the reversed sequences:
+    ``recurrence_forward`` on ``reverse_in_time(p)``, with the result reversed back (it is an involution).
+    Row ``i`` runs while ``batch_sizes[t] > i`` (rows sorted by length); None means every row has ``T`` steps.
+    """
+    if batch_sizes is None:
+        return x.flip(0)
+    T, N = x.shape[0], x.shape[1]
+    lengths = sequence_lengths(batch_sizes, N)  # (N,)
+    steps = torch.arange(T).unsqueeze(1)  # (T, 1)
+    last = (lengths - 1).unsqueeze(0)  # (1, N)
+    index = torch.where(steps <= last, last - steps, steps).to(x.device)  # (T, N)
+    return x.gather(0, index.view(T, N, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def sequence_lengths(batch_sizes: Sequence[int], N: int) -> Tensor:
+    """``(N,)`` every row's length: row ``i`` runs while ``batch_sizes[t] > i``."""
+    return (torch.tensor(batch_sizes).unsqueeze(1) > torch.arange(N)).sum(0)
+
+
+def step_offsets(batch_sizes: Sequence[int]) -> Tensor:
+    """``(T,)`` the first row of every step in a packed sequence."""
+    sizes = torch.tensor(batch_sizes)
+    return torch.cumsum(sizes, 0) - sizes
+
+
+def packed_coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Every packed row's step ``t`` and sequence ``i``, two ``(R,)`` tensors.
+
+    A packed sequence (``PackedSequence.data``'s layout) stores step ``t``'s ``batch_sizes[t]`` running rows one
+    after another, so padding is neither stored nor computed.
+    """
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), torch.tensor(batch_sizes))  # (R,)
+    return t, torch.arange(len(t)) - step_offsets(batch_sizes)[t]
+
+
+def packed_positions(batch_sizes: Sequence[int]) -> Tensor:
+    """Every packed row's position ``t * N + i`` in the padded ``(T, N)`` layout."""
+    t, i = packed_coordinates(batch_sizes)
+    return t * batch_sizes[0] + i
+
+
+def pad_packed(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
+    """Packed ``(R, ...)`` -> padded ``(T, N, ...)``, zeros past each row's length (differentiable)."""
+    T, N = len(batch_sizes), batch_sizes[0]
+    index = packed_positions(batch_sizes).to(x.device)
+    return x.new_zeros(T * N, *x.shape[1:]).index_copy(0, index, x).view(T, N, *x.shape[1:])
+
+
+def pack_padded(x: Tensor, batch_sizes: Sequence[int]) -> Tensor:
+    """Padded ``(T, N, ...)`` -> packed ``(R, ...)`` (differentiable); the inverse of :func:`pad_packed`."""
+    return x.reshape(-1, *x.shape[2:]).index_select(0, packed_positions(batch_sizes).to(x.device))

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from . import functional, ops
 from .autograd import SoftmaxLossFunction
-from .modules import RNN, Affine, TemporalAffine, TemporalAverage, check_mask_rows
+from .head import Affine, TemporalAffine, TemporalAverage, check_mask_rows
+from .modules import RNN
 
 INPUT_MODES = ("onehot", "embedding", "pretrained")
 INITS = ("pytorch", "assignment")

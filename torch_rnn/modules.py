@@ -11,9 +11,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import ops
-from .autograd import (AffineFunction, RNNCellFunction, RNNFunction, TemporalAffineFunction, TemporalAverageFunction,
-                       reference_layer_forward)
-from .functional import NONLINEARITIES, average_forward, rnn_step_forward, temporal_affine_forward
+from .autograd import RNNCellFunction, RNNFunction, reference_layer_forward
+from .functional import NONLINEARITIES, rnn_step_forward
 from .layout import Packing, cat_features, length_order, rows_as_they_lie
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
@@ -47,7 +46,44 @@ def _check_dtype(name: str, tensor: Tensor, weight: Tensor) -> None:
         )
 
 
-class RNN(nn.Module):
+class RNNBase(nn.Module):
+    """What :class:`RNN` and :class:`RNNCell` share, as ``nn.RNNBase`` and ``nn.RNNCellBase`` do: the sizes, the
+    nonlinearity, the weights ``weight_ih{suffix} (H, D_in)``, ``weight_hh{suffix} (H, H)`` and the biases
+    ``bias_ih{suffix}``, ``bias_hh{suffix} (H,)``, all initialised from ``U(-1/sqrt(H), 1/sqrt(H))`` in
+    ``nn.RNN``'s order, so seeds agree.
+
+    Raises:
+        ValueError: for a nonlinearity other than ``"tanh"`` / ``"relu"``, or a size that is not a positive int.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool, nonlinearity: str) -> None:
+        super().__init__()
+        _check_nonlinearity(nonlinearity)
+        _check_size("input_size", input_size)
+        _check_size("hidden_size", hidden_size)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.nonlinearity = nonlinearity
+
+    def _add_weights(self, suffix: str, layer_input_size: int, factory: dict) -> list[str]:
+        """Registers one layer and direction's parameters (no biases without ``bias``); returns their names."""
+        H = self.hidden_size
+        shapes = {"weight_ih": (H, layer_input_size), "weight_hh": (H, H)}
+        if self.bias:
+            shapes.update(bias_ih=(H,), bias_hh=(H,))
+        for name, shape in shapes.items():
+            self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+        return [name + suffix for name in shapes]
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNN``'s order (so seeds agree)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+
+class RNN(RNNBase):
     r"""Drop-in replacement for :class:`torch.nn.RNN`, with every gradient written by hand.
 
     Each layer computes, for every element of the sequence,
@@ -108,25 +144,19 @@ class RNN(nn.Module):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
-        _check_nonlinearity(nonlinearity)
+        super().__init__(input_size, hidden_size, bias, nonlinearity)
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
             raise ValueError(
                 "dropout should be a number in range [0, 1] representing the probability of an element being "
                 f"zeroed, got {dropout!r}"
             )
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            _check_size(name, value)
+        _check_size("num_layers", num_layers)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
                 f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}"
             )
-        self.input_size = input_size
-        self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.nonlinearity = nonlinearity
-        self.bias = bias
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
@@ -139,19 +169,8 @@ class RNN(nn.Module):
             layer_input_size = input_size if layer == 0 else hidden_size * num_directions
             for direction in range(num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = {"weight_ih": (hidden_size, layer_input_size), "weight_hh": (hidden_size, hidden_size)}
-                if bias:
-                    shapes.update(bias_ih=(hidden_size,), bias_hh=(hidden_size,))
-                for name, shape in shapes.items():
-                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                    self._flat_weights_names.append(name + suffix)
+                self._flat_weights_names += self._add_weights(suffix, layer_input_size, factory)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNN``'s order (so seeds agree)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
 
     def flatten_parameters(self) -> None:
         """No-op: there is no cuDNN weight buffer to compact. Kept so code written for ``nn.RNN`` runs."""
@@ -189,6 +208,16 @@ class RNN(nn.Module):
                 raise ValueError("RNN: pass lengths only with a padded input, not with a PackedSequence")
             return self._forward_packed(input, hx)
 
+        x, hx, is_batched = self._time_major(input, hx)  # (T, N, D) or (T, N) indices; hx (L * dirs, N, H)
+        output, h_n = self._run_padded(x, hx, None if lengths is None else self._check_lengths(lengths, *x.shape[1::-1]))
+        if not is_batched:
+            return output.squeeze(1), h_n.squeeze(1)
+        return (output.transpose(0, 1) if self.batch_first else output), h_n
+
+    def _time_major(self, input: Tensor, hx: Optional[Tensor]) -> tuple[Tensor, Tensor, bool]:
+        """A padded input as the loops take it, checked: ``x (T, N, D)`` (or ``(T, N)`` one-hot indices),
+        time-major or batch-first memory seen time-major (never transposed in memory), under autocast's dtype;
+        the initial states ``(L * dirs, N, H)``; and whether the input was batched."""
         one_hot = not (input.is_floating_point() or input.is_complex())
         step_dims = 1 if one_hot else 2  # rank of an unbatched input
         if input.dim() not in (step_dims, step_dims + 1):
@@ -209,37 +238,29 @@ class RNN(nn.Module):
             )
         elif self.batch_first:
             input = input.transpose(0, 1)
-        x = input  # (T, N, D) or (T, N): time-major, or batch-first memory seen time-major (never transposed)
-        x, hx = _autocast(x, hx)
+        x, hx = _autocast(input, hx)
         self._check_input(x)
-        T, N = x.shape[0], x.shape[1]
-        if T == 0:  # nn.RNN's rule and message: there is no step to run
+        if x.shape[0] == 0:  # nn.RNN's rule and message: there is no step to run
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        hx = self._initial_state(hx, N, x)  # (L * dirs, N, H)
+        return x, self._initial_state(hx, x.shape[1], x), is_batched
 
-        if lengths is not None:
-            lengths = self._check_lengths(lengths, N, T)
+    def _run_padded(self, x: Tensor, hx: Tensor, lengths: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        """All layers over the padded ``x (T, N, ...)``, every row for ``T`` steps or for its ``lengths (N,)``;
+        the output ``(T, N, dirs * H)`` laid out like ``x`` (zero past each length) and ``h_n``."""
+        T, N = x.shape[0], x.shape[1]
         if lengths is None or N == 0:
-            output, h_n = self._run_layers(rows_as_they_lie(x), hx, None)
-        elif torch.compiler.is_exporting():  # each layer's op takes the lengths (ONNX: the RNN's sequence_lens)
-            output, h_n = self._run_layers(rows_as_they_lie(x), hx, None, lengths)
-        elif torch.compiler.is_compiling():  # packed once by operators: only R, the packed rows, is dynamic
+            return self._run_layers(rows_as_they_lie(x), hx, None)
+        if torch.compiler.is_exporting():  # each layer's op takes the lengths (ONNX: the RNN's sequence_lens)
+            return self._run_layers(rows_as_they_lie(x), hx, None, lengths)
+        if torch.compiler.is_compiling():  # packed once by operators: only R, the packed rows, is dynamic
             x = rows_as_they_lie(x)
             order, batch_sizes = length_order(lengths, T)  # (N,), (T,)
             packed_output, h_n = self._run_layers(ops.pack_by_lengths(x, lengths), hx.index_select(1, order),
                                                   batch_sizes)
-            output = ops.unpack_by_lengths(packed_output, lengths, x)  # (T, N, dirs * H) like x
-            h_n = h_n.index_select(1, torch.argsort(order))
-        else:  # packed once for all layers: padding is neither stored nor computed
-            packing = Packing(lengths)
-            packed_output, h_n = self._run_layers(packing.pack(x), packing.sort(hx), packing.batch_sizes)
-            output, h_n = packing.unpack(packed_output, x), packing.unsort(h_n)  # (T, N, dirs * H) like x
-
-        if not is_batched:
-            return output.squeeze(1), h_n.squeeze(1)
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        return output, h_n
+            return ops.unpack_by_lengths(packed_output, lengths, x), h_n.index_select(1, torch.argsort(order))
+        packing = Packing(lengths)  # packed once for all layers: padding is neither stored nor computed
+        packed_output, h_n = self._run_layers(packing.pack(x), packing.sort(hx), packing.batch_sizes)
+        return packing.unpack(packed_output, x), packing.unsort(h_n)
 
     def _forward_packed(self, packed: PackedSequence, hx: Optional[Tensor]) -> tuple[PackedSequence, Tensor]:
         """PackedSequence in, PackedSequence out, run packed; rows stay in the packed (sorted) order inside."""
@@ -363,7 +384,7 @@ def _autocast_one(t: Optional[Tensor]) -> Optional[Tensor]:
     return t.to(torch.get_autocast_dtype(device))
 
 
-class RNNCell(nn.Module):
+class RNNCell(RNNBase):
     r"""Drop-in replacement for :class:`torch.nn.RNNCell`: one step, ``h' = tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})``.
 
     Args:
@@ -393,30 +414,12 @@ class RNNCell(nn.Module):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
-        _check_nonlinearity(nonlinearity)
-        _check_size("input_size", input_size)
-        _check_size("hidden_size", hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        self.nonlinearity = nonlinearity
-        factory = {"device": device, "dtype": dtype}
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(hidden_size, **factory))
-        else:
+        super().__init__(input_size, hidden_size, bias, nonlinearity)
+        self._add_weights("", input_size, {"device": device, "dtype": dtype})
+        if not bias:  # nn.RNNCell's attributes exist either way
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNNCell``'s order."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
 
     def extra_repr(self) -> str:
         s = "{input_size}, {hidden_size}"
@@ -461,85 +464,5 @@ class RNNCell(nn.Module):
         return next_h if is_batched else next_h.squeeze(0)
 
 
-class TemporalAffine(nn.Module):
-    """The same affine map at every step: ``(N, T, H) -> (N, T, M)``, ``out_t = W x_t + b``.
-
-    Args:
-        in_features: ``H``. out_features: ``M``. bias: default True.
-
-    Inputs: x ``(N, T, H)``. Outputs: ``(N, T, M)``.
-    Attributes: weight ``(M, H)``, bias ``(M,)``; initialised like :class:`torch.nn.Linear`.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
-        _check_size("in_features", in_features)
-        _check_size("out_features", out_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    reset_parameters = nn.Linear.reset_parameters
-    extra_repr = nn.Linear.extra_repr
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"{type(self).__name__}: expected x of shape (N, T, {self.in_features}), got {tuple(x.shape)}"
-            )
-        return ops.dispatch(TemporalAffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
-
-
-class Affine(TemporalAffine):
-    """``(N, M) -> (N, C)``, ``out = x W^T + b``: :class:`torch.nn.Linear` with a hand-written backward.
-
-    Inputs: x ``(N, M)``. Outputs: ``(N, C)``. Attributes: weight ``(C, M)``, bias ``(C,)``.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[-1] != self.in_features:
-            raise ValueError(f"Affine: expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
-        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
-
-
-class TemporalAverage(nn.Module):
-    """Mean over the real (unmasked) steps: ``out_n = sum_t mask_nt x_nt / sum_t mask_nt``.
-
-    Inputs: x ``(N, T, M)``; mask ``(N, T)`` of 0/1 (bool or numbers), at least one 1 per row.
-    Outputs: ``(N, M)``.
-    """
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        if x.dim() != 3 or mask.shape != x.shape[:2]:
-            raise ValueError(
-                f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
-            )
-        check_mask_rows(mask, "TemporalAverage")
-        x = _autocast(x)[0]
-        return ops.dispatch(TemporalAverageFunction, ops.temporal_average, _reference_average, x, mask.to(x.dtype))
-
-
 def _reference_cell(x: Tensor, h: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str) -> Tensor:
     return rnn_step_forward(x, h, Wx, Wh, b, nonlinearity)[0]
-
-
-def _reference_affine(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
-    return temporal_affine_forward(x, W, b)[0]
-
-
-def _reference_average(x: Tensor, mask: Tensor) -> Tensor:
-    return average_forward(x, mask)[0]
-
-
-def check_mask_rows(mask: Tensor, who: str) -> None:
-    """ValueError naming the rows of ``mask (N, T)`` without a single real step: there is nothing to average.
-
-    In compiled code the values are not known while tracing: the check then runs with the graph, as a
-    RuntimeError that does not name the rows."""
-    if torch.compiler.is_compiling():
-        torch._assert_async((mask.sum(1) > 0).all(), f"{who}: a mask row has no real step to average over")
-        return
-    empty = (mask.sum(1) == 0).nonzero().flatten()
-    if empty.numel() > 0:
-        raise ValueError(f"{who}: mask rows {empty.tolist()[:10]} have no real step to average over")

@@ -29,7 +29,7 @@ Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
         ONNX takes them as the ``RNN`` operator's ``sequence_lens``).
     reverse: run each row backwards from its own last step.
 
-Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.autograd.sequence_buffer`) and ``h_last (N, H)``.
+Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.layout.sequence_buffer`) and ``h_last (N, H)``.
 
 Under ``torch.compile``, ``RNN(..., lengths=)`` packs the rows once for all layers instead, as eager code does:
 ``torch_rnn::pack_by_lengths(x, lengths) -> (R, ...)`` and its inverse ``torch_rnn::unpack_by_lengths(packed,
@@ -44,8 +44,8 @@ import torch
 from torch import Tensor
 
 from . import functional
-from .autograd import _has_values, laid_out_like_sequence, layer_backward, layer_forward, sequence_buffer
-from .layout import Packing
+from .autograd import layer_backward, layer_forward
+from .layout import Packing, has_values, laid_out_like_sequence, sequence_buffer
 
 _LAYER_SCHEMA = ("(Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor? b, str nonlinearity, Tensor? batch_sizes, "
                  "Tensor? lengths, bool reverse) -> (Tensor, Tensor)")
@@ -62,7 +62,7 @@ def _sizes(batch_sizes: Optional[Tensor]) -> Optional[list[int]]:
 @torch.library.custom_op("torch_rnn::rnn_layer", mutates_args=(), schema=_LAYER_SCHEMA)
 def rnn_layer(x: Tensor, h0: Tensor, wx: Tensor, wh: Tensor, b: Optional[Tensor], nonlinearity: str,
               batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool) -> tuple[Tensor, Tensor]:
-    if not _has_values(x) and x.numel() > 0:  # checked here, where the values exist (also when compiled)
+    if not has_values(x) and x.numel() > 0:  # checked here, where the values exist (also when compiled)
         low, high = (int(v) for v in torch.aminmax(x))
         if low < -1 or high >= wx.shape[1]:
             raise ValueError(f"RNN: one-hot indices must lie in [-1, input_size={wx.shape[1]}), got values in "
@@ -110,7 +110,7 @@ def _backward_fake(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, wx: Tenso
                    nonlinearity: str, batch_sizes: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
                    output_mask: Sequence[bool]) -> tuple[Optional[Tensor], ...]:
     need_dx, need_dh0, need_dwx, need_dwh, need_db = output_mask
-    return (sequence_buffer(x, wx.shape[1], wx.dtype) if need_dx and _has_values(x) else None,
+    return (sequence_buffer(x, wx.shape[1], wx.dtype) if need_dx and has_values(x) else None,
             h0.new_empty(h0.shape) if need_dh0 else None,
             wx.new_empty(wx.shape) if need_dwx else None,
             wh.new_empty(wh.shape) if need_dwh else None,
