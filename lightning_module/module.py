@@ -131,9 +131,11 @@ class SentimentClassifier(pl.LightningModule):
             # A placeholder of the right shape: setup() fills in the vectors, or a checkpoint restores them.
             pretrained_vectors = torch.zeros(vocab_size, PRETRAINED[pretrained])
         self.model = SentimentRNN(
-            vocab_size, hidden_size, fc_size, num_classes, input_mode, embedding_dim, pretrained_vectors,
-            freeze_embedding, num_layers, bidirectional, nonlinearity, dropout, skip_padding, init,
-            embedding_dropout,
+            vocab_size=vocab_size, hidden_size=hidden_size, fc_size=fc_size, num_classes=num_classes,
+            input_mode=input_mode, embedding_dim=embedding_dim, pretrained_vectors=pretrained_vectors,
+            freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
+            nonlinearity=nonlinearity, dropout=dropout, skip_padding=skip_padding, init=init,
+            embedding_dropout=embedding_dropout,
         )
         if compile:
             self.model.compile(backend=compile_backend)

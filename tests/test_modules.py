@@ -490,3 +490,15 @@ def test_affine_layers_bad_shapes_raise():
     with pytest.raises(ValueError, match=rf"\(N, {D}\).*\(2, 3, {D}\)"):
         Affine(D, H)(torch.randn(2, 3, D))
 
+
+
+def test_the_docstring_examples_run():
+    """The Examples sections of the public modules (torch_rnn.modules, head, models) run as written."""
+    import doctest
+
+    import torch_rnn
+    from torch_rnn import head, models, modules
+
+    for module in (modules, head, models):
+        result = doctest.testmod(module, extraglobs={"torch": torch, "torch_rnn": torch_rnn}, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -22,6 +22,15 @@ class TemporalAffine(nn.Module):
 
     Inputs: x ``(N, T, H)``. Outputs: ``(N, T, M)``.
     Attributes: weight ``(M, H)``, bias ``(M,)``; initialised like :class:`torch.nn.Linear`.
+
+    Raises:
+        ValueError: for a size that is not a positive int, or an x that is not ``(N, T, H)``.
+
+    Examples::
+
+        >>> layer = torch_rnn.TemporalAffine(20, 8)
+        >>> layer(torch.randn(3, 5, 20)).shape
+        torch.Size([3, 5, 8])
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
@@ -83,8 +92,19 @@ def _affine(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
 class TemporalAverage(nn.Module):
     """Mean over the real (unmasked) steps: ``out_n = sum_t mask_nt x_nt / sum_t mask_nt``.
 
-    Inputs: x ``(N, T, M)``; mask ``(N, T)`` of 0/1 (bool or numbers), at least one 1 per row.
+    Inputs: x ``(N, T, M)``; mask ``(N, T)`` of 0/1 (bool, integer or floating dtype), at least one 1 per row.
     Outputs: ``(N, M)``.
+
+    Raises:
+        ValueError: shapes that do not match, or mask rows without a real step (named).
+
+    Examples::
+
+        >>> average = torch_rnn.TemporalAverage()
+        >>> mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+        >>> average(torch.ones(2, 3, 4), mask)  # the mean over each row's first steps
+        tensor([[1., 1., 1., 1.],
+                [1., 1., 1., 1.]])
     """
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -50,9 +50,23 @@ class SentimentRNN(nn.Module):
 
     Inputs: tokens, mask
         - **tokens**: ``(N, T)`` int64 token ids, 0 = padding.
-        - **mask**: ``(N, T)`` 1 for real tokens, 0 for padding; at least one real token per row.
+        - **mask**: ``(N, T)`` 1 for real tokens, 0 for padding (bool, integer or floating dtype); at least one
+          real token per row.
 
     Outputs: scores ``(N, C)`` (logits).
+
+    Raises:
+        ValueError: an unknown ``input_mode`` or ``init``, a ``vocab_size`` below 2, pretrained vectors of the
+            wrong shape, a mask row without a real token (named), or (``skip_padding``) a mask that is not 1s
+            then 0s.
+
+    Examples::
+
+        >>> model = SentimentRNN(vocab_size=100, hidden_size=16, fc_size=8, input_mode="embedding")
+        >>> tokens = torch.tensor([[5, 7, 9], [3, 0, 0]])  # (N, T), 0 = padding
+        >>> scores = model(tokens, (tokens > 0).float())  # (2, 2) logits
+        >>> loss = softmax_loss(scores, torch.tensor([1, 0]))
+        >>> loss.backward()
     """
 
     def __init__(

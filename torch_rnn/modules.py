@@ -129,6 +129,27 @@ class RNN(RNNBase):
         weight_hh_l[k]: ``(H, H)``.
         bias_ih_l[k], bias_hh_l[k]: ``(H,)``.
         ``..._reverse`` for the reverse direction. All initialised from ``U(-1/sqrt(H), 1/sqrt(H))``.
+
+    Dtypes: the input and ``hx`` in the parameters' floating or complex dtype (under ``torch.autocast``, what
+    autocast makes of them, as for ``nn.RNN``); one-hot indices in any integer dtype; ``lengths`` an integer
+    tensor on any device or a sequence of ints.
+
+    Raises:
+        ValueError: a wrong rank for the input, one-hot indices outside ``[-1, D)``, lengths of the wrong shape or
+            outside ``1..T``, lengths with a PackedSequence, a bad constructor argument (``nonlinearity``,
+            ``dropout``, a size).
+        RuntimeError: ``nn.RNN``'s errors and messages: the input's feature size, ``hx``'s rank or shape, an empty
+            sequence (``T = 0``).
+        DtypeMismatchError (a ValueError and a RuntimeError): an input or ``hx`` whose dtype is not the
+            parameters' (complex input to a real RNN included).
+
+    Examples::
+
+        >>> rnn = torch_rnn.RNN(10, 20, num_layers=2, batch_first=True)
+        >>> x = torch.randn(3, 5, 10)  # (N, T, D)
+        >>> output, h_n = rnn(x)  # (3, 5, 20), (2, 3, 20)
+        >>> output, h_n = rnn(x, lengths=[5, 2, 4])  # each row stops at its own length; zeros past it
+        >>> output.sum().backward()  # the hand-written backpropagation through time
     """
 
     def __init__(
@@ -403,6 +424,18 @@ class RNNCell(RNNBase):
 
     Attributes: weight_ih ``(H, D)``, weight_hh ``(H, H)``, bias_ih ``(H,)``, bias_hh ``(H,)``, all from
     ``U(-1/sqrt(H), 1/sqrt(H))``.
+
+    Raises:
+        ValueError: an input or hidden state that is not 1-D or 2-D; a bad constructor argument.
+        RuntimeError: ``nn.RNNCell``'s errors: the input's feature size, ``hx``'s rank, batch or hidden size.
+        DtypeMismatchError: an input or ``hx`` whose dtype is not the parameters'.
+
+    Examples::
+
+        >>> cell = torch_rnn.RNNCell(10, 20)
+        >>> h = torch.zeros(3, 20)
+        >>> for x_t in torch.randn(6, 3, 10):  # (T, N, D)
+        ...     h = cell(x_t, h)  # (3, 20)
     """
 
     def __init__(
