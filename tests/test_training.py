@@ -155,7 +155,8 @@ def test_fit_on_the_default_corpus(tmp_path, capsys):
 @pytest.mark.slow
 def test_ddp_fit_in_two_processes(tmp_path):
     data = write_tsv(tmp_path / "small.tsv")
-    result = run_script("train.py", "fit", "--config", str(CONFIGS / "ddp_cpu.yaml"), "--data.path", str(data),
+    result = run_script("train.py", "fit", "--config", str(CONFIGS / "default.yaml"),
+                        "--config", str(CONFIGS / "ddp_cpu.yaml"), "--data.path", str(data),
                         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "1",
                         "--trainer.enable_progress_bar", "false", "--model.hidden_size", "16",
                         "--model.fc_size", "16", "--model.embedding_dim", "8", "--model.naive_bayes_dims", "4",
@@ -532,3 +533,18 @@ def test_resume_from_last_with_no_run_yet_gets_one_line(tmp_path, capsys):
     err = cli_error(small_fit_args(data, tmp_path / "empty", "--ckpt_path", "last"), capsys)
     assert err == (f"error: --ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under "
                    f"{tmp_path / 'empty'}")
+
+
+@pytest.mark.parametrize("overlay, expected", [
+    ("glove.yaml", {"model.input_mode": "pretrained", "model.embedding_init": "random", "data.batch_size": 32}),
+    ("ddp_cpu.yaml", {"trainer.devices": 2, "data.batch_size": 16, "model.input_mode": "embedding"}),
+])
+def test_config_overlays_change_only_their_keys(overlay, expected):
+    """configs/glove.yaml and ddp_cpu.yaml are overlays on default.yaml: the keys they set, default's for the rest."""
+    from lightning_module.cli import SentimentCLI, SentimentClassifier, SentimentDataModule
+
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule, auto_configure_optimizers=False, run=False,
+                       args=["--config", str(CONFIGS / "default.yaml"), "--config", str(CONFIGS / overlay)])
+    for key, value in expected.items():
+        assert cli.config[key] == value, key
+    assert cli.config["model.hidden_size"] == 128 and cli.config["summary.monitor"] == "val/loss"
