@@ -1,4 +1,8 @@
-"""Classifying new sentences with a trained checkpoint, and telling our checkpoints from others."""
+"""Classifying new sentences with a trained checkpoint, and telling our checkpoints from others.
+
+Only torch and the project's light modules are imported (not Lightning, torchmetrics or NLTK), so that
+``predict.py`` starts quickly.
+"""
 from __future__ import annotations
 
 import pickle
@@ -8,9 +12,11 @@ from typing import Any, Optional, Union
 
 import torch
 
-from lightning_module.datamodule import SentimentDataModule, TextEncoder
+from torch import nn
+
+from lightning_module.encoder import CHECKPOINT_KEY, TextEncoder
 from lightning_module.errors import CheckpointError
-from lightning_module.module import SentimentClassifier
+from lightning_module.network import network_from_checkpoint
 
 
 def safe_load(path: Union[str, Path]) -> Any:
@@ -43,7 +49,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint = safe_load(path)
-    missing = [key for key in ("state_dict", "hyper_parameters", SentimentDataModule.__qualname__)
+    missing = [key for key in ("state_dict", "hyper_parameters", CHECKPOINT_KEY)
                if not isinstance(checkpoint, dict) or key not in checkpoint]
     if not missing and not any(key.startswith("model.rnn.") for key in checkpoint["state_dict"]):
         missing.append("the SentimentRNN weights")
@@ -86,19 +92,20 @@ class SentimentPredictor:
     """A trained model and its text encoder; needs nothing but the checkpoint.
 
     Args:
-        model: the trained LightningModule (put in eval mode here).
+        model: the trained network (:class:`torch_rnn.models.SentimentRNN`), or the SentimentClassifier holding
+            it; put in eval mode here.
         encoder: the tokenizer, vocabulary, T and class names the model was trained with.
     """
 
-    def __init__(self, model: SentimentClassifier, encoder: TextEncoder) -> None:
-        self.model = model.eval()
+    def __init__(self, model: nn.Module, encoder: TextEncoder) -> None:
+        network = getattr(model, "model", model)  # a SentimentClassifier holds the network as .model
+        self.model = network.eval()
         self.encoder = encoder
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path]) -> "SentimentPredictor":
         checkpoint = load_checkpoint(path)
-        model = SentimentClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        return cls(model, TextEncoder.from_checkpoint(checkpoint))
+        return cls(network_from_checkpoint(checkpoint), TextEncoder.from_checkpoint(checkpoint))
 
     @torch.no_grad()
     def probabilities(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
@@ -146,7 +153,7 @@ class SentimentPredictor:
         Returns:
             ``(N, T)`` shares (0 at padding) and ``(N,)`` biases; ``bias + shares.sum(1)`` is the log-odds.
         """
-        contributions, bias = self.model.model.contributions(tokens, mask)  # (N, T, C), (N, C)
+        contributions, bias = self.model.contributions(tokens, mask)  # (N, T, C), (N, C)
         predicted = scores.argmax(dim=1)  # (N,)
         others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, predicted.unsqueeze(1), False)  # (N, C)
         weights = torch.where(others, scores, float("-inf")).softmax(dim=1)  # (N, C): 0 at the predicted class
