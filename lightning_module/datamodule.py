@@ -365,6 +365,8 @@ class SentimentDataModule(pl.LightningDataModule):
         if folder is not None:
             return folder / "train.csv"
         if hp.path is not None:
+            if not Path(hp.path).exists():
+                raise DataError(f"{hp.path}: file or folder not found")
             return Path(hp.path)
         corpus = sources.vader_corpus_path(hp.dataset, hp.cache_dir)
         if not corpus.is_file():

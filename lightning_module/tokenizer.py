@@ -58,8 +58,9 @@ _SPLIT_WORDS = frozenset({"cannot", "gimme", "gonna", "gotta", "lemme", "wanna"}
 _KEPT_WHOLE = _SPLIT_WORDS | {"tis", "twas"}
 #: The stand-in word beside a chunk where its sentence goes on; the rules leave it one token of its own.
 _STAND_IN = "x"
-#: ASCII punctuation around one run of ASCII letters and digits: ``"word,`` ``(great)!`` ``$5``.
-_SHAPE = re.compile(r"([!-/:-@\[-`{-~]*)([A-Za-z0-9]+)([!-/:-@\[-`{-~]*)")
+#: ASCII punctuation around one run of ASCII letters and digits, which may end in 's: ``"word,`` ``(great)!``
+#: ``$5`` ``film's.``
+_SHAPE = re.compile(r"([!-/:-@\[-`{-~]*)([A-Za-z0-9]+)((?:'[sS])?[!-/:-@\[-`{-~]*)")
 #: Marks of a sentence's first and last chunk in :meth:`Tokenizer.encode_many` (a text holding one is
 #: tokenized on its own).
 _FIRST, _LAST = "\x02", "\x03"
@@ -273,14 +274,18 @@ class TokenTable:
 
     def _resolve(self, chunks: Iterable[str], place_tokens: Callable[[str], Iterable[str]]) -> list[tuple[str, list[int]]]:
         """Every new chunk with its token ids; a plain ASCII word is its own token wherever it stands."""
-        index = self.index
-        new = []
+        index, words, new = self.index, self.words, []
+        get, append, marks, split_words = index.get, new.append, _MARKS, _SPLIT_WORDS
         for chunk in chunks:
-            bare = chunk.strip(_MARKS)
-            if bare.isascii() and bare.isalnum() and bare.lower() not in _SPLIT_WORDS:
-                new.append((chunk, self.ids((bare,))))
+            bare = chunk.strip(marks)
+            if bare.isascii() and bare.isalnum() and bare.lower() not in split_words:
+                number = get(bare)
+                if number is None:
+                    number = index[bare] = len(words)
+                    words.append(bare)
+                append((chunk, [number]))
             else:
-                new.append((chunk, self.ids(place_tokens(chunk))))
+                append((chunk, self.ids(place_tokens(chunk))))
         return new
 
     def _add(self, new: list[tuple[str, list[int]]]) -> None:
@@ -290,8 +295,8 @@ class TokenTable:
         if needed > len(self._starts):
             self._starts = np.resize(self._starts, 2 * needed)
             self._lengths = np.resize(self._lengths, 2 * needed)
-        lengths = np.fromiter((len(ids) for _, ids in new), np.int64, len(new))
-        ids = np.fromiter((i for _, chunk_ids in new for i in chunk_ids), np.int32, int(lengths.sum()))
+        lengths = np.array([len(ids) for _, ids in new], np.int64)
+        ids = np.array([number for _, chunk_ids in new for number in chunk_ids], np.int32)
         if self._used + len(ids) > len(self._ids):
             self._ids = np.resize(self._ids, 2 * (self._used + len(ids)))
         self._lengths[first:needed] = lengths
