@@ -160,6 +160,7 @@ class SentimentDataModule(pl.LightningDataModule):
         self.vocab: Optional[Vocabulary] = None
         self.label_names: list[str] = []
         self.corpus: Optional[TokenizedCorpus] = None
+        self._cache_entry: Optional[Path] = None  # the corpus' folder in the preprocessing cache
         self.splits: dict[str, np.ndarray] = {}  # split name -> its corpus rows (int64, in file order)
         self._datasets: dict[str, EncodedDataset] = {}
         self._train_sampler: Optional[ShuffledBatchSampler] = None
@@ -216,7 +217,9 @@ class SentimentDataModule(pl.LightningDataModule):
         hp = self.hparams
         corpus = self.corpus if self.corpus is not None else self._load_corpus()
         self.label_names = corpus.label_names
-        self.splits = _split(len(corpus), hp.val_fraction, hp.test_fraction, hp.seed)
+        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
+                                          lambda: _shuffled(len(corpus), hp.seed))
+        self.splits = _split(order, hp.val_fraction, hp.test_fraction)
         dictionary = self._dictionary_path()
         if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
             self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
@@ -341,8 +344,9 @@ class SentimentDataModule(pl.LightningDataModule):
                 settings = {name: self.hparams[name] for name in ("format", "fine_grained", "limit", "skip_bad_rows")}
                 settings.update(lowercase=self.tokenizer.lowercase, reader=self._reader_name())
                 key = preprocessed.cache_key(files, settings)
-                self.corpus = preprocessed.load_or_build(preprocessed.default_root(self.hparams.cache_dir), key,
-                                                         self._describe(), self._read_and_tokenize)
+                root = preprocessed.default_root(self.hparams.cache_dir)
+                self.corpus = preprocessed.load_or_build(root, key, self._describe(), self._read_and_tokenize)
+                self._cache_entry = root / key
             else:
                 self.corpus = self._read_and_tokenize()
         return self.corpus
@@ -381,14 +385,17 @@ class SentimentDataModule(pl.LightningDataModule):
         hp, corpus = self.hparams, self.corpus
         rows = self.splits["train"]
         counts = np.zeros(len(corpus.words), np.int64)
-        with Progress("vocabulary", len(rows)) as progress:
-            for start in range(0, len(rows), _BLOCK_ROWS):
-                block = rows[start:start + _BLOCK_ROWS]
-                counts += np.bincount(corpus.ids[_positions(corpus.offsets, block)], minlength=len(corpus.words))
-                progress.update(len(block))
+        in_train = np.zeros(len(corpus), bool)
+        in_train[rows] = True
+        with Progress("vocabulary", len(corpus)) as progress:
+            for start in range(0, len(corpus), _BLOCK_ROWS):
+                stop = min(start + _BLOCK_ROWS, len(corpus))
+                span = slice(corpus.offsets[start], corpus.offsets[stop])
+                tokens_in_train = np.repeat(in_train[start:stop], np.diff(corpus.offsets[start:stop + 1]))
+                counts += np.bincount(corpus.ids[span][tokens_in_train], minlength=len(corpus.words))
+                progress.update(stop - start)
         seen = np.flatnonzero(counts)
-        vocab = Vocabulary.from_counts([corpus.words[i] for i in seen.tolist()], counts[seen].tolist(), hp.min_freq,
-                                       hp.max_size)
+        vocab = Vocabulary.from_counts(corpus.words, counts, hp.min_freq, hp.max_size)
         kept = np.fromiter((word in vocab.stoi and word not in (PAD, UNK) for word in corpus.words), bool,
                            len(corpus.words))
         left_out = int((counts > 0).sum() - (kept & (counts > 0)).sum())
@@ -478,20 +485,20 @@ def _split_size(n: int, fraction: float) -> int:
     return 0 if fraction == 0 else max(1, round(n * fraction))
 
 
-def _split(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded random split of rows ``0 .. n - 1``; each split's rows in file order (so shuffle=False trains in
-    file order)."""
+def _shuffled(n: int, seed: int) -> np.ndarray:
+    """Rows ``0 .. n - 1`` in the seeded random order of the split (``random.Random(seed).shuffle``), int64."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+def _split(order: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """The split of the rows in a seeded random ``order`` (:func:`_shuffled`): test first, then validation, the
+    rest training; each split's rows in file order (so shuffle=False trains in file order)."""
+    n = len(order)
     n_val, n_test = _split_size(n, val_fraction), _split_size(n, test_fraction)
     if n - n_val - n_test < 1:
         raise DataError(f"{n} example(s) are too few for val_fraction={val_fraction} and "
                         f"test_fraction={test_fraction}: no training example would be left")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
     chosen = {"train": order[n_test + n_val:], "val": order[n_test:n_test + n_val], "test": order[:n_test]}
-    return {name: np.sort(np.array(rows, dtype=np.int64)) for name, rows in chosen.items()}
-
-
-def _positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """int64: the positions in the flat ids of every token of ``rows``, row after row."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    return {name: np.sort(rows) for name, rows in chosen.items()}

@@ -53,7 +53,8 @@ def log_count_ratios(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray | 
     for start in range(0, len(labels), _BLOCK_ROWS):  # in blocks of sentences: bounded temporary arrays
         stop = min(start + _BLOCK_ROWS, len(labels))
         rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(offsets[start:stop + 1]))
-        present = np.unique(rows * vocab_size + ids[offsets[start]:offsets[stop]])  # (sentence, word), each once
+        pairs = np.sort(rows * vocab_size + ids[offsets[start]:offsets[stop]])
+        present = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # (sentence, word), each once
         counts += np.bincount(labels[present // vocab_size] * vocab_size + present % vocab_size,
                               minlength=num_classes * vocab_size)
     per_class = torch.from_numpy(counts.reshape(num_classes, vocab_size)).to(torch.float32)  # (C, V) sentence counts

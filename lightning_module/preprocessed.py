@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 from filelock import FileLock
 
 from lightning_module.corpus import TokenizedCorpus
@@ -103,6 +104,23 @@ def load_or_build(root: Path, key: str, what: str, build: Callable[[], Tokenized
         _store(corpus, folder, {"data": what, "reports": reports, "built_in_s": round(time.perf_counter() - started, 2)})
         log.info("%s: cached the tokenized data set in %s", what, folder)
     return corpus
+
+
+def cached_array(folder: Optional[Path], name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """An array kept next to a cache entry (``folder/name.npy``; a derived result such as a split's order), made
+    with ``make()`` and stored the first time; without an entry (``folder`` None) just ``make()``."""
+    if folder is None or not folder.is_dir():
+        return make()
+    path = folder / f"{name}.npy"
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        pass
+    array = make()
+    partial = folder / f".{name}.{os.getpid()}.npy"
+    np.save(partial, array, allow_pickle=False)
+    os.replace(partial, path)
+    return array
 
 
 def _store(corpus: TokenizedCorpus, folder: Path, meta: dict[str, Any]) -> None:

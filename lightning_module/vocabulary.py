@@ -5,6 +5,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+import numpy as np
+
 from lightning_module.errors import DataError
 
 PAD = "<pad>"
@@ -61,10 +63,18 @@ class Vocabulary:
     @classmethod
     def from_counts(cls, words: Sequence[str], counts: Sequence[int], min_freq: int = 1,
                     max_size: Optional[int] = None) -> "Vocabulary":
-        """:meth:`build` from counted words: ``counts[i]`` is how often ``words[i]`` occurs (0 is allowed)."""
-        counted = [(word, count) for word, count in zip(words, counts) if count >= min_freq]
-        counted.sort(key=lambda item: (-item[1], item[0]))
-        kept = [word for word, _ in counted[:max_size] if word not in (PAD, UNK)]
+        """:meth:`build` from counted words: ``counts[i]`` is how often ``words[i]`` occurs (0 is allowed).
+
+        Only the words that can make the cut are sorted: with ``max_size``, those counted at least as often as the
+        ``max_size + 2``-th most frequent word (two more, as a literal ``<pad>`` or ``<unk>`` is dropped after it).
+        """
+        counts = np.asarray(counts, dtype=np.int64)
+        candidates = np.flatnonzero(counts >= min_freq)
+        if max_size is not None and len(candidates) > max_size + 2:
+            threshold = np.partition(counts[candidates], len(candidates) - max_size - 2)[len(candidates) - max_size - 2]
+            candidates = candidates[counts[candidates] >= threshold]
+        counted = sorted(zip((-counts[candidates]).tolist(), [words[i] for i in candidates.tolist()]))
+        kept = [word for _, word in counted[:max_size] if word not in (PAD, UNK)]
         # A literal "<pad>"/"<unk>" in the text is an ordinary word that happens to share the name.
         return cls([PAD, UNK, *kept], unk_token=UNK)
 
