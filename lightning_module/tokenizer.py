@@ -231,6 +231,7 @@ class TokenTable:
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.words: list[str] = []  # id -> token
+        self._suffixed: dict[str, tuple[list[str], int]] = {}  # marked shape of a word and a mark -> its tokens
         self._chunks: dict[str, int] = {}  # marked chunk -> chunk number
         self._starts = np.zeros(1024, np.int64)  # chunk number -> where its ids start in _ids
         self._lengths = np.zeros(1024, np.int64)  # chunk number -> how many tokens it has
@@ -274,7 +275,7 @@ class TokenTable:
 
     def _resolve(self, chunks: Iterable[str], place_tokens: Callable[[str], Iterable[str]]) -> list[tuple[str, list[int]]]:
         """Every new chunk with its token ids; a plain ASCII word is its own token wherever it stands."""
-        index, words, new = self.index, self.words, []
+        index, words, new, suffixed = self.index, self.words, [], self._suffixed
         get, append, marks, split_words = index.get, new.append, _MARKS, _SPLIT_WORDS
         for chunk in chunks:
             bare = chunk.strip(marks)
@@ -284,8 +285,24 @@ class TokenTable:
                     number = index[bare] = len(words)
                     words.append(bare)
                 append((chunk, [number]))
-            else:
-                append((chunk, self.ids(place_tokens(chunk))))
+                continue
+            core, mark = bare[:-1], bare[-1:]
+            if mark in ",.!?" and core.isascii() and core.isalnum() and core.lower() not in _KEPT_WHOLE:
+                # A word and one punctuation mark, by its shape at its place (as _Place does, without the regex).
+                stand_in = "0" if core[0].isdigit() else "w"
+                key = chunk[: len(chunk) - len(chunk.lstrip(_FIRST))] + stand_in + mark + \
+                    chunk[len(chunk.rstrip(_LAST)):]
+                entry = suffixed.get(key)
+                if entry is None:
+                    tokens = list(place_tokens(key))
+                    holding = [i for i, token in enumerate(tokens) if stand_in in token]
+                    entry = suffixed[key] = (tokens, holding[0] if len(holding) == 1 else -1)
+                if entry[1] >= 0:
+                    tokens = list(entry[0])
+                    tokens[entry[1]] = tokens[entry[1]].replace(stand_in, core)
+                    append((chunk, self.ids(tokens)))
+                    continue
+            append((chunk, self.ids(place_tokens(chunk))))
         return new
 
     def _add(self, new: list[tuple[str, list[int]]]) -> None:
