@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
-from lightning_module.network import PRETRAINED, build_network
+from lightning_module.network import build_network
 from torch_rnn.models import softmax_loss
 
 STAGES = ("train", "val", "test")
