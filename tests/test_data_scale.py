@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lightning_module import memory, preprocessed, progress
-from lightning_module.corpus import TokenizedCorpus
+from lightning_module.corpus import TokenizedCorpus, tokenize_examples
 from lightning_module.datamodule import SentimentDataModule
 from lightning_module.encoder import collate
 from lightning_module.errors import DataError, MemoryLimitError
@@ -247,3 +247,14 @@ def test_a_file_too_big_to_load_is_one_line_before_reading(tmp_path, cache, monk
                                                r"memory but 0.0 GB are available: use a smaller file"):
         module(data)
     assert isinstance(MemoryLimitError("x"), DataError)  # the command line prints it as one line
+
+
+def test_worker_processes_tokenize_to_the_same_corpus(reviews_file, monkeypatch):
+    monkeypatch.setattr("lightning_module.corpus.PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr("lightning_module.corpus.BLOCK_ROWS", 700)
+    data = read_user_data(reviews_file)
+    examples = data.examples[:5000]
+    one = tokenize_examples(examples, data.label_names, Tokenizer(), False, "reviews", workers=1)
+    two = tokenize_examples(examples, data.label_names, Tokenizer(), False, "reviews", workers=2)
+    assert one.words == two.words and np.array_equal(one.ids, two.ids) and np.array_equal(one.offsets, two.offsets)
+    assert np.array_equal(one.labels, two.labels)
