@@ -258,3 +258,27 @@ def test_worker_processes_tokenize_to_the_same_corpus(reviews_file, monkeypatch)
     two = tokenize_examples(examples, data.label_names, Tokenizer(), False, "reviews", workers=2)
     assert one.words == two.words and np.array_equal(one.ids, two.ids) and np.array_equal(one.offsets, two.offsets)
     assert np.array_equal(one.labels, two.labels)
+
+
+def test_loading_memory_grows_with_the_tokens_not_rows_times_vocabulary(reviews_file, tmp_path, cache, monkeypatch):
+    """Peak Python and numpy allocations while reviews are read, tokenized, counted and encoded: 30,000 rows take
+    at most LOAD_BYTES_PER_BYTE more per byte of file than 10,000 (the bound the memory check assumes; a block of
+    sentences being tokenized is a fixed part), far below a rows x vocabulary matrix."""
+    import tracemalloc
+
+    from lightning_module.datamodule import LOAD_BYTES_PER_BYTE
+
+    monkeypatch.setattr("lightning_module.corpus.BLOCK_ROWS", 5000)  # the same block in both
+    small = tmp_path / "small.tsv"
+    small.write_text("".join(reviews_file.read_text(encoding="utf-8").splitlines(keepends=True)[:10_000]),
+                     encoding="utf-8")
+    peaks = []
+    for path in (small, reviews_file):
+        tracemalloc.start()
+        try:
+            dm = module(path, cache_preprocessed=False)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] - peaks[0] < LOAD_BYTES_PER_BYTE * (reviews_file.stat().st_size - small.stat().st_size)
+    assert peaks[1] < len(dm.splits["train"]) * dm.vocab_size * 4 / 20  # a dense float32 matrix: 20x more
