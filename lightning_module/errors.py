@@ -51,3 +51,7 @@ class BadRows:
 
 class CheckpointError(DataError):
     """A checkpoint file that is missing, unreadable, or not a torch-rnn sentiment checkpoint."""
+
+
+class MemoryLimitError(DataError):
+    """A setting or an input that would need more memory than the machine has, found before allocating it."""

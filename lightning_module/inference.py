@@ -1,4 +1,8 @@
-"""Classifying new sentences with a trained checkpoint, and telling our checkpoints from others."""
+"""Classifying new sentences with a trained checkpoint, and telling our checkpoints from others.
+
+Only torch and the project's light modules are imported (not Lightning, torchmetrics or NLTK), so that
+``predict.py`` starts quickly.
+"""
 from __future__ import annotations
 
 import pickle
@@ -8,10 +12,12 @@ from typing import Any, Optional, Union
 
 import torch
 
-from lightning_module.datamodule import SentimentDataModule, TextEncoder
+from torch import nn
+
+from lightning_module.encoder import CHECKPOINT_KEY, TextEncoder
 from lightning_module.errors import CheckpointError
 from lightning_module.explanations import log_odds_shares
-from lightning_module.module import SentimentClassifier
+from lightning_module.network import network_from_checkpoint
 
 
 def safe_load(path: Union[str, Path]) -> Any:
@@ -44,7 +50,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint = safe_load(path)
-    missing = [key for key in ("state_dict", "hyper_parameters", SentimentDataModule.__qualname__)
+    missing = [key for key in ("state_dict", "hyper_parameters", CHECKPOINT_KEY)
                if not isinstance(checkpoint, dict) or key not in checkpoint]
     if not missing and not any(key.startswith("model.rnn.") for key in checkpoint["state_dict"]):
         missing.append("the SentimentRNN weights")
@@ -87,19 +93,30 @@ class SentimentPredictor:
     """A trained model and its text encoder; needs nothing but the checkpoint.
 
     Args:
-        model: the trained LightningModule (put in eval mode here).
+        model: the trained network (:class:`torch_rnn.models.SentimentRNN`), or the SentimentClassifier holding
+            it (and its temperature); put in eval mode here.
         encoder: the tokenizer, vocabulary, T and class names the model was trained with.
+        temperature: the calibration temperature the scores are divided by (a SentimentClassifier's own when
+            none is given; else 1).
     """
 
-    def __init__(self, model: SentimentClassifier, encoder: TextEncoder) -> None:
-        self.model = model.eval()
+    def __init__(self, model: nn.Module, encoder: TextEncoder, temperature: Optional[float] = None) -> None:
+        network = getattr(model, "model", model)  # a SentimentClassifier holds the network as .model
+        if temperature is None:
+            temperature = float(getattr(model, "temperature", 1.0))
+        self.model = network.eval()
         self.encoder = encoder
+        self.temperature = temperature
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path]) -> "SentimentPredictor":
         checkpoint = load_checkpoint(path)
-        model = SentimentClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        return cls(model, TextEncoder.from_checkpoint(checkpoint))
+        temperature = float(checkpoint["state_dict"].get("temperature", 1.0))  # checkpoints before calibration: 1
+        return cls(network_from_checkpoint(checkpoint), TextEncoder.from_checkpoint(checkpoint), temperature)
+
+    def _calibrated_scores(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``scores / temperature`` ``(N, C)``, whose softmax is the calibrated probabilities."""
+        return self.model(tokens, mask) / self.temperature
 
     @torch.no_grad()
     def probabilities(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
@@ -108,7 +125,7 @@ class SentimentPredictor:
         chunks = []
         for start in range(0, len(texts), batch_size):
             batch = self.encoder.encode(texts[start:start + batch_size])
-            chunks.append(self.model.calibrated_scores(batch["tokens"], batch["mask"]).softmax(dim=1))
+            chunks.append(self._calibrated_scores(batch["tokens"], batch["mask"]).softmax(dim=1))
         return torch.cat(chunks)
 
     def predict(self, texts: list[str], explain: bool = False) -> list[Prediction]:
@@ -121,7 +138,7 @@ class SentimentPredictor:
         if classifiable:
             batch = self.encoder.encode_tokens([token_lists[i] for i in classifiable])
             with torch.no_grad():
-                scores = self.model.calibrated_scores(batch["tokens"], batch["mask"])  # (n, C)
+                scores = self._calibrated_scores(batch["tokens"], batch["mask"])  # (n, C)
                 explained = self.explain(batch["tokens"], batch["mask"], scores) if explain else None
             best, labels = scores.softmax(dim=1).max(dim=1)
             for row, (i, label, probability) in enumerate(zip(classifiable, labels.tolist(), best.tolist())):
@@ -141,14 +158,13 @@ class SentimentPredictor:
         :meth:`torch_rnn.models.SentimentRNN.contributions` divided by the model's temperature.
 
         Args:
-            tokens, mask: ``(N, T)``. scores: ``(N, C)`` the calibrated scores (:meth:`SentimentClassifier.calibrated_scores`).
+            tokens, mask: ``(N, T)``. scores: ``(N, C)`` the calibrated scores (:meth:`_calibrated_scores`).
 
         Returns:
             ``(N, T)`` shares (0 at padding) and ``(N,)`` biases; ``bias + shares.sum(1)`` is the log-odds.
         """
-        contributions, bias = self.model.model.contributions(tokens, mask)  # (N, T, C), (N, C)
-        temperature = self.model.temperature.to(contributions.dtype)
-        return log_odds_shares(contributions / temperature, bias / temperature, scores)
+        contributions, bias = self.model.contributions(tokens, mask)  # (N, T, C), (N, C)
+        return log_odds_shares(contributions / self.temperature, bias / self.temperature, scores)
 
     def _describe(self, text: str, words: list[str]) -> Prediction:
         vocab = self.encoder.vocab

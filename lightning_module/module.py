@@ -14,11 +14,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
 from lightning_module.calibration import expected_calibration_error, fit_temperature
+from lightning_module.network import build_network
 from lightning_module.panels import log_validation_panels
-from torch_rnn.models import SentimentRNN, softmax_loss
+from torch_rnn.models import softmax_loss
 
-#: Pretrained word vectors ``model.pretrained`` accepts, and their dimension.
-PRETRAINED = {"glove-6b-50d": 50}
 STAGES = ("train", "val", "test")
 
 
@@ -123,19 +122,12 @@ class SentimentClassifier(pl.LightningModule):
             raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' and 1 <= "
                              f"naive_bayes_dims <= embedding_dim, got input_mode {input_mode!r}, naive_bayes_dims "
                              f"{naive_bayes_dims} and embedding_dim {embedding_dim}")
-        pretrained_vectors = None
-        if input_mode == "pretrained":
-            if pretrained not in PRETRAINED:
-                raise ValueError(f"model.pretrained must be one of {sorted(PRETRAINED)} with input_mode "
-                                 f"'pretrained', got {pretrained!r}")
-            # A placeholder of the right shape: setup() fills in the vectors, or a checkpoint restores them.
-            pretrained_vectors = torch.zeros(vocab_size, PRETRAINED[pretrained])
-        self.model = SentimentRNN(
-            vocab_size=vocab_size, hidden_size=hidden_size, fc_size=fc_size, num_classes=num_classes,
-            input_mode=input_mode, embedding_dim=embedding_dim, pretrained_vectors=pretrained_vectors,
+        self.model = build_network(
+            vocab_size=vocab_size, num_classes=num_classes, hidden_size=hidden_size, fc_size=fc_size,
+            input_mode=input_mode, embedding_dim=embedding_dim, pretrained=pretrained,
             freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
-            nonlinearity=nonlinearity, dropout=dropout, skip_padding=skip_padding, init=init,
-            embedding_dropout=embedding_dropout,
+            nonlinearity=nonlinearity, dropout=dropout, embedding_dropout=embedding_dropout,
+            skip_padding=skip_padding, init=init,
         )
         if compile:
             self.model.compile(backend=compile_backend)
@@ -192,8 +184,8 @@ class SentimentClassifier(pl.LightningModule):
         from lightning_module.naive_bayes import log_count_ratios
 
         train = self.trainer.datamodule.training_set()
-        ratios = log_count_ratios(train.tokens, train.mask, train.labels, self.hparams.vocab_size,
-                                  self.hparams.num_classes)  # (V, C)
+        ids, offsets = train.ragged()
+        ratios = log_count_ratios(ids, offsets, train.labels, self.hparams.vocab_size, self.hparams.num_classes)  # (V, C)
         columns = torch.arange(self.hparams.naive_bayes_dims) % self.hparams.num_classes
         with torch.no_grad():
             weight = self.model.embedding.weight

@@ -5,39 +5,60 @@ occurs in one class's sentences than in the others'. Here those ratios initialis
 embedding (:class:`lightning_module.module.SentimentClassifier`, ``embedding_init="naive_bayes"``): the RNN
 starts from the words' polarity instead of discovering it from 8,500 sentences, and training goes on
 adjusting every column. Only the training split's tokens and labels are used.
+
+The counts come from the sentences' token ids directly (one entry per distinct word of a sentence), so memory
+grows with the number of tokens, never with sentences x vocabulary.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+#: Sentences counted at a time.
+_BLOCK_ROWS = 100_000
 
-def log_count_ratios(tokens: Tensor, mask: Tensor, labels: Tensor, vocab_size: int, num_classes: int,
-                     alpha: float = 1.0) -> Tensor:
+
+def log_count_ratios(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray | Tensor, vocab_size: int,
+                     num_classes: int, alpha: float = 1.0) -> Tensor:
     """Per word and class, ``r[w, c] = log(p[w] / |p|_1) - log(q[w] / |q|_1)``, one class against the rest.
 
     ``p[w] = alpha + (number of class-c sentences that contain w)`` and ``q`` the same over the other classes'
     sentences (each word counted once per sentence); ``alpha`` smooths words seen in one class only.
 
     Args:
-        tokens: ``(N, T)`` word ids, 0 = padding.
-        mask: ``(N, T)``, nonzero at the real words.
-        labels: ``(N,)`` class ids in ``[0, num_classes)``.
+        ids: integer ``(total tokens,)``, the sentences' word ids one after the other, 0 = padding (not counted).
+        offsets: integer ``(N + 1,)``: sentence ``i``'s ids are ``ids[offsets[i]:offsets[i + 1]]``.
+        labels: integer ``(N,)`` class ids in ``[0, num_classes)``.
         vocab_size: ``V``, including the padding id 0.
         num_classes: ``C``.
         alpha: additive smoothing.
 
     Returns:
         ``r``: ``(V, C)`` float32, zero in the padding row.
+
+    Raises:
+        ValueError: the arrays do not fit together, or an id or a label is out of range.
     """
-    if tokens.shape != mask.shape or tokens.dim() != 2 or labels.shape != tokens.shape[:1]:
-        raise ValueError(f"expected tokens and mask (N, T) and labels (N,), got {tuple(tokens.shape)}, "
-                         f"{tuple(mask.shape)} and {tuple(labels.shape)}")
-    words = torch.where(mask != 0, tokens, torch.zeros_like(tokens))
-    presence = torch.zeros(len(tokens), vocab_size)
-    presence.scatter_(1, words, 1.0)  # (N, V): which words each sentence contains
-    presence[:, 0] = 0.0
-    per_class = torch.zeros(num_classes, vocab_size).index_add_(0, labels, presence)  # (C, V) sentence counts
+    ids, offsets = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+    if ids.ndim != 1 or offsets.shape != (len(labels) + 1,) or labels.ndim != 1 or offsets[-1] != len(ids):
+        raise ValueError(f"expected ids (total,), offsets (N + 1,) ending at len(ids) and labels (N,), got "
+                         f"{ids.shape}, {offsets.shape} and {labels.shape}")
+    if len(ids) and not 0 <= ids.min() <= ids.max() < vocab_size:
+        raise ValueError(f"word ids must be in [0, {vocab_size}), found {ids.min()}..{ids.max()}")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), found {labels.min()}..{labels.max()}")
+    counts = np.zeros(num_classes * vocab_size, np.int64)
+    for start in range(0, len(labels), _BLOCK_ROWS):  # in blocks of sentences: bounded temporary arrays
+        stop = min(start + _BLOCK_ROWS, len(labels))
+        rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(offsets[start:stop + 1]))
+        pairs = np.sort(rows * vocab_size + ids[offsets[start]:offsets[stop]])
+        present = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # (sentence, word), each once
+        counts += np.bincount(labels[present // vocab_size] * vocab_size + present % vocab_size,
+                              minlength=num_classes * vocab_size)
+    per_class = torch.from_numpy(counts.reshape(num_classes, vocab_size)).to(torch.float32)  # (C, V) sentence counts
+    per_class[:, 0] = 0.0
     p = per_class + alpha
     q = per_class.sum(0, keepdim=True) - per_class + alpha
     ratios = (p / p.sum(1, keepdim=True)).log() - (q / q.sum(1, keepdim=True)).log()  # (C, V)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from lightning_module.errors import BadRows, DataError, DownloadError
+from lightning_module.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,8 @@ def _detect_format(path: Path, text: str) -> str:
     return "tsv" if "\t" in first else "csv"
 
 
+#: Lines read between two updates of the reading progress.
+_PROGRESS_LINES = 50_000
 #: A quoted field may span lines (a review with paragraphs), but one that runs over this many lines, or over
 #: two lines or more that look like rows of their own (a label, then the delimiter), is a quote left open.
 MAX_FIELD_LINES = 100
@@ -393,15 +396,24 @@ def _read_records(path: Path, text: str, delimiter: str, bad: BadRows,
     ``open_quotes_are_bad=False`` reads such a record as the csv module does (the report's ``train.csv``).
     """
     lines = text.split("\n")
+    with Progress(f"reading {path.name}", len(lines), "lines") as progress:
+        return _read_records_with(path, text, lines, delimiter, bad, open_quotes_are_bad, progress)
+
+
+def _read_records_with(path: Path, text: str, lines: list[str], delimiter: str, bad: BadRows, open_quotes_are_bad: bool,
+                       progress: Progress) -> list[tuple[int, list[str]]]:
     records: list[tuple[int, list[str]]] = []
     first_line = 1  # the file line the reader's line 1 is
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     next_line = 1
     while True:
         start = next_line
+        if start - progress.done > _PROGRESS_LINES:
+            progress.update(start - 1 - progress.done)
         try:
             row = next(reader)
         except StopIteration:
+            progress.update(len(lines) - progress.done)
             return records
         except csv.Error as error:
             next_line = first_line + reader.line_num

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
 
 from lightning_module.errors import DataError
 
@@ -56,12 +58,25 @@ class Vocabulary:
             max_size: keep at most this many words (not counting ``<pad>`` and ``<unk>``); None keeps all.
         """
         counts = Counter(token for tokens in token_lists for token in tokens)
-        words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
-        if max_size is not None:
-            words = words[:max_size]
+        return cls.from_counts(list(counts), list(counts.values()), min_freq, max_size)
+
+    @classmethod
+    def from_counts(cls, words: Sequence[str], counts: Sequence[int], min_freq: int = 1,
+                    max_size: Optional[int] = None) -> "Vocabulary":
+        """:meth:`build` from counted words: ``counts[i]`` is how often ``words[i]`` occurs (0 is allowed).
+
+        Only the words that can make the cut are sorted: with ``max_size``, those counted at least as often as the
+        ``max_size + 2``-th most frequent word (two more, as a literal ``<pad>`` or ``<unk>`` is dropped after it).
+        """
+        counts = np.asarray(counts, dtype=np.int64)
+        candidates = np.flatnonzero(counts >= min_freq)
+        if max_size is not None and len(candidates) > max_size + 2:
+            threshold = np.partition(counts[candidates], len(candidates) - max_size - 2)[len(candidates) - max_size - 2]
+            candidates = candidates[counts[candidates] >= threshold]
+        counted = sorted(zip((-counts[candidates]).tolist(), [words[i] for i in candidates.tolist()]))
+        kept = [word for _, word in counted[:max_size] if word not in (PAD, UNK)]
         # A literal "<pad>"/"<unk>" in the text is an ordinary word that happens to share the name.
-        words = [w for w in words if w not in (PAD, UNK)]
-        return cls([PAD, UNK, *words], unk_token=UNK)
+        return cls([PAD, UNK, *kept], unk_token=UNK)
 
     @classmethod
     def from_dictionary_file(cls, path: str | Path) -> "Vocabulary":

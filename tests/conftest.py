@@ -1,6 +1,24 @@
 """pytest's shared setup for tests/: the tests import their helpers as ``helpers`` (tests/helpers.py) whatever
-pytest's import mode, and the markers (slow, network, cuda) are declared in pytest.ini with --strict-markers."""
+pytest's import mode (the markers, slow, network and cuda, are declared in pytest.ini with --strict-markers); and
+every test (and every process a test starts) keeps its tokenized-data caches in one temporary folder of the
+session, not in the user's ``~/.cache/torch_rnn/preprocessed``."""
+from __future__ import annotations
+
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preprocessed_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    before = os.environ.get("TORCH_RNN_PREPROCESSED")
+    os.environ["TORCH_RNN_PREPROCESSED"] = str(tmp_path_factory.mktemp("preprocessed"))
+    yield
+    if before is None:
+        del os.environ["TORCH_RNN_PREPROCESSED"]
+    else:
+        os.environ["TORCH_RNN_PREPROCESSED"] = before

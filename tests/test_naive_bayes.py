@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from lightning_module import naive_bayes
+
 from lightning_module.cli import SentimentCLI
 from lightning_module.datamodule import SentimentDataModule
+from lightning_module.encoder import collate
 from lightning_module.module import SentimentClassifier
 from lightning_module.naive_bayes import log_count_ratios
 from test_training import small_fit_args, write_tsv
@@ -26,25 +30,68 @@ def counted_ratios(tokens, mask, labels, V, C, alpha):
     return expected
 
 
-@pytest.mark.parametrize("C", [2, 3])
-def test_log_count_ratios_equal_the_counted_definition(C):
-    g = torch.Generator().manual_seed(3)
-    V, N, T = 9, 20, 6
+def dense_ratios(tokens, mask, labels, V, C, alpha=1.0):
+    """The ratios from a dense (N, V) presence matrix: the straightforward vectorised form, for small data."""
+    words = torch.where(mask != 0, tokens, torch.zeros_like(tokens))
+    presence = torch.zeros(len(tokens), V)
+    presence.scatter_(1, words, 1.0)
+    presence[:, 0] = 0.0
+    per_class = torch.zeros(C, V).index_add_(0, labels, presence)
+    p = per_class + alpha
+    q = per_class.sum(0, keepdim=True) - per_class + alpha
+    ratios = (p / p.sum(1, keepdim=True)).log() - (q / q.sum(1, keepdim=True)).log()
+    ratios[:, 0] = 0.0
+    return ratios.T.contiguous()
+
+
+def ragged(tokens, mask):
+    """The real words of (N, T) tokens (mask nonzero), one sentence after the other, and offsets (N + 1,)."""
+    keep = mask != 0
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(1).numpy())])
+    return tokens[keep].numpy(), offsets
+
+
+def random_sentences(C, seed=3, V=9, N=20, T=6):
+    g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, V, (N, T), generator=g)
     mask = (torch.rand(N, T, generator=g) > 0.2).float()
     tokens[2, 1] = tokens[2, 2] = 5  # a word twice in one sentence counts once
     labels = torch.randint(0, C, (N,), generator=g)
-    ratios = log_count_ratios(tokens, mask, labels, V, C, alpha=1.0)
-    assert ratios.shape == (V, C) and (ratios[0] == 0).all()
+    return tokens, mask, labels
+
+
+@pytest.mark.parametrize("C", [2, 3])
+def test_log_count_ratios_equal_the_counted_definition(C):
+    V = 9
+    tokens, mask, labels = random_sentences(C, V=V)
+    ids, offsets = ragged(tokens, mask)
+    ratios = log_count_ratios(ids, offsets, labels, V, C, alpha=1.0)
+    assert ratios.shape == (V, C) and ratios.dtype == torch.float32 and (ratios[0] == 0).all()
     # the padding id is counted as a zero column in p and q (alpha only), as the vectorised sums do
     torch.testing.assert_close(ratios, counted_ratios(tokens.tolist(), mask.tolist(), labels.tolist(), V, C, 1.0))
     if C == 2:
         torch.testing.assert_close(ratios[:, 0], -ratios[:, 1])  # one class against the other, both ways
 
 
+@pytest.mark.parametrize("C, seed, V, N, T", [(2, 0, 50, 300, 12), (3, 1, 200, 1000, 30), (5, 2, 7, 40, 4)])
+def test_sparse_counts_give_the_dense_matrix_ratios_bit_for_bit(C, seed, V, N, T, monkeypatch):
+    """The counts come from the token ids, never from an (N, V) matrix, and give exactly the numbers the dense
+    presence matrix gives; in blocks of sentences as in one."""
+    tokens, mask, labels = random_sentences(C, seed, V, N, T)
+    ids, offsets = ragged(tokens, mask)
+    expected = dense_ratios(tokens, mask, labels, V, C)
+    assert torch.equal(log_count_ratios(ids, offsets, labels, V, C), expected)
+    monkeypatch.setattr(naive_bayes, "_BLOCK_ROWS", 7)
+    assert torch.equal(log_count_ratios(ids, offsets, labels.numpy(), V, C), expected)
+
+
 def test_log_count_ratios_reject_mismatched_shapes():
-    with pytest.raises(ValueError, match=r"expected tokens and mask \(N, T\) and labels \(N,\)"):
-        log_count_ratios(torch.zeros(3, 4, dtype=torch.long), torch.ones(3, 5), torch.zeros(3, dtype=torch.long), 5, 2)
+    with pytest.raises(ValueError, match=r"expected ids \(total,\), offsets \(N \+ 1,\)"):
+        log_count_ratios(np.zeros(4, np.int64), np.array([0, 2, 4]), torch.zeros(3, dtype=torch.long), 5, 2)
+    with pytest.raises(ValueError, match=r"word ids must be in \[0, 5\)"):
+        log_count_ratios(np.array([1, 5]), np.array([0, 2]), torch.zeros(1, dtype=torch.long), 5, 2)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
+        log_count_ratios(np.array([1, 2]), np.array([0, 2]), torch.tensor([2]), 5, 2)
 
 
 def test_a_fresh_fit_starts_from_the_training_splits_ratios(tmp_path):
@@ -54,7 +101,8 @@ def test_a_fresh_fit_starts_from_the_training_splits_ratios(tmp_path):
     cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
                        save_config_kwargs={"overwrite": True})
     train = cli.datamodule.training_set()
-    ratios = log_count_ratios(train.tokens, train.mask, train.labels, cli.datamodule.vocab_size, 2)
+    batch = collate([train[i] for i in range(len(train))])
+    ratios = dense_ratios(batch["tokens"], batch["mask"], batch["labels"], cli.datamodule.vocab_size, 2)
     weight = cli.model.model.embedding.weight
     torch.testing.assert_close(weight[:, :3], 2.0 * ratios[:, [0, 1, 0]])
     assert weight[:, 3:].abs().sum() > 0  # the other columns keep their random start

@@ -324,6 +324,19 @@ def test_predict_py_reports_a_missing_checkpoint_quickly(tmp_path):
     assert elapsed < 2.0, f"took {elapsed:.1f} s"
 
 
+def test_predict_py_imports_only_what_predicting_needs(trained):
+    """One sentence: torch and the project's light modules, not Lightning, torchmetrics, TensorBoard or NLTK."""
+    _, log_dir = trained
+    result = run_script("-X", "importtime", "predict.py", str(log_dir / "checkpoints" / "last.ckpt"), "a wonderful film",
+                        cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.split("\t")[0] in ("positive", "negative")
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert {"torch", "torch_rnn", "lightning_module"} <= imported
+    assert not imported & {"pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics", "tensorboard", "nltk",
+                           "matplotlib", "jsonargparse"}
+
+
 def test_resume_settings_that_contradict_the_checkpoint_get_one_line(trained, tmp_path, capsys):
     _, log_dir = trained
     checkpoint = str(log_dir / "checkpoints" / "last.ckpt")
