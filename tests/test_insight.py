@@ -195,7 +195,7 @@ def test_a_checkpoint_without_a_temperature_loads_with_one(fitted, tmp_path):
     checkpoint = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=True)
     del checkpoint["state_dict"]["temperature"]
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    assert float(SentimentPredictor.from_checkpoint(tmp_path / "old.ckpt").model.temperature) == 1.0
+    assert SentimentPredictor.from_checkpoint(tmp_path / "old.ckpt").temperature == 1.0
 
 
 def test_log_bptt_false_and_no_explanations_log_neither(tmp_path):
