@@ -14,7 +14,34 @@ from .functional import average_forward, temporal_affine_forward
 from .modules import _autocast, _check_size
 
 
-class TemporalAffine(nn.Module):
+class _AffineLayer(nn.Module):
+    """``x W^T + b`` over the last dimension, through :class:`AffineFunction`; the parameters of
+    :class:`torch.nn.Linear` (weight ``(out, in)``, bias ``(out,)``), initialised like it. ``rank`` is the rank
+    of the input the layer takes, named in its error."""
+
+    rank: int
+    shape: str
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        _check_size("in_features", in_features)
+        _check_size("out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    reset_parameters = nn.Linear.reset_parameters
+    extra_repr = nn.Linear.extra_repr
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != self.rank or x.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__}: expected x of shape ({self.shape}, {self.in_features}), got "
+                             f"{tuple(x.shape)}")
+        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
+
+
+class TemporalAffine(_AffineLayer):
     """The same affine map at every step: ``(N, T, H) -> (N, T, M)``, ``out_t = W x_t + b``.
 
     Args:
@@ -33,27 +60,10 @@ class TemporalAffine(nn.Module):
         torch.Size([3, 5, 8])
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
-        _check_size("in_features", in_features)
-        _check_size("out_features", out_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    reset_parameters = nn.Linear.reset_parameters
-    extra_repr = nn.Linear.extra_repr
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"{type(self).__name__}: expected x of shape (N, T, {self.in_features}), got {tuple(x.shape)}"
-            )
-        return _affine(x, self.weight, self.bias)
+    rank, shape = 3, "N, T"
 
 
-class Affine(nn.Module):
+class Affine(_AffineLayer):
     """``(N, M) -> (N, C)``, ``out = x W^T + b``: :class:`torch.nn.Linear` with a hand-written backward.
 
     Args:
@@ -66,27 +76,7 @@ class Affine(nn.Module):
         ValueError: for a size that is not a positive int, or an x that is not ``(N, M)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
-        _check_size("in_features", in_features)
-        _check_size("out_features", out_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
-        self.reset_parameters()
-
-    reset_parameters = nn.Linear.reset_parameters
-    extra_repr = nn.Linear.extra_repr
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[-1] != self.in_features:
-            raise ValueError(f"Affine: expected x of shape (N, {self.in_features}), got {tuple(x.shape)}")
-        return _affine(x, self.weight, self.bias)
-
-
-def _affine(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
-    """``x W^T + b`` at every leading index, through :class:`AffineFunction` (or its operator, compiled)."""
-    return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *_autocast(x, W, b))
+    rank, shape = 2, "N"
 
 
 class TemporalAverage(nn.Module):
