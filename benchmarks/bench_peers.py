@@ -136,16 +136,7 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
         feed = {session.get_inputs()[0].name: x.detach().numpy()}
         check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed, text)
 
-        def train_step(rnn):
-            leaves = [x, *rnn.parameters()]
-            return bench_rnn.training_step(lambda: rnn(x), leaves)
-
-        steps = {"torch_rnn train": train_step(ours), "nn.RNN train": train_step(reference),
-                 "JAX train": lambda: jax.block_until_ready(jax_train(params, x_jax)),
-                 "torch_rnn fwd": bench_rnn.inference_step(lambda: ours(x)),
-                 "nn.RNN fwd": bench_rnn.inference_step(lambda: reference(x)),
-                 "JAX fwd": lambda: jax.block_until_ready(jax_forward(params, x_jax)),
-                 "ONNX Runtime fwd": lambda: session.run(None, feed)}
+        steps = row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed)
         for step in steps.values():
             step()  # warm-up (JAX compiles here)
         step_sets.append(steps)
@@ -153,6 +144,22 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
     settings = bench_rnn.QUICK if quick else bench_rnn.FULL
     medians, loads = bench_rnn.time_interleaved(step_sets, settings)
     return markdown(threads, labels, medians, loads, settings, np.__version__, jax.__version__)
+
+
+def row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed) -> dict[str, Callable]:
+    """The timed steps of one row, each bound to that row's models and inputs."""
+    import jax
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_rnn
+
+    return {"torch_rnn train": bench_rnn.training_step(lambda: ours(x), [x, *ours.parameters()]),
+            "nn.RNN train": bench_rnn.training_step(lambda: reference(x), [x, *reference.parameters()]),
+            "JAX train": lambda: jax.block_until_ready(jax_train(params, x_jax)),
+            "torch_rnn fwd": bench_rnn.inference_step(lambda: ours(x)),
+            "nn.RNN fwd": bench_rnn.inference_step(lambda: reference(x)),
+            "JAX fwd": lambda: jax.block_until_ready(jax_forward(params, x_jax)),
+            "ONNX Runtime fwd": lambda: session.run(None, feed)}
 
 
 def check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed, what: str) -> None:
