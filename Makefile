@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make train` runs the main job, `make test` runs the test suite.
 # Each creates the virtual environment .venv on first use and installs the project into it.
 # torch is pinned to the 2.13.0 CPU wheel first, so the unpinned range in setup.py does not pull a CUDA build.
-# Then the RNN's C++ loops are compiled against that torch (about 20 s; torch_rnn runs without them if that fails).
+# Then the RNN's C++ loops are compiled against that torch (about a minute; torch_rnn runs without them if that fails).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -2,7 +2,7 @@
 
 The extension is compiled with ``torch.utils.cpp_extension.load`` against the installed torch, so it always
 matches the torch in use; ``make test`` / ``make train`` build it right after installing the package
-(``python -m torch_rnn.build_native``), and the first use builds it otherwise (about 20 s, cached under
+(``python -m torch_rnn.build_native``), and the first use builds it otherwise (about a minute, cached under
 ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``). When it cannot be built (no C++ compiler, say),
 one warning says why and :mod:`torch_rnn.kernels` runs its Python loops instead: same results, slower.
 Set ``TORCH_RNN_NATIVE=0`` to use the Python loops on purpose.
@@ -83,7 +83,7 @@ def build(verbose: bool = False) -> Any:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     if not hasattr(torch.ops.torch_rnn, "recurrence_backward"):  # not yet loaded in this process
         if not verbose and not _built():
-            log.warning("torch_rnn: compiling its C++ loops, once (about 20 s; cached under %s)",
+            log.warning("torch_rnn: compiling its C++ loops, once (about a minute; cached under %s)",
                         os.path.dirname(cpp_extension._get_build_directory(_NAME, False)))
         # OpenMP splits each step between torch's intra-op threads (the same libgomp torch loaded, by its
         # soname); only GCC on Linux is assumed to have it, elsewhere the loops run in one thread.
