@@ -18,7 +18,7 @@ import numpy as np
 
 from lightning_module.errors import BadRows, DataError
 from lightning_module.progress import Progress
-from lightning_module.sources import Example
+from lightning_module.records import Example
 from lightning_module.tokenizer import Tokenizer, TokenTable
 
 #: Sentences tokenized together (one task of a worker process).

@@ -22,14 +22,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_module import preprocessed, sources
+from lightning_module import preprocessed, sources, vader
 from lightning_module.corpus import TokenizedCorpus, tokenize_examples
 from lightning_module.encoder import EncodedDataset, TextEncoder, collate
 from lightning_module.errors import DataError
 from lightning_module.memory import check_fits
 from lightning_module.progress import Progress
+from lightning_module.records import LabeledData
 from lightning_module.sampler import ShuffledBatchSampler
-from lightning_module.sources import LabeledData
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import PAD, UNK, Vocabulary
 
@@ -38,7 +38,7 @@ __all__ = ["DATASETS", "EncodedDataset", "SentimentDataModule", "ShuffledBatchSa
 log = logging.getLogger(__name__)
 
 #: The data set names ``dataset`` accepts: the VADER corpora and the report's data.
-DATASETS = (*sources.VADER_CORPORA, "cs5242")
+DATASETS = (*vader.VADER_CORPORA, "cs5242")
 #: How many distinct unknown words a warning names.
 _SHOWN_UNKNOWN = 5
 #: Peak memory of reading and tokenizing, per byte of the input file (measured: about 9 on review-like text).
@@ -157,7 +157,7 @@ class SentimentDataModule(pl.LightningDataModule):
         set's cache if there is none. Lightning runs this in one process per node (``prepare_data_per_node``)
         before :meth:`setup` runs in every process; those then load the cache."""
         if self._vader_name() is not None:
-            sources.fetch_vader_corpus(self._vader_name(), self.hparams.cache_dir)
+            vader.fetch_vader_corpus(self._vader_name(), self.hparams.cache_dir)
         if self._cached():
             self._load_corpus()
 
@@ -254,7 +254,7 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def _vader_name(self) -> Optional[str]:
         hp = self.hparams
-        return hp.dataset if hp.path is None and hp.dataset in sources.VADER_CORPORA else None
+        return hp.dataset if hp.path is None and hp.dataset in vader.VADER_CORPORA else None
 
     def _cs5242_folder(self) -> Optional[Path]:
         """The cs5242 folder when the data is cs5242 (DataError if its files are missing), else None."""
@@ -272,10 +272,10 @@ class SentimentDataModule(pl.LightningDataModule):
             return sources.read_cs5242(folder, hp.skip_bad_rows)
         if hp.path is not None:
             return sources.read_user_data(hp.path, hp.format, hp.skip_bad_rows)
-        corpus = sources.vader_corpus_path(hp.dataset, hp.cache_dir)
+        corpus = vader.vader_corpus_path(hp.dataset, hp.cache_dir)
         if not corpus.is_file():  # setup() without prepare_data(): fetch now rather than fail
-            sources.fetch_vader_corpus(hp.dataset, hp.cache_dir)
-        return sources.read_vader(corpus, hp.fine_grained, hp.skip_bad_rows)
+            vader.fetch_vader_corpus(hp.dataset, hp.cache_dir)
+        return vader.read_vader(corpus, hp.fine_grained, hp.skip_bad_rows)
 
     def _describe(self) -> str:
         hp = self.hparams
@@ -327,9 +327,9 @@ class SentimentDataModule(pl.LightningDataModule):
             if not Path(hp.path).exists():
                 raise DataError(f"{hp.path}: file or folder not found")
             return Path(hp.path)
-        corpus = sources.vader_corpus_path(hp.dataset, hp.cache_dir)
+        corpus = vader.vader_corpus_path(hp.dataset, hp.cache_dir)
         if not corpus.is_file():
-            sources.fetch_vader_corpus(hp.dataset, hp.cache_dir)
+            vader.fetch_vader_corpus(hp.dataset, hp.cache_dir)
         return corpus
 
     def _reader_name(self) -> str:

@@ -39,7 +39,7 @@ _REPORTING_LOGGERS = ("lightning_module.sources", "lightning_module.errors", "li
 def default_root(cache_dir: Optional[str | Path] = None) -> Path:
     """``$TORCH_RNN_PREPROCESSED`` if set, else ``<cache_dir>/preprocessed`` (``cache_dir`` default:
     ``$TORCH_RNN_CACHE`` or ``~/.cache/torch_rnn``)."""
-    from lightning_module.sources import default_cache_dir
+    from lightning_module.vader import default_cache_dir
 
     configured = os.environ.get("TORCH_RNN_PREPROCESSED")
     return Path(configured) if configured else Path(cache_dir or default_cache_dir()) / "preprocessed"

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_module import sources
+from lightning_module import sources, vader
 from lightning_module.datamodule import SentimentDataModule, TextEncoder
 from lightning_module.errors import DataError, DownloadError
-from lightning_module.sources import read_cs5242, read_user_data, read_vader
+from lightning_module.sources import read_cs5242, read_user_data
+from lightning_module.vader import read_vader
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import Vocabulary
 
@@ -393,7 +394,7 @@ def test_glove_missing_package_says_how_to_install(monkeypatch):
 @pytest.mark.network
 def test_vader_corpus_download_and_cache(tmp_path, monkeypatch, caplog):
     try:
-        path = sources.fetch_vader_corpus("rotten_tomatoes", tmp_path)
+        path = vader.fetch_vader_corpus("rotten_tomatoes", tmp_path)
     except DownloadError as error:
         pytest.skip(f"pip cannot reach a package index: {error}")
     assert path == tmp_path / "vader" / "movieReviewSnippets_GroundTruth.txt"
@@ -408,7 +409,7 @@ def test_vader_corpus_download_and_cache(tmp_path, monkeypatch, caplog):
         raise AssertionError("pip ran again although the corpus is cached")
 
     monkeypatch.setattr(subprocess, "run", no_pip)
-    assert sources.fetch_vader_corpus("rotten_tomatoes", tmp_path) == path
+    assert vader.fetch_vader_corpus("rotten_tomatoes", tmp_path) == path
     dm = SentimentDataModule(cache_dir=str(tmp_path), dataset="tweets")
     assert dm.num_classes == 2 and len(dm.splits["train"]) == 4196 - 2 * round(0.1 * 4196)
 

@@ -493,12 +493,12 @@ def test_affine_layers_bad_shapes_raise():
 
 
 def test_the_docstring_examples_run():
-    """The Examples sections of the public modules (torch_rnn.modules, head, models) run as written."""
+    """The Examples sections of the public modules (torch_rnn.modules, cell, head, models) run as written."""
     import doctest
 
     import torch_rnn
-    from torch_rnn import head, models, modules
+    from torch_rnn import cell, head, models, modules
 
-    for module in (modules, head, models):
+    for module in (modules, cell, head, models):
         result = doctest.testmod(module, extraglobs={"torch": torch, "torch_rnn": torch_rnn}, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -18,7 +18,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_module import sources
+from lightning_module import sources, vader
 from lightning_module.cli import SentimentCLI, main
 from lightning_module.datamodule import SentimentDataModule, TextEncoder
 from lightning_module.errors import DataError, DownloadError
@@ -142,7 +142,7 @@ def test_seed_report_reproduces_the_report_to_six_decimals(tmp_path, capsys):
 @pytest.mark.network
 def test_fit_on_the_default_corpus(tmp_path, capsys):
     try:
-        sources.fetch_vader_corpus("rotten_tomatoes")
+        vader.fetch_vader_corpus("rotten_tomatoes")
     except DownloadError as error:
         pytest.skip(f"no package index reachable to fetch the default corpus: {error}")
     main(["fit", "--config", str(CONFIGS / "default.yaml"), "--trainer.default_root_dir", str(tmp_path),
