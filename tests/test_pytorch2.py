@@ -406,3 +406,28 @@ def test_onnx_translation_refuses_a_packed_sequence():
 
     with pytest.raises(ValueError, match="packed sequences .* have no ONNX translation; pass the padded batch"):
         _rnn_layer(None, None, None, None, batch_sizes=torch.tensor([2, 1]))
+
+
+@pytest.mark.parametrize("fullgraph", [True, False])
+def test_compiled_lengths_pack_once_with_fullgraph_and_per_layer_without(fullgraph):
+    """With ``fullgraph=True`` the rows are packed once for all layers (the packed row count is a data-dependent
+    size, which such a graph may hold); by default Dynamo would break the graph there, so each layer's operator
+    packs its rows itself: one graph either way, the same numbers."""
+    torch.manual_seed(0)
+    rnn = torch_rnn.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    x, lengths = torch.randn(3, 6, 3), torch.tensor([6, 2, 4])
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append([str(node.target) for node in gm.graph.nodes if node.op == "call_function"])
+        return gm.forward
+
+    torch._dynamo.reset()
+    output, h_n = torch.compile(lambda: rnn(x, lengths=lengths), backend=backend, fullgraph=fullgraph)()
+    assert len(graphs) == 1  # no graph break
+    packing = [target for target in graphs[0] if "by_lengths" in target]
+    assert packing == (["torch_rnn.pack_by_lengths.default", "torch_rnn.unpack_by_lengths.default"] if fullgraph
+                       else [])
+    expected_output, expected_h_n = rnn(x, lengths=lengths)
+    torch.testing.assert_close(output, expected_output)
+    torch.testing.assert_close(h_n, expected_h_n)

@@ -271,7 +271,8 @@ class RNN(RNNBase):
         T, N = x.shape[0], x.shape[1]
         if lengths is None or N == 0:
             return self._run_layers(rows_as_they_lie(x), hx, None)
-        if torch.compiler.is_exporting():  # each layer's op takes the lengths (ONNX: the RNN's sequence_lens)
+        if torch.compiler.is_exporting() or (torch.compiler.is_compiling() and not _unbacked_sizes_traced()):
+            # each layer's op takes the lengths and packs inside: static shapes (ONNX: the RNN's sequence_lens)
             return self._run_layers(rows_as_they_lie(x), hx, None, lengths)
         if torch.compiler.is_compiling():  # packed once by operators: only R, the packed rows, is dynamic
             x = rows_as_they_lie(x)
@@ -363,6 +364,16 @@ class RNN(RNNBase):
         elif N > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > T):
             raise ValueError(f"RNN: every length must lie in 1..T={T}, got values in [{int(lengths.min())}, {int(lengths.max())}]")
         return lengths
+
+
+@torch._dynamo.assume_constant_result
+def _unbacked_sizes_traced() -> bool:
+    """Whether the graph being traced may hold a size that depends on tensor data (``fullgraph=True``, or
+    ``capture_dynamic_output_shape_ops``): then the packed rows are one unbacked size; otherwise Dynamo would
+    break the graph at the packing operator, so each layer packs inside its own operator instead."""
+    context = torch._guards.TracingContext.try_get()
+    shape_env = None if context is None or context.fake_mode is None else context.fake_mode.shape_env
+    return shape_env is not None and shape_env.allow_dynamic_output_shape_ops
 
 
 def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor], nonlinearity: str,

@@ -31,10 +31,12 @@ Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
 
 Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.layout.sequence_buffer`) and ``h_last (N, H)``.
 
-Under ``torch.compile``, ``RNN(..., lengths=)`` packs the rows once for all layers instead, as eager code does:
+Under ``torch.compile(fullgraph=True)``, ``RNN(..., lengths=)`` packs the rows once for all layers instead, as
+eager code does:
 ``torch_rnn::pack_by_lengths(x, lengths) -> (R, ...)`` and its inverse ``torch_rnn::unpack_by_lengths(packed,
 lengths, like) -> (T, N, F)``, each the other's backward. ``R``, the number of packed rows, is the one size that
-depends on the lengths' values (an unbacked size in the compiled graph).
+depends on the lengths' values (an unbacked size in the compiled graph; without ``fullgraph`` Dynamo would break
+the graph there, so each layer's operator packs by ``lengths`` instead).
 """
 from __future__ import annotations
 
