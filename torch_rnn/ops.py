@@ -25,8 +25,9 @@ Arguments (shapes as in :class:`torch_rnn.autograd.RNNFunction`):
         ``x`` the rows past their length get zeros.
     lengths: None, or an int64 tensor ``(N,)`` of a padded ``x``'s row lengths, each in ``1..T``, in any order:
         the kernel packs the rows (one gather), runs them packed and unpacks (zeros past each length), so the
-        op's shapes never depend on the lengths' values (``RNN(..., lengths=)`` under ``torch.export``, where
-        ONNX takes them as the ``RNN`` operator's ``sequence_lens``).
+        op's shapes never depend on the lengths' values (``RNN(..., lengths=)`` under ``torch.compile`` without
+        ``fullgraph``, and under ``torch.export``, where ONNX takes them as the ``RNN`` operator's
+        ``sequence_lens``).
     reverse: run each row backwards from its own last step.
 
 Outputs: ``h`` laid out like ``x`` (:func:`torch_rnn.layout.sequence_buffer`) and ``h_last (N, H)``.
