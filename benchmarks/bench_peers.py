@@ -147,10 +147,10 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
 
 
 def row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed) -> dict[str, Callable]:
-    """The timed steps of one row, each bound to that row's models and inputs."""
+    """The timed steps of one row, each bound to that row's models and inputs (``run_threads`` has put
+    ``bench_rnn`` on the path)."""
     import jax
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_rnn
 
     return {"torch_rnn train": bench_rnn.training_step(lambda: ours(x), [x, *ours.parameters()]),

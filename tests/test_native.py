@@ -123,6 +123,13 @@ def test_team_settings_apply_within_the_block_and_name_a_bad_value():
             pass
 
 
+def test_team_settings_say_when_the_cpp_loops_are_missing(monkeypatch):
+    monkeypatch.setattr(native, "ops", lambda: None)
+    with pytest.raises(RuntimeError, match="team_settings needs the C\\+\\+ loops"):
+        with native.team_settings(probe_s=1):
+            pass
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_weights_beyond_the_cache_take_the_input_products_outside_the_loop(batch_first):
     """At (D + H) * H * 4 bytes over 2 MiB the C++ loops leave x_t W_x^T, dx and the weight gradients to one
