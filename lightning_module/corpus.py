@@ -25,6 +25,8 @@ from lightning_module.tokenizer import Tokenizer, TokenTable
 BLOCK_ROWS = 20_000
 #: Below this many sentences one process tokenizes (starting workers costs more than it saves).
 PARALLEL_MIN_ROWS = 200_000
+#: Rows counted or encoded at a time (each step of the vocabulary's and the encoding's progress).
+SCAN_ROWS = 100_000
 
 
 @dataclass
@@ -71,6 +73,40 @@ class TokenizedCorpus:
                 or len(corpus.offsets) != len(corpus.labels) + 1 or corpus.offsets[-1] != len(corpus.ids)):
             raise ValueError(f"{folder}: the cached arrays do not fit together")
         return corpus
+
+    def word_counts(self, rows: np.ndarray) -> np.ndarray:
+        """int64 ``(len(words),)``: how often each word occurs in the sentences ``rows`` (int64 indices)."""
+        counts = np.zeros(len(self.words), np.int64)
+        chosen = np.zeros(len(self), bool)
+        chosen[rows] = True
+        with Progress("vocabulary", len(self)) as progress:
+            for start, stop, span in self._blocks():
+                tokens_chosen = np.repeat(chosen[start:stop], np.diff(self.offsets[start:stop + 1]))
+                counts += np.bincount(self.ids[span][tokens_chosen], minlength=len(self.words))
+                progress.update(stop - start)
+        return counts
+
+    def encode(self, word_index: np.ndarray) -> np.ndarray:
+        """int32 ``(total tokens,)``: every token id mapped through ``word_index`` (int32 ``(len(words),)``, e.g.
+        each word's vocabulary index); offsets stay :attr:`offsets`."""
+        encoded = np.empty_like(self.ids)
+        with Progress("encoding", len(self)) as progress:
+            for start, stop, span in self._blocks():
+                encoded[span] = word_index[self.ids[span]]
+                progress.update(stop - start)
+        return encoded
+
+    def token_ids(self, rows: np.ndarray, max_length: int) -> np.ndarray:
+        """int32: the token ids of the sentences ``rows``, each cut to its first ``max_length`` tokens, joined."""
+        starts = self.offsets[rows]
+        lengths = np.minimum(np.diff(self.offsets)[rows], max_length)
+        return self.ids[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())]
+
+    def _blocks(self) -> Iterator[tuple[int, int, slice]]:
+        """``(first row, row after the last, slice of ids)`` of every block of :data:`SCAN_ROWS` rows."""
+        for start in range(0, len(self), SCAN_ROWS):
+            stop = min(start + SCAN_ROWS, len(self))
+            yield start, stop, slice(self.offsets[start], self.offsets[stop])
 
 
 def tokenize_examples(examples: list[Example], label_names: list[str], tokenizer: Callable[[str], list[str]],

@@ -13,9 +13,9 @@ tokenizer settings) in every checkpoint under the key ``"SentimentDataModule"``;
 from __future__ import annotations
 
 import logging
-import random
+import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -27,9 +27,11 @@ from lightning_module.corpus import TokenizedCorpus, tokenize_examples
 from lightning_module.encoder import EncodedDataset, TextEncoder, collate
 from lightning_module.errors import DataError
 from lightning_module.memory import check_fits
-from lightning_module.progress import Progress
 from lightning_module.records import LabeledData
 from lightning_module.sampler import ShuffledBatchSampler
+from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, check_settings
+from lightning_module.sources import Format
+from lightning_module.splits import shuffled_rows, split_rows
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import PAD, UNK, Vocabulary
 
@@ -38,13 +40,12 @@ __all__ = ["DATASETS", "EncodedDataset", "SentimentDataModule", "ShuffledBatchSa
 log = logging.getLogger(__name__)
 
 #: The data set names ``dataset`` accepts: the VADER corpora and the report's data.
-DATASETS = (*vader.VADER_CORPORA, "cs5242")
+Dataset = Literal["rotten_tomatoes", "tweets", "amazon", "nyt", "cs5242"]
+DATASETS = typing.get_args(Dataset)
 #: How many distinct unknown words a warning names.
 _SHOWN_UNKNOWN = 5
 #: Peak memory of reading and tokenizing, per byte of the input file (measured: about 9 on review-like text).
 LOAD_BYTES_PER_BYTE = 10
-#: Rows counted or encoded at a time (each step of the vocabulary's and the encoding's progress).
-_BLOCK_ROWS = 100_000
 
 
 class SentimentDataModule(pl.LightningDataModule):
@@ -82,35 +83,44 @@ class SentimentDataModule(pl.LightningDataModule):
         tokenize_workers: processes that tokenize a data set of 200,000 sentences or more (null: one per CPU
             core); smaller ones are tokenized in this process.
         skip_bad_rows: skip unusable rows (and report them in a warning) instead of stopping with an error.
+
+    Raises:
+        DataError: at construction, every setting outside its annotated type (:mod:`lightning_module.settings`),
+            named, e.g. ``data.max_length must be at least 1, got 0``; later, unreadable or unusable data (file
+            and line).
     """
 
     def __init__(
         self,
-        dataset: str = "rotten_tomatoes",
+        dataset: Dataset = "rotten_tomatoes",
         path: Optional[str] = None,
-        format: Optional[str] = None,
+        format: Optional[Format] = None,
         cache_dir: Optional[str] = None,
         cache_preprocessed: bool = True,
-        max_length: int = 50,
+        max_length: PositiveInt = 50,
         lowercase: bool = True,
-        min_freq: int = 2,
-        max_size: Optional[int] = 50_000,
+        min_freq: PositiveInt = 2,
+        max_size: Optional[PositiveInt] = 50_000,
         dictionary: Optional[str] = None,
         fine_grained: bool = False,
-        limit: Optional[int] = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        limit: Optional[PositiveInt] = None,
+        val_fraction: Fraction = 0.1,
+        test_fraction: Fraction = 0.1,
         seed: int = 42,
-        batch_size: int = 32,
+        batch_size: PositiveInt = 32,
         shuffle: bool = True,
         bucket_by_length: bool = False,
-        num_workers: int = 0,
-        tokenize_workers: Optional[int] = 1,
+        num_workers: NonNegativeInt = 0,
+        tokenize_workers: Optional[PositiveInt] = 1,
         skip_bad_rows: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_settings(self.hparams)
+        problems = check_settings(SentimentDataModule.__init__, self.hparams, "data")
+        if val_fraction + test_fraction >= 1:
+            problems.append(f"data.val_fraction + data.test_fraction must be below 1, got {val_fraction + test_fraction}")
+        if problems:
+            raise DataError("bad data settings: " + "; ".join(problems))
         self.tokenizer = Tokenizer(lowercase=lowercase)
         self.vocab: Optional[Vocabulary] = None
         self.label_names: list[str] = []
@@ -173,8 +183,8 @@ class SentimentDataModule(pl.LightningDataModule):
         corpus = self.corpus if self.corpus is not None else self._load_corpus()
         self.label_names = corpus.label_names
         order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
-                                          lambda: _shuffled(len(corpus), hp.seed))
-        self.splits = _split(order, hp.val_fraction, hp.test_fraction)
+                                          lambda: shuffled_rows(len(corpus), hp.seed))
+        self.splits = split_rows(order, hp.val_fraction, hp.test_fraction)
         dictionary = self._dictionary_path()
         if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
             self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
@@ -338,18 +348,7 @@ class SentimentDataModule(pl.LightningDataModule):
     def _build_vocabulary(self) -> Vocabulary:
         """The training split's words (``min_freq``, ``max_size``); logs what was left out."""
         hp, corpus = self.hparams, self.corpus
-        rows = self.splits["train"]
-        counts = np.zeros(len(corpus.words), np.int64)
-        in_train = np.zeros(len(corpus), bool)
-        in_train[rows] = True
-        with Progress("vocabulary", len(corpus)) as progress:
-            for start in range(0, len(corpus), _BLOCK_ROWS):
-                stop = min(start + _BLOCK_ROWS, len(corpus))
-                span = slice(corpus.offsets[start], corpus.offsets[stop])
-                tokens_in_train = np.repeat(in_train[start:stop], np.diff(corpus.offsets[start:stop + 1]))
-                counts += np.bincount(corpus.ids[span][tokens_in_train], minlength=len(corpus.words))
-                progress.update(stop - start)
-        seen = np.flatnonzero(counts)
+        counts = corpus.word_counts(self.splits["train"])
         vocab = Vocabulary.from_counts(corpus.words, counts, hp.min_freq, hp.max_size)
         kept = np.fromiter((word in vocab.stoi and word not in (PAD, UNK) for word in corpus.words), bool,
                            len(corpus.words))
@@ -357,8 +356,8 @@ class SentimentDataModule(pl.LightningDataModule):
         unknown = int(counts[~kept].sum())
         log.info("vocabulary: %s words (min_freq %d, max_size %s) of the training split's %s distinct words; %s words "
                  "left out, which are %.2f%% of its %s tokens (they map to <unk>)", f"{len(vocab) - 2:,}", hp.min_freq,
-                 f"{hp.max_size:,}" if hp.max_size is not None else "none", f"{len(seen):,}", f"{left_out:,}",
-                 100 * unknown / max(1, int(counts.sum())), f"{int(counts.sum()):,}")
+                 f"{hp.max_size:,}" if hp.max_size is not None else "none", f"{int((counts > 0).sum()):,}",
+                 f"{left_out:,}", 100 * unknown / max(1, int(counts.sum())), f"{int(counts.sum()):,}")
         return vocab
 
     def _encode_splits(self) -> None:
@@ -366,35 +365,26 @@ class SentimentDataModule(pl.LightningDataModule):
         corpus, vocab, hp = self.corpus, self.vocab, self.hparams
         fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
         to_vocab = np.fromiter((vocab.stoi.get(word, fallback) for word in corpus.words), np.int32, len(corpus.words))
-        encoded = np.empty_like(corpus.ids)
-        rows = len(corpus)
-        with Progress("encoding", rows) as progress:
-            for start in range(0, rows, _BLOCK_ROWS):
-                stop = min(start + _BLOCK_ROWS, rows)
-                span = slice(corpus.offsets[start], corpus.offsets[stop])
-                encoded[span] = to_vocab[corpus.ids[span]]
-                progress.update(stop - start)
+        encoded = corpus.encode(to_vocab)
         labels = torch.from_numpy(corpus.labels)
-        self._datasets = {name: EncodedDataset(encoded, corpus.offsets, split_rows, labels[split_rows], hp.max_length)
-                          for name, split_rows in self.splits.items()}
+        self._datasets = {name: EncodedDataset(encoded, corpus.offsets, rows, labels[rows], hp.max_length)
+                          for name, rows in self.splits.items()}
         if vocab.unk_index is None:
             known = np.fromiter((word in vocab.stoi for word in corpus.words), bool, len(corpus.words))
-            for name, dataset in self._datasets.items():
-                self._report_unknown(name, corpus, dataset, known)
+            for name, rows in self.splits.items():
+                self._report_unknown(name, corpus.token_ids(rows, hp.max_length), known)
         cut = int((corpus.lengths()[self.splits["train"]] > hp.max_length).sum())
         if cut:
             log.info("%d training sentence(s) are longer than max_length=%d and were cut", cut, hp.max_length)
 
-    def _report_unknown(self, split: str, corpus: TokenizedCorpus, dataset: EncodedDataset, known: np.ndarray) -> None:
-        """Warn when words map to padding: a dictionary vocabulary has no <unk>, so this is never silent."""
-        starts = corpus.offsets[dataset.rows]
-        lengths = np.asarray(dataset.lengths(), np.int64)
-        seen = corpus.ids[np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())]
+    def _report_unknown(self, split: str, seen: np.ndarray, known: np.ndarray) -> None:
+        """Warn when words map to padding: a dictionary vocabulary has no <unk>, so this is never silent.
+        ``seen``: the split's token ids (int32); ``known``: bool per word of the corpus."""
         unknown = seen[~known[seen]]
         if len(unknown):
             distinct, first = np.unique(unknown, return_index=True)
             distinct = distinct[np.argsort(first)]
-            shown = ", ".join(repr(corpus.words[i]) for i in distinct[:_SHOWN_UNKNOWN].tolist())
+            shown = ", ".join(repr(self.corpus.words[i]) for i in distinct[:_SHOWN_UNKNOWN].tolist())
             shown += ", ..." if len(distinct) > _SHOWN_UNKNOWN else ""
             log.warning("%d of %d tokens in the %s split (%d distinct: %s) are not in the dictionary; "
                         "they map to index 0, the zero input vector", len(unknown), len(seen), split,
@@ -408,52 +398,3 @@ class SentimentDataModule(pl.LightningDataModule):
         workers = self.hparams.num_workers
         return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, collate_fn=collate, **kwargs)
 
-
-def _check_settings(hp: Any) -> None:
-    """Reject impossible settings at construction, before any data is read."""
-    problems = []
-    if hp.path is None and hp.dataset not in DATASETS:
-        problems.append(f"unknown dataset {hp.dataset!r}; choose one of {', '.join(DATASETS)} or pass a path")
-    if hp.format not in sources.FORMATS:
-        problems.append(f"unknown format {hp.format!r}; choose one of {', '.join(map(str, sources.FORMATS))}")
-    for name in ("max_length", "batch_size", "min_freq"):
-        if hp[name] < 1:
-            problems.append(f"{name} must be at least 1, got {hp[name]}")
-    for name in ("limit", "max_size"):
-        if hp[name] is not None and hp[name] < 1:
-            problems.append(f"{name} must be at least 1 (or null), got {hp[name]}")
-    if hp.num_workers < 0:
-        problems.append(f"num_workers must be at least 0, got {hp.num_workers}")
-    if hp.tokenize_workers is not None and hp.tokenize_workers < 1:
-        problems.append(f"tokenize_workers must be at least 1 (or null), got {hp.tokenize_workers}")
-    for name in ("val_fraction", "test_fraction"):
-        if not 0 <= hp[name] < 1:
-            problems.append(f"{name} must be in [0, 1), got {hp[name]}")
-    if hp.val_fraction + hp.test_fraction >= 1:
-        problems.append(f"val_fraction + test_fraction must be below 1, got {hp.val_fraction + hp.test_fraction}")
-    if problems:
-        raise DataError("bad data settings: " + "; ".join(problems))
-
-
-def _split_size(n: int, fraction: float) -> int:
-    """round(n * fraction), but at least 1 when the fraction is not 0."""
-    return 0 if fraction == 0 else max(1, round(n * fraction))
-
-
-def _shuffled(n: int, seed: int) -> np.ndarray:
-    """Rows ``0 .. n - 1`` in the seeded random order of the split (``random.Random(seed).shuffle``), int64."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return np.array(order, dtype=np.int64)
-
-
-def _split(order: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
-    """The split of the rows in a seeded random ``order`` (:func:`_shuffled`): test first, then validation, the
-    rest training; each split's rows in file order (so shuffle=False trains in file order)."""
-    n = len(order)
-    n_val, n_test = _split_size(n, val_fraction), _split_size(n, test_fraction)
-    if n - n_val - n_test < 1:
-        raise DataError(f"{n} example(s) are too few for val_fraction={val_fraction} and "
-                        f"test_fraction={test_fraction}: no training example would be left")
-    chosen = {"train": order[n_test + n_val:], "val": order[n_test:n_test + n_val], "test": order[:n_test]}
-    return {name: np.sort(rows) for name, rows in chosen.items()}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,6 +16,7 @@ from torchmetrics.classification import AUROC, Accuracy, F1Score
 from lightning_module.calibration import expected_calibration_error, fit_temperature
 from lightning_module.network import build_network
 from lightning_module.panels import log_validation_panels
+from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, check_settings
 from torch_rnn.models import softmax_loss
 
 STAGES = ("train", "val", "test")
@@ -77,47 +78,49 @@ class SentimentClassifier(pl.LightningModule):
     (:meth:`predict_step`, ``predict.py``) use it. Logged per validation and test: ``{stage}/ece`` (15-bin
     expected calibration error of ``softmax(scores)``) and ``{stage}/ece_calibrated`` (of
     ``softmax(scores / T)``; on validation with the ``T`` fitted on it), and ``val/temperature``.
+
+    Raises:
+        ValueError: every setting outside its annotated type (:mod:`lightning_module.settings`), named, e.g.
+            ``model.word_dropout must be in [0, 1), got 1.0``; ``naive_bayes`` settings that do not fit together.
+        MemoryLimitError: the vocabulary-sized weights would not fit in memory.
     """
 
     def __init__(
         self,
         vocab_size: int,
         num_classes: int = 2,
-        hidden_size: int = 128,
-        fc_size: int = 128,
-        input_mode: str = "embedding",
-        embedding_dim: int = 100,
-        embedding_init: str = "random",
-        naive_bayes_dims: int = 10,
+        hidden_size: PositiveInt = 128,
+        fc_size: PositiveInt = 128,
+        input_mode: Literal["onehot", "embedding", "pretrained"] = "embedding",
+        embedding_dim: PositiveInt = 100,
+        embedding_init: Literal["random", "naive_bayes"] = "random",
+        naive_bayes_dims: PositiveInt = 10,
         naive_bayes_scale: float = 1.0,
-        pretrained: Optional[str] = None,
+        pretrained: Optional[Literal["glove-6b-50d"]] = None,
         freeze_embedding: bool = False,
-        num_layers: int = 1,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = False,
-        nonlinearity: str = "tanh",
-        dropout: float = 0.0,
-        embedding_dropout: float = 0.0,
+        nonlinearity: Literal["tanh", "relu"] = "tanh",
+        dropout: Fraction = 0.0,
+        embedding_dropout: Fraction = 0.0,
         skip_padding: bool = True,
-        init: str = "pytorch",
+        init: Literal["pytorch", "assignment"] = "pytorch",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
-        lr_scheduler_interval: str = "epoch",
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         compile: bool = False,
         compile_backend: str = "inductor",
-        word_dropout: float = 0.0,
+        word_dropout: Fraction = 0.0,
         log_bptt: bool = True,
-        explain_sentences: int = 6,
+        explain_sentences: NonNegativeInt = 6,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        if not 0.0 <= word_dropout < 1.0:
-            raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
-        if explain_sentences < 0:
-            raise ValueError(f"model.explain_sentences must be >= 0, got {explain_sentences}")
-        if embedding_init not in ("random", "naive_bayes"):
-            raise ValueError(f"model.embedding_init must be 'random' or 'naive_bayes', got {embedding_init!r}")
+        problems = check_settings(SentimentClassifier.__init__, self.hparams, "model")
+        if problems:
+            raise ValueError("bad model settings: " + "; ".join(problems))
         if embedding_init == "naive_bayes" and (input_mode != "embedding" or not 1 <= naive_bayes_dims <= embedding_dim):
             raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' and 1 <= "
                              f"naive_bayes_dims <= embedding_dim, got input_mode {input_mode!r}, naive_bayes_dims "

@@ -13,7 +13,8 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+import typing
+from typing import Literal, Optional
 
 from lightning_module.errors import BadRows, DataError
 from lightning_module.labels import label_examples
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 # User files: delimited (csv/tsv/sst2), JSON Lines, IMDB-style folders
 # --------------------------------------------------------------------------------------------------------
 
-FORMATS = (None, "csv", "tsv", "sst2", "jsonl", "imdb")
+#: The formats of a user's data file (``data.format``).
+Format = Literal["csv", "tsv", "sst2", "jsonl", "imdb"]
+#: The formats ``read_user_data`` takes; None detects the format.
+FORMATS = (None, *typing.get_args(Format))
 #: Column names (case-insensitive) recognised in a header row or as JSON keys.
 LABEL_COLUMNS = ("label", "labels", "sentiment", "polarity", "target", "class", "rating")
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "tweet", "document", "comment", "phrase", "snippet")

@@ -327,12 +327,15 @@ def test_sentence_without_tokens_after_tokenizing(tmp_path, monkeypatch, caplog)
 
 
 def test_bad_settings():
-    with pytest.raises(DataError, match="unknown dataset 'imdb'"):
+    with pytest.raises(DataError, match="data.dataset must be one of 'rotten_tomatoes', .*, got 'imdb'"):
         SentimentDataModule(dataset="imdb")
     with pytest.raises(DataError, match="val_fraction"):
         SentimentDataModule(val_fraction=0.6, test_fraction=0.5)
-    with pytest.raises(DataError, match="max_length must be at least 1"):
+    with pytest.raises(DataError, match="data.max_length must be at least 1, got 0"):
         SentimentDataModule(max_length=0)
+    with pytest.raises(DataError, match=r"data.format must be one of 'csv', .* \(or null\), got 'xml'; "
+                                        r"data.max_size must be at least 1 \(or null\), got 0"):
+        SentimentDataModule(format="xml", max_size=0)
 
 
 def test_encoding_state_round_trip_and_checkpoint(small_file, tmp_path):

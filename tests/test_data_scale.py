@@ -157,7 +157,7 @@ def test_no_cache_with_cache_preprocessed_false(tmp_path, cache):
 def test_each_stage_of_loading_shows_rows_per_second_and_an_eta(reviews_file, cache, caplog, monkeypatch):
     monkeypatch.setattr(progress, "MIN_ROWS", 1000)
     monkeypatch.setattr("lightning_module.corpus.BLOCK_ROWS", 1000)
-    monkeypatch.setattr("lightning_module.datamodule._BLOCK_ROWS", 1000)
+    monkeypatch.setattr("lightning_module.corpus.SCAN_ROWS", 1000)
     monkeypatch.setattr("lightning_module.sources._PROGRESS_LINES", 1000)
     with caplog.at_level(logging.INFO):
         module(reviews_file)

@@ -111,8 +111,10 @@ def test_a_fresh_fit_starts_from_the_training_splits_ratios(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(embedding_init="glove"), "embedding_init must be 'random' or 'naive_bayes'"),
+    (dict(embedding_init="glove"), "model.embedding_init must be one of 'random', 'naive_bayes', got 'glove'"),
     (dict(embedding_init="naive_bayes", input_mode="onehot"), "needs input_mode 'embedding'"),
+    (dict(word_dropout=1.0, explain_sentences=-1), r"model.word_dropout must be in \[0, 1\), got 1.0; "
+                                                   r"model.explain_sentences must be at least 0, got -1"),
     (dict(embedding_init="naive_bayes", naive_bayes_dims=101), "naive_bayes_dims <= embedding_dim"),
 ])
 def test_bad_naive_bayes_settings_raise(kwargs, match):
