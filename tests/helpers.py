@@ -1,17 +1,23 @@
-"""Shared helpers of the tests: a central-difference gradient, tolerances, module copying, script loading."""
+"""Shared helpers of the tests: a central-difference gradient, tolerances, random inputs, module copying, a small
+tagger model, script loading."""
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+import torch_rnn
+
 # Tolerances for comparisons against a trusted reference, by dtype.
 TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+NONLINEARITIES = ["tanh", "relu"]
+DTYPES = [torch.float32, torch.float64]
+BATCH_SIZES = [4, 3, 3, 1, 1]  # T = 5, N = 4: rows of lengths 5, 3, 3, 1 (PackedSequence's convention)
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -85,6 +91,14 @@ def copy_into(target: nn.Module, source: nn.Module) -> nn.Module:
     return target
 
 
+def pair(cls_ours: type, cls_theirs: type, *args: Any, dtype: torch.dtype = torch.float32,
+         **kwargs: Any) -> tuple[nn.Module, nn.Module]:
+    """Our module and torch's, built with the same arguments, torch's weights loaded into ours."""
+    theirs = cls_theirs(*args, dtype=dtype, **kwargs)
+    ours = copy_into(cls_ours(*args, dtype=dtype, **kwargs), theirs)
+    return ours, theirs
+
+
 def raised(fn: Callable[[], object]) -> Optional[BaseException]:
     """The exception ``fn()`` raises, or None."""
     try:
@@ -102,3 +116,38 @@ def load_script(path: Path) -> Iterator[ModuleType]:
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
+
+
+def recurrence_inputs(dtype: torch.dtype, batch_sizes: Optional[Sequence[int]], seed: int = 5,
+                      shape: Optional[tuple[int, int, int]] = None) -> tuple[Tensor, ...]:
+    """Random ``p (T, N, H)``, ``h0 (N, H)``, ``W_h (H, H)``, ``dh (T, N, H)``, ``dh_last (N, H)`` for the recurrence:
+    of ``shape`` (T, N, H), else (len(batch_sizes), batch_sizes[0], 3) with batch sizes, else (4, 3, 4)."""
+    g = seeded(seed)
+    T_, N_, H_ = shape if shape is not None else ((len(batch_sizes), batch_sizes[0], 3) if batch_sizes else (4, 3, 4))
+    p, h0, Wh = randn(T_, N_, H_, dtype=dtype, gen=g), randn(N_, H_, dtype=dtype, gen=g), \
+        randn(H_, H_, dtype=dtype, gen=g) / H_ ** 0.5
+    dh, dh_last = randn(T_, N_, H_, dtype=dtype, gen=g), randn(N_, H_, dtype=dtype, gen=g)
+    return p, h0, Wh, dh, dh_last
+
+
+class Tagger(nn.Module):
+    """A tagger as PyTorch 2 users build one: Embedding -> RNN (2 layers, bidirectional, batch_first) -> Linear,
+    summed with the final states into ``(N, 3)`` scores."""
+
+    def __init__(self, rnn_class=torch_rnn.RNN, dtype=torch.float32, **rnn_options):
+        super().__init__()
+        options = dict(num_layers=2, bidirectional=True, batch_first=True) | rnn_options
+        self.embedding = nn.Embedding(50, 8, dtype=dtype)
+        self.rnn = rnn_class(8, 16, dtype=dtype, **options)
+        directions = 2 if options["bidirectional"] else 1
+        self.head = nn.Linear(16 * directions, 3, dtype=dtype)
+
+    def forward(self, tokens, lengths=None):
+        inputs = self.embedding(tokens)
+        output, h_n = self.rnn(inputs) if lengths is None else self.rnn(inputs, lengths=lengths)
+        return self.head(output).sum(1) + h_n.sum(0).sum(1, keepdim=True)
+
+
+def tokens(N: int, T: int, seed: int = 0) -> Tensor:
+    """Seeded token ids ``(N, T)`` int64 in [0, 50), :class:`Tagger`'s vocabulary."""
+    return torch.randint(0, 50, (N, T), generator=torch.Generator().manual_seed(seed))

@@ -1,6 +1,6 @@
 """torch_rnn.native: the C++ loops build wherever a C++ compiler exists, their float32 tanh is accurate, bad
 arguments give clear errors, and a failed build falls back to the Python loops with a warning.
-(tests/test_functional.py runs the kernels in both C++ and Python against the reference functions.)"""
+(tests/test_kernels.py runs the kernels in both C++ and Python against the reference functions.)"""
 from __future__ import annotations
 
 import shutil

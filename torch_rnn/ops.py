@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 
 from . import functional
-from .autograd import layer_backward, layer_forward
+from .autograd import (AffineFunction, SoftmaxLossFunction, TemporalAverageFunction, layer_backward,
+                       layer_forward)
 from .layout import Packing, has_values, laid_out_like_sequence, sequence_buffer
 
 _LAYER_SCHEMA = ("(Tensor x, Tensor h0, Tensor wx, Tensor wh, Tensor? b, str nonlinearity, Tensor? batch_sizes, "
@@ -254,7 +255,7 @@ def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequenc
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The sentiment model's head, for compiled code: the same equations as the Functions in torch_rnn.autograd.
+# The sentiment model's head, for compiled code: the Functions' forward, setup and backward in torch_rnn.autograd.
 # ----------------------------------------------------------------------------------------------------------
 @torch.library.custom_op("torch_rnn::affine", mutates_args=(), schema="(Tensor x, Tensor w, Tensor? b) -> Tensor")
 def affine(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
@@ -268,20 +269,7 @@ def _affine_fake(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
     return x.new_empty(*x.shape[:-1], w.shape[0])
 
 
-def _setup_affine_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-    x, w, b = inputs
-    ctx.save_for_backward(x, w)
-    ctx.has_bias = b is not None
-
-
-def _affine_backward(ctx: Any, dout: Tensor) -> tuple:
-    x, w = ctx.saved_tensors
-    need_dx, need_dw, need_db = ctx.needs_input_grad
-    dx, dw, db = functional.temporal_affine_backward(dout, (x, w, ctx.has_bias), need_dx, need_dw)
-    return dx, dw, db if need_db else None
-
-
-affine.register_autograd(_affine_backward, setup_context=_setup_affine_context)
+affine.register_autograd(AffineFunction.backward, setup_context=AffineFunction.setup_context)
 
 
 @torch.library.custom_op("torch_rnn::temporal_average", mutates_args=(), schema="(Tensor x, Tensor mask) -> Tensor")
@@ -295,16 +283,8 @@ def _temporal_average_fake(x: Tensor, mask: Tensor) -> Tensor:
     return x.new_empty(x.shape[0], x.shape[2])
 
 
-def _setup_average_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-    ctx.save_for_backward(inputs[1])
-
-
-def _average_backward(ctx: Any, dout: Tensor) -> tuple:
-    (mask,) = ctx.saved_tensors
-    return functional.average_backward(dout, (mask,)) if ctx.needs_input_grad[0] else None, None
-
-
-temporal_average.register_autograd(_average_backward, setup_context=_setup_average_context)
+temporal_average.register_autograd(TemporalAverageFunction.backward,
+                                   setup_context=TemporalAverageFunction.setup_context)
 
 
 @torch.library.custom_op("torch_rnn::softmax_loss", mutates_args=(), schema="(Tensor scores, Tensor y) -> Tensor")
@@ -318,16 +298,7 @@ def _softmax_loss_fake(scores: Tensor, y: Tensor) -> Tensor:
     return scores.new_empty(())
 
 
-def _setup_loss_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-    ctx.save_for_backward(*inputs)
-
-
-def _softmax_loss_backward(ctx: Any, dloss: Tensor) -> tuple:
-    scores, y = ctx.saved_tensors
-    return (functional.softmax_loss(scores, y)[1] * dloss if ctx.needs_input_grad[0] else None), None
-
-
-softmax_loss.register_autograd(_softmax_loss_backward, setup_context=_setup_loss_context)
+softmax_loss.register_autograd(SoftmaxLossFunction.backward, setup_context=SoftmaxLossFunction.setup_context)
 
 
 def dispatch(function: type[torch.autograd.Function], op: Any, reference: Any, *args: Any) -> Any:
