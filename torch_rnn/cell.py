@@ -8,8 +8,8 @@ from torch import Tensor
 
 from . import ops
 from .autograd import RNNCellFunction
+from .base import RNNBase, autocast_inputs, check_dtype
 from .functional import rnn_step_forward
-from .modules import RNNBase, _autocast, _check_dtype
 
 
 class RNNCell(RNNBase):
@@ -81,8 +81,8 @@ class RNNCell(RNNBase):
                 f"{input.dim()}-D but got {hx.dim()}-D tensor"
             )
         x = input if is_batched else input.unsqueeze(0)  # (N, D)
-        x, hx, Wx, Wh = _autocast(x, hx, self.weight_ih, self.weight_hh)
-        _check_dtype("input", x, Wx)
+        x, hx, Wx, Wh = autocast_inputs(x, hx, self.weight_ih, self.weight_hh)
+        check_dtype("input", x, Wx)
         if x.shape[1] != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}")
         if hx is None:
@@ -98,8 +98,8 @@ class RNNCell(RNNBase):
                 raise RuntimeError(
                     f"hidden0 has inconsistent hidden_size: got {h.shape[1]}, expected {self.hidden_size}"
                 )
-            _check_dtype("hx", h, Wx)
-        b = _autocast(self.bias_ih + self.bias_hh)[0] if self.bias else None
+            check_dtype("hx", h, Wx)
+        b = autocast_inputs(self.bias_ih + self.bias_hh)[0] if self.bias else None
         next_h = ops.dispatch(RNNCellFunction, ops.rnn_cell, _reference_cell, x, h, Wx, Wh, b, self.nonlinearity)
         return next_h if is_batched else next_h.squeeze(0)
 

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from . import ops
 from .autograd import AffineFunction, TemporalAverageFunction
+from .base import autocast_inputs, check_size
 from .functional import average_forward, temporal_affine_forward
-from .modules import _autocast, _check_size
 
 
 class _AffineLayer(nn.Module):
@@ -24,8 +24,8 @@ class _AffineLayer(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        _check_size("in_features", in_features)
-        _check_size("out_features", out_features)
+        check_size("in_features", in_features)
+        check_size("out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
@@ -38,7 +38,7 @@ class _AffineLayer(nn.Module):
         if x.dim() != self.rank or x.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__}: expected x of shape ({self.shape}, {self.in_features}), got "
                              f"{tuple(x.shape)}")
-        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *_autocast(x, self.weight, self.bias))
+        return ops.dispatch(AffineFunction, ops.affine, _reference_affine, *autocast_inputs(x, self.weight, self.bias))
 
 
 class TemporalAffine(_AffineLayer):
@@ -103,7 +103,7 @@ class TemporalAverage(nn.Module):
                 f"TemporalAverage: expected x (N, T, M) and mask (N, T), got x {tuple(x.shape)} and mask {tuple(mask.shape)}"
             )
         check_mask_rows(mask, "TemporalAverage")
-        x = _autocast(x)[0]
+        x = autocast_inputs(x)[0]
         return ops.dispatch(TemporalAverageFunction, ops.temporal_average, _reference_average, x, mask.to(x.dtype))
 
 

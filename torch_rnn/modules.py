@@ -1,7 +1,6 @@
-"""``nn.Module``s around the hand-written Functions: drop-in ``RNN`` and ``RNNCell``, and the model's layers."""
+"""The drop-in ``torch.nn.RNN``: :class:`RNN` around the hand-written Functions and the custom op of one layer."""
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from typing import Optional, Sequence, Union
@@ -12,75 +11,13 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import ops
 from .autograd import RNNFunction, reference_layer_forward
-from .functional import NONLINEARITIES
+from .base import RNNBase, autocast_inputs, check_dtype, check_size
 from .layout import Packing, cat_features, length_order, rows_as_they_lie
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
 # the graph (one recompilation per length pattern).
 BatchSizes = Union[list[int], Tensor]
-
-
-def _check_nonlinearity(nonlinearity: str) -> None:
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-
-
-def _check_size(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be greater than zero, got {value}")
-
-
-class DtypeMismatchError(ValueError, RuntimeError):
-    """A tensor's dtype differs from the weights'. ``nn.RNN`` raises ValueError for this and ``nn.RNNCell``
-    RuntimeError, so this is both: ``except`` clauses written for either keep working."""
-
-
-def _check_dtype(name: str, tensor: Tensor, weight: Tensor) -> None:
-    if tensor.dtype != weight.dtype:
-        raise DtypeMismatchError(
-            f"RNN {name} dtype ({tensor.dtype}) does not match weight dtype ({weight.dtype}). "
-            f"Convert {name}: {name}.to({weight.dtype}), or convert model: model.to({tensor.dtype})"
-        )
-
-
-class RNNBase(nn.Module):
-    """What :class:`RNN` and :class:`RNNCell` share, as ``nn.RNNBase`` and ``nn.RNNCellBase`` do: the sizes, the
-    nonlinearity, the weights ``weight_ih{suffix} (H, D_in)``, ``weight_hh{suffix} (H, H)`` and the biases
-    ``bias_ih{suffix}``, ``bias_hh{suffix} (H,)``, all initialised from ``U(-1/sqrt(H), 1/sqrt(H))`` in
-    ``nn.RNN``'s order, so seeds agree.
-
-    Raises:
-        ValueError: for a nonlinearity other than ``"tanh"`` / ``"relu"``, or a size that is not a positive int.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, bias: bool, nonlinearity: str) -> None:
-        super().__init__()
-        _check_nonlinearity(nonlinearity)
-        _check_size("input_size", input_size)
-        _check_size("hidden_size", hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        self.nonlinearity = nonlinearity
-
-    def _add_weights(self, suffix: str, layer_input_size: int, factory: dict) -> list[str]:
-        """Registers one layer and direction's parameters (no biases without ``bias``); returns their names."""
-        H = self.hidden_size
-        shapes = {"weight_ih": (H, layer_input_size), "weight_hh": (H, H)}
-        if self.bias:
-            shapes.update(bias_ih=(H,), bias_hh=(H,))
-        for name, shape in shapes.items():
-            self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
-        return [name + suffix for name in shapes]
-
-    def reset_parameters(self) -> None:
-        """``U(-1/sqrt(H), 1/sqrt(H))`` for every parameter, in ``nn.RNN``'s order (so seeds agree)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
 
 
 class RNN(RNNBase):
@@ -171,7 +108,7 @@ class RNN(RNNBase):
                 "dropout should be a number in range [0, 1] representing the probability of an element being "
                 f"zeroed, got {dropout!r}"
             )
-        _check_size("num_layers", num_layers)
+        check_size("num_layers", num_layers)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
@@ -259,7 +196,7 @@ class RNN(RNNBase):
             )
         elif self.batch_first:
             input = input.transpose(0, 1)
-        x, hx = _autocast(input, hx)
+        x, hx = autocast_inputs(input, hx)
         self._check_input(x)
         if x.shape[0] == 0:  # nn.RNN's rule and message: there is no step to run
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
@@ -288,7 +225,7 @@ class RNN(RNNBase):
         """PackedSequence in, PackedSequence out, run packed; rows stay in the packed (sorted) order inside."""
         if packed.data.dim() != 2:
             raise RuntimeError(f"input must have 2 dimensions, got {packed.data.dim()}")
-        data, hx = _autocast(packed.data, hx)
+        data, hx = autocast_inputs(packed.data, hx)
         self._check_input(data)
         batch_sizes = packed.batch_sizes if torch.compiler.is_compiling() else packed.batch_sizes.tolist()
         if hx is not None:
@@ -318,7 +255,7 @@ class RNN(RNNBase):
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
                 b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
-                Wx, Wh, b = _autocast(Wx, Wh, b)
+                Wx, Wh, b = autocast_inputs(Wx, Wh, b)
                 h0 = hx[layer * num_directions + direction]  # (N, H)
                 out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
                                         direction == 1, lengths)  # (T, N, H), (N, H)
@@ -330,9 +267,9 @@ class RNN(RNNBase):
         return layer_input, torch.stack(h_n)
 
     def _check_input(self, x: Tensor) -> None:
-        weight = _autocast(self.weight_ih_l0)[0]
+        weight = autocast_inputs(self.weight_ih_l0)[0]
         if x.is_floating_point() or x.is_complex():
-            _check_dtype("input", x, weight)
+            check_dtype("input", x, weight)
             if x.shape[-1] != self.input_size:
                 raise RuntimeError(
                     f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}"
@@ -345,13 +282,13 @@ class RNN(RNNBase):
                 )
 
     def _initial_state(self, hx: Optional[Tensor], N: int, x: Tensor) -> Tensor:
-        weight = _autocast(self.weight_ih_l0)[0]
+        weight = autocast_inputs(self.weight_ih_l0)[0]
         expected = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
         if hx is None:
             return torch.zeros(expected, dtype=weight.dtype, device=x.device)
         if tuple(hx.shape) != expected:
             raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
-        _check_dtype("hx", hx, weight)
+        check_dtype("hx", hx, weight)
         return hx.contiguous()
 
     @staticmethod
@@ -397,20 +334,3 @@ def rnn_layer(x: Tensor, h0: Tensor, Wx: Tensor, Wh: Tensor, b: Optional[Tensor]
         batch_sizes = batch_sizes.tolist()
     return ops.dispatch(RNNFunction, ops.rnn_layer, reference_layer_forward, x, h0, Wx, Wh, b, nonlinearity,
                         batch_sizes, reverse)
-
-
-def _autocast(*tensors: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
-    """The tensors as ``torch.autocast`` would hand them to ``nn.RNN``'s kernel: inside an autocast region of
-    their device, float16/bfloat16/float32 tensors in the region's dtype (float64, complex and integer tensors
-    unchanged); outside one, unchanged. The casts are differentiable, so the parameters keep their dtype and
-    get gradients of it, as with ``nn.RNN``."""
-    return tuple(_autocast_one(t) for t in tensors)
-
-
-def _autocast_one(t: Optional[Tensor]) -> Optional[Tensor]:
-    if t is None or not t.is_floating_point() or t.dtype == torch.float64:
-        return t
-    device = t.device.type
-    if not torch.amp.is_autocast_available(device) or not torch.is_autocast_enabled(device):
-        return t
-    return t.to(torch.get_autocast_dtype(device))
