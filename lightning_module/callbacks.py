@@ -5,10 +5,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
+
+from lightning_module.settings import check_settings
 
 
 class TrainingSummary(pl.Callback):
@@ -18,11 +20,15 @@ class TrainingSummary(pl.Callback):
     Args:
         monitor: the validation metric that picks the best epoch.
         mode: ``"max"`` or ``"min"``: whether larger or smaller ``monitor`` is better.
+
+    Raises:
+        ValueError: a ``mode`` other than ``"max"`` / ``"min"``.
     """
 
-    def __init__(self, monitor: str = "val/acc", mode: str = "max") -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"summary.mode must be 'max' or 'min', got {mode!r}")
+    def __init__(self, monitor: str = "val/acc", mode: Literal["max", "min"] = "max") -> None:
+        problems = check_settings(TrainingSummary.__init__, {"mode": mode}, "summary")
+        if problems:
+            raise ValueError("; ".join(problems))
         self.monitor, self.mode = monitor, mode
         self.best: Optional[dict[str, float]] = None
         self.best_epoch = -1
