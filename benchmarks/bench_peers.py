@@ -15,7 +15,7 @@ row) and implementation:
 Before timing, every implementation's output (and JAX's gradients) are checked against torch_rnn's (1e-4
 relative); the run stops otherwise. Each thread count runs in its own process, so that XLA, ONNX Runtime and
 torch all get the same number of threads: ``--threads 1`` also pins the process to one core. Times are medians
-over interleaved rounds (``bench_rnn.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1:
+over interleaved rounds (``timing.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1:
 torch_rnn is faster). The last lines say whether the targets hold: torch_rnn at most 0.6x of JAX in training and
 inference, and at most 0.5x of ONNX Runtime, at every row.
 
@@ -116,14 +116,15 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_rnn
+    import timing
     import torch_rnn
+    from cases import SEED
 
     torch.set_num_threads(threads)
     step_sets, labels = [], []
     for text in cases:
         N, T, D, H, layers, bi = parse_case(text)
-        torch.manual_seed(bench_rnn.SEED)
+        torch.manual_seed(SEED)
         ours = torch_rnn.RNN(D, H, num_layers=layers, bidirectional=bi)
         reference = torch.nn.RNN(D, H, num_layers=layers, bidirectional=bi)
         reference.load_state_dict(ours.state_dict())
@@ -141,23 +142,23 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
             step()  # warm-up (JAX compiles here)
         step_sets.append(steps)
         labels.append(f"({N},{T},{D},{H})" + (f" L{layers}" if layers > 1 else "") + (" bi" if bi else ""))
-    settings = bench_rnn.QUICK if quick else bench_rnn.FULL
-    medians, loads = bench_rnn.time_interleaved(step_sets, settings)
+    settings = timing.QUICK if quick else timing.FULL
+    medians, loads = timing.time_interleaved(step_sets, settings)
     return markdown(threads, labels, medians, loads, settings, np.__version__, jax.__version__)
 
 
 def row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed) -> dict[str, Callable]:
     """The timed steps of one row, each bound to that row's models and inputs (``run_threads`` has put
-    ``bench_rnn`` on the path)."""
+    ``timing`` on the path)."""
     import jax
 
-    import bench_rnn
+    import timing
 
-    return {"torch_rnn train": bench_rnn.training_step(lambda: ours(x), [x, *ours.parameters()]),
-            "nn.RNN train": bench_rnn.training_step(lambda: reference(x), [x, *reference.parameters()]),
+    return {"torch_rnn train": timing.training_step(lambda: ours(x), [x, *ours.parameters()]),
+            "nn.RNN train": timing.training_step(lambda: reference(x), [x, *reference.parameters()]),
             "JAX train": lambda: jax.block_until_ready(jax_train(params, x_jax)),
-            "torch_rnn fwd": bench_rnn.inference_step(lambda: ours(x)),
-            "nn.RNN fwd": bench_rnn.inference_step(lambda: reference(x)),
+            "torch_rnn fwd": timing.inference_step(lambda: ours(x)),
+            "nn.RNN fwd": timing.inference_step(lambda: reference(x)),
             "JAX fwd": lambda: jax.block_until_ready(jax_forward(params, x_jax)),
             "ONNX Runtime fwd": lambda: session.run(None, feed)}
 
