@@ -43,6 +43,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import EXTRA_CASES, MAIN_CASES, SEED, MismatchError, build, parse_shape  # noqa: E402
+from markdown_tables import Column, markdown_table  # noqa: E402
 from timing import FULL, QUICK, Settings, time_interleaved  # noqa: E402
 
 from torch_rnn.models import SentimentRNN, softmax_loss  # noqa: E402
@@ -133,20 +134,24 @@ def run(cases: Sequence, settings: Settings, backend: str) -> tuple[list[dict], 
     return rows, loads
 
 
+IMPLEMENTATIONS = ("torch_rnn", "nn.RNN")
+NUMBERS = (("eager ms", "eager_ms", "{:.2f}"), ("compiled ms", "compiled_ms", "{:.2f}"),
+           ("compiled/eager", "ratio", "{:.2f}"), ("compile s", "compile_s", "{:.1f}"))
+COLUMNS = [Column("row", "row", left=True)] + [
+    Column(f"{name} {title}" if key == "eager_ms" else title, f"{name} {key}", fmt)
+    for name in IMPLEMENTATIONS for title, key, fmt in NUMBERS
+]
+
+
 def markdown(rows: Sequence[dict], loads: Sequence[float], settings: Settings, backend: str) -> str:
+    """The header line, a markdown table ("-" where a row has no such implementation) and the target's verdict."""
+    cells = [{"row": row["row"], **{f"{name} {key}": row[name][key] if name in row else None
+                                    for name in IMPLEMENTATIONS for _, key, _ in NUMBERS}}
+             for row in rows]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {backend}, "
              f"{settings.rounds} rounds; load average after each round: {', '.join(f'{x:.2f}' for x in loads)}",
              "",
-             "| row | torch_rnn eager ms | compiled ms | compiled/eager | compile s "
-             "| nn.RNN eager ms | compiled ms | compiled/eager | compile s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        cells = [row["row"]]
-        for name in ("torch_rnn", "nn.RNN"):
-            r = row.get(name)
-            cells += ([f"{r['eager_ms']:.2f}", f"{r['compiled_ms']:.2f}", f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}"]
-                      if r else ["-"] * 4)
-        lines.append("| " + " | ".join(cells) + " |")
+             *markdown_table(COLUMNS, cells)]
     slower = [f"{row['row']} ({row['torch_rnn']['ratio']:.2f})" for row in rows if row["torch_rnn"]["ratio"] > 1.0]
     lines += ["", "Target, compiled torch_rnn not slower than eager at every row: "
               + ("met" if not slower else f"not met at {len(slower)} of {len(rows)} rows: {', '.join(slower)}")]

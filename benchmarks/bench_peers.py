@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from markdown_tables import Column, markdown_table
+
 TOLERANCE = 1e-4
 JAX_LIMIT, ORT_LIMIT = 0.6, 0.5  # the targets: torch_rnn / peer
 CASES = ["32,50,64,128", "64,100,128,256", "16,200,300,512", "100,30,50,64", "1,1000,32,32", "256,50,128,128",
@@ -182,6 +184,17 @@ def check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, fe
             sys.exit(f"bench_peers: {name} differs from torch_rnn at {what} by {error:.2e} (relative)")
 
 
+MS, RATIO = "{:.3g}", "{:.2f}"
+COLUMNS = [  # grouped by step: the times, then torch_rnn's ratios
+    Column("row", "row", left=True),
+    Column("torch_rnn train ms", "torch_rnn train", MS), Column("nn.RNN", "nn.RNN train", MS),
+    Column("JAX", "JAX train", MS), Column("ours/JAX", "JAX train ratio", RATIO),
+    Column("torch_rnn fwd ms", "torch_rnn fwd", MS), Column("nn.RNN", "nn.RNN fwd", MS), Column("JAX", "JAX fwd", MS),
+    Column("ONNX Runtime", "ONNX Runtime fwd", MS),
+    Column("ours/JAX", "JAX fwd ratio", RATIO), Column("ours/ORT", "ONNX Runtime fwd ratio", RATIO),
+]
+
+
 def markdown(threads: int, labels: Sequence[str], medians: Sequence[dict], loads: Sequence[float], settings,
              numpy_version: str, jax_version: str) -> str:
     import onnxruntime
@@ -190,20 +203,17 @@ def markdown(threads: int, labels: Sequence[str], medians: Sequence[dict], loads
     lines = [f"{threads} thread(s){' (one pinned core)' if threads == 1 else ''}: torch {torch.__version__}, jax "
              f"{jax_version}, onnxruntime {onnxruntime.__version__}; medians over {settings.rounds} rounds; 1-min "
              f"load average {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs",
-             "",
-             "| row | torch_rnn train ms | nn.RNN | JAX | ours/JAX | torch_rnn fwd ms | nn.RNN | JAX | ONNX Runtime "
-             "| ours/JAX | ours/ORT |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    missed = []
+             ""]
+    rows = []
     for label, m in zip(labels, medians):
         ms = {name: 1e3 * value for name, value in m.items()}
-        jax_train = ms["torch_rnn train"] / ms["JAX train"]
-        jax_fwd, ort_fwd = ms["torch_rnn fwd"] / ms["JAX fwd"], ms["torch_rnn fwd"] / ms["ONNX Runtime fwd"]
-        lines.append(f"| {label} | {ms['torch_rnn train']:.3g} | {ms['nn.RNN train']:.3g} | {ms['JAX train']:.3g} "
-                     f"| {jax_train:.2f} | {ms['torch_rnn fwd']:.3g} | {ms['nn.RNN fwd']:.3g} | {ms['JAX fwd']:.3g} "
-                     f"| {ms['ONNX Runtime fwd']:.3g} | {jax_fwd:.2f} | {ort_fwd:.2f} |")
-        if not (jax_train <= JAX_LIMIT and jax_fwd <= JAX_LIMIT and ort_fwd <= ORT_LIMIT):
-            missed.append(label)
+        rows.append({"row": label, **ms, "JAX train ratio": ms["torch_rnn train"] / ms["JAX train"],
+                     "JAX fwd ratio": ms["torch_rnn fwd"] / ms["JAX fwd"],
+                     "ONNX Runtime fwd ratio": ms["torch_rnn fwd"] / ms["ONNX Runtime fwd"]})
+    lines += markdown_table(COLUMNS, rows)
+    missed = [row["row"] for row in rows if not (row["JAX train ratio"] <= JAX_LIMIT
+                                                 and row["JAX fwd ratio"] <= JAX_LIMIT
+                                                 and row["ONNX Runtime fwd ratio"] <= ORT_LIMIT)]
     lines += ["", f"Targets (ours/JAX <= {JAX_LIMIT} in training and inference, ours/ORT <= {ORT_LIMIT}, every row): "
               + ("met" if not missed else "not met at " + ", ".join(missed))]
     return "\n".join(lines)

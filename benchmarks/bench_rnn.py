@@ -62,6 +62,9 @@ pure-Python busy loops, or a 2-thread PyTorch training loop). The target line sa
 default threads stays within 1.25x of its own 1-thread time, and not slower than nn.RNN, at every row. The last
 two columns time torch_rnn's step with the default threads once more, its loss (``output.sum() + h_n.sum()``,
 outside torch_rnn) in one thread: what is left of the gap there is torch_rnn's.
+
+The rows, their three implementations and the agreement check are in :mod:`cases`; the timing rounds, steps and
+peak memory in :mod:`timing`; the busy-machine run in :mod:`busy`.
 """
 from __future__ import annotations
 
@@ -160,21 +163,17 @@ def summarize(row: Row, seconds: dict[str, float], loads: Sequence[float]) -> di
 
 
 # --------------------------------------------------------------------------------------------- output
-COLUMNS = [
+MS, RATIO = "{:.3g}", "{:.2f}"
+COLUMNS = [  # grouped by comparison: the times, then torch_rnn's ratio
     Column("shape (N,T,D,H)", "shape", left=True),
-    Column("nn.RNN train ms", "nn_rnn_train_ms", "{:.3g}"),
-    Column("ours train ms", "ours_train_ms", "{:.3g}"),
-    Column("ours/nn.RNN", "train_ratio", "{:.2f}"),
-    Column("naive train ms", "naive_train_ms", "{:.3g}"),
-    Column("ours/naive", "naive_ratio", "{:.2f}"),
-    Column("nn.RNN fwd ms", "nn_rnn_fwd_ms", "{:.3g}"),
-    Column("ours fwd ms", "ours_fwd_ms", "{:.3g}"),
-    Column("fwd ours/nn.RNN", "fwd_ratio", "{:.2f}"),
-    Column("bound ms", "bound_ms", "{:.3g}"),
-    Column("% of bound", "bound_percent", "{:.0f}%"),
-    Column("peak MB nn.RNN", "peak_mb_nn_rnn", "{:.2f}"),
-    Column("peak MB ours", "peak_mb_ours", "{:.2f}"),
-    Column("peak MB naive", "peak_mb_naive", "{:.2f}"),
+    Column("nn.RNN train ms", "nn_rnn_train_ms", MS), Column("ours train ms", "ours_train_ms", MS),
+    Column("ours/nn.RNN", "train_ratio", RATIO),
+    Column("naive train ms", "naive_train_ms", MS), Column("ours/naive", "naive_ratio", RATIO),
+    Column("nn.RNN fwd ms", "nn_rnn_fwd_ms", MS), Column("ours fwd ms", "ours_fwd_ms", MS),
+    Column("fwd ours/nn.RNN", "fwd_ratio", RATIO),
+    Column("bound ms", "bound_ms", MS), Column("% of bound", "bound_percent", "{:.0f}%"),
+    *(Column(f"peak MB {name}", f"peak_mb_{key}", "{:.2f}") for name, key in [("nn.RNN", "nn_rnn"), ("ours", "ours"),
+                                                                             ("naive", "naive")]),
 ]
 
 
@@ -192,8 +191,8 @@ def markdown(rows: Sequence[dict], settings: Settings) -> str:
         loops = "Python (TORCH_RNN_NATIVE=0)" if not native.enabled() else "Python (the C++ loops could not be built)"
     lines = [
         f"torch {torch.__version__}, float32 CPU, {torch.get_num_threads()} threads; torch_rnn loops: {loops}; "
-        f"torch.mm {timing.MM_SIZE}x{timing.MM_SIZE}: {statistics.median(row['mm_gflops'] for row in rows):.1f} GFLOP/s "
-        "(median over rows); "
+        f"torch.mm {timing.MM_SIZE}x{timing.MM_SIZE}: {statistics.median(row['mm_gflops'] for row in rows):.1f} "
+        "GFLOP/s (median over rows); "
         f"median train ratio ours/nn.RNN over the one-layer rows: {median_train_ratio(rows):.2f}; "
         f"1-min load average after each round: {low:.1f} to {high:.1f} on {os.cpu_count()} CPUs",
         "",

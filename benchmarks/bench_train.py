@@ -270,14 +270,11 @@ def run(cli: SentimentCLI, steps: int, warmup: int, rounds: int) -> dict[str, An
 
 
 COLUMNS = [
-    Column("loop", "loop", left=True),
-    Column("RNN", "rnn", left=True),
+    Column("loop", "loop", left=True), Column("RNN", "rnn", left=True),
     Column("sentences/s", "sentences_per_s", "{:.0f}"),
-    Column("ms/step", "ms_per_step", "{:.2f}"),
-    Column("fwd ms", "forward_ms", "{:.2f}"),
-    Column("bwd ms", "backward_ms", "{:.2f}"),
-    Column("opt ms", "optimizer_ms", "{:.2f}"),
-    Column("outside ms", "outside_ms", "{:.2f}"),
+    *(Column(title, key, "{:.2f}") for title, key in [("ms/step", "ms_per_step"), ("fwd ms", "forward_ms"),
+                                                       ("bwd ms", "backward_ms"), ("opt ms", "optimizer_ms"),
+                                                       ("outside ms", "outside_ms")]),
     Column("outside the model", "outside_percent", "{:.1f}%"),
 ]
 

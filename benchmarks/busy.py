@@ -14,17 +14,16 @@ from timing import Settings, time_interleaved, training_step, with_threads
 
 BUSY_LIMIT = 1.25  # default threads / 1 thread, the most a training step may lose to a neighbour
 
-COLUMNS = [
+MS, RATIO = "{:.3g}", "{:.2f}"
+COLUMNS = [  # grouped by comparison: the times, then their ratio
     Column("shape (N,T,D,H)", "shape", left=True),
-    Column("ours default ms", "torch_rnn default ms", "{:.3g}"),
-    Column("ours 1 thread ms", "torch_rnn 1 thread ms", "{:.3g}"),
-    Column("default/1 thread", "threads_ratio", "{:.2f}"),
-    Column("nn.RNN default ms", "nn.RNN default ms", "{:.3g}"),
-    Column("nn.RNN 1 thread ms", "nn.RNN 1 thread ms", "{:.3g}"),
-    Column("ours/nn.RNN (default)", "nn_rnn_ratio", "{:.2f}"),
+    Column("ours default ms", "torch_rnn default ms", MS), Column("ours 1 thread ms", "torch_rnn 1 thread ms", MS),
+    Column("default/1 thread", "threads_ratio", RATIO),
+    Column("nn.RNN default ms", "nn.RNN default ms", MS), Column("nn.RNN 1 thread ms", "nn.RNN 1 thread ms", MS),
+    Column("ours/nn.RNN (default)", "nn_rnn_ratio", RATIO),
     Column("met", "met", lambda met: "yes" if met else "no", left=True),
-    Column("ours default, loss 1 thread ms", "torch_rnn default, loss 1 thread ms", "{:.3g}"),
-    Column("/1 thread", "loss_1_thread_ratio", "{:.2f}"),
+    Column("ours default, loss 1 thread ms", "torch_rnn default, loss 1 thread ms", MS),
+    Column("/1 thread", "loss_1_thread_ratio", RATIO),
 ]
 
 
