@@ -1,7 +1,7 @@
 """The RNN cases the benchmarks time: their shapes, and ``torch.nn.RNN``, ``torch_rnn.RNN`` and a naive autograd
 loop built on the same weights and input, checked to agree before anything is timed.
 
-Used by ``bench_rnn.py``, ``bench_compile.py``, ``bench_peers.py`` and ``plot_cost_growth.py``.
+Used by ``bench_rnn.py`` and ``busy.py``, ``bench_compile.py``, ``bench_peers.py`` and ``plot_cost_growth.py``.
 """
 from __future__ import annotations
 

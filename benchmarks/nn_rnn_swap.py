@@ -16,7 +16,7 @@ TOLERANCE = 1e-4
 
 
 class MismatchError(RuntimeError):
-    """The nn.RNN swap changes the network's scores, or the variants did not see the same batches."""
+    """The nn.RNN swap changes the network's scores: timing it would not compare like with like."""
 
 
 class NNRNN(nn.Module):

@@ -1,7 +1,7 @@
 """How the benchmarks time and measure a step: interleaved rounds of ``torch.utils.benchmark.Timer``, the
 training and inference steps of an RNN forward, the ``torch.mm`` rate timed beside them, and a step's peak memory.
 
-Used by ``bench_rnn.py``, ``bench_compile.py``, ``bench_peers.py`` and ``plot_cost_growth.py``.
+Used by ``bench_rnn.py`` and ``busy.py``, ``bench_compile.py``, ``bench_peers.py`` and ``plot_cost_growth.py``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.benchmark import Timer
 
-MM_SIZE = 2048
+MM_SIZE = 2048  # the square float32 torch.mm whose rate the bound uses
 
 Forward = Callable[[], tuple[Tensor, Tensor]]  # () -> (padded output (N, T, dirs * H), hidden state(s))
 
