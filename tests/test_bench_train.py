@@ -61,6 +61,7 @@ def test_nn_rnn_adapter_matches_torch_rnn_with_lengths(bench) -> None:
     torch.testing.assert_close(got_h, expected_h, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")  # pytest's own argv is not the CLI's
 def test_the_recipe_comes_from_the_cli_with_its_scheduler(bench, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """default.yaml through the CLI: the data file and seed overrides, the trainer's clipping, and the module's own
