@@ -9,7 +9,7 @@ Per row and implementation:
 
 - **eager** and **compiled** ms: one training step as ``bench_rnn.py`` times it: gradients to None, the loss
   ``output.sum() + h_n.sum()`` (the sentiment model: ``softmax_loss(model(tokens, mask), labels)``), its
-  ``backward()``; medians over interleaved rounds (``bench_rnn.time_interleaved``).
+  ``backward()``; medians over interleaved rounds (``timing.time_interleaved``).
 - The compiled step compiles the loss, ``torch.compile(loss, backend=...)`` (inductor unless ``--backend``),
   network and loss together as in training (compiling the network alone, autograd would hand its backward a
   materialised copy of ``output.sum()``'s expanded gradient, which the eager loops read in place): torch_rnn with
@@ -42,7 +42,9 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_rnn  # noqa: E402  (the shapes, the training step and the interleaved timing)
+from cases import EXTRA_CASES, MAIN_CASES, SEED, MismatchError, build, parse_shape  # noqa: E402
+from markdown_tables import Column, markdown_table  # noqa: E402
+from timing import FULL, QUICK, Settings, time_interleaved  # noqa: E402
 
 from torch_rnn.models import SentimentRNN, softmax_loss  # noqa: E402
 
@@ -52,7 +54,7 @@ SENTIMENT = "sentiment model"
 
 def sentiment_case() -> tuple[dict[str, Callable[[], Tensor]], list[Tensor]]:
     """default.yaml's network on a batch of 50 sentences of up to 50 tokens; the loss as a closure."""
-    torch.manual_seed(bench_rnn.SEED)
+    torch.manual_seed(SEED)
     model = SentimentRNN(20000, 128, 128, 2, input_mode="embedding", embedding_dim=100, dropout=0.0)
     lengths = torch.randint(1, 51, (50,))
     mask = (torch.arange(50) < lengths.unsqueeze(1)).float()
@@ -67,7 +69,7 @@ def steps_for(case, backend: str) -> tuple[dict[str, Callable[[], None]], dict[s
         forwards, leaves = sentiment_case()
         implementations = {"torch_rnn": (forwards["loss"], leaves, True)}
     else:
-        bench = bench_rnn.build(case)
+        bench = build(case)
         implementations = {name: (scalar_loss(bench.forwards[name]), bench.leaves[name], name == "torch_rnn")
                            for name in ("torch_rnn", "nn.RNN")}
     steps, compile_seconds = {}, {}
@@ -111,16 +113,16 @@ def check(forward: Callable, compiled_forward: Callable, leaves: Sequence[Tensor
     for a, b in zip(*results):
         error = (a - b).abs().max().item()
         if not error <= TOLERANCE * max(1.0, b.abs().max().item()):
-            raise bench_rnn.MismatchError(f"compiled {what} differs from eager by {error:.2e}")
+            raise MismatchError(f"compiled {what} differs from eager by {error:.2e}")
 
 
 def label(case) -> str:
     return case if isinstance(case, str) else case.label
 
 
-def run(cases: Sequence, settings: bench_rnn.Settings, backend: str) -> tuple[list[dict], list[float]]:
+def run(cases: Sequence, settings: Settings, backend: str) -> tuple[list[dict], list[float]]:
     prepared = [(case, *steps_for(case, backend)) for case in cases]
-    medians, loads = bench_rnn.time_interleaved([steps for _, steps, _ in prepared], settings)
+    medians, loads = time_interleaved([steps for _, steps, _ in prepared], settings)
     rows = []
     for (case, _, compile_seconds), times in zip(prepared, medians):
         row = {"row": label(case)}
@@ -132,20 +134,24 @@ def run(cases: Sequence, settings: bench_rnn.Settings, backend: str) -> tuple[li
     return rows, loads
 
 
-def markdown(rows: Sequence[dict], loads: Sequence[float], settings: bench_rnn.Settings, backend: str) -> str:
+IMPLEMENTATIONS = ("torch_rnn", "nn.RNN")
+NUMBERS = (("eager ms", "eager_ms", "{:.2f}"), ("compiled ms", "compiled_ms", "{:.2f}"),
+           ("compiled/eager", "ratio", "{:.2f}"), ("compile s", "compile_s", "{:.1f}"))
+COLUMNS = [Column("row", "row", left=True)] + [
+    Column(f"{name} {title}" if key == "eager_ms" else title, f"{name} {key}", fmt)
+    for name in IMPLEMENTATIONS for title, key, fmt in NUMBERS
+]
+
+
+def markdown(rows: Sequence[dict], loads: Sequence[float], settings: Settings, backend: str) -> str:
+    """The header line, a markdown table ("-" where a row has no such implementation) and the target's verdict."""
+    cells = [{"row": row["row"], **{f"{name} {key}": row[name][key] if name in row else None
+                                    for name in IMPLEMENTATIONS for _, key, _ in NUMBERS}}
+             for row in rows]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, backend {backend}, "
              f"{settings.rounds} rounds; load average after each round: {', '.join(f'{x:.2f}' for x in loads)}",
              "",
-             "| row | torch_rnn eager ms | compiled ms | compiled/eager | compile s "
-             "| nn.RNN eager ms | compiled ms | compiled/eager | compile s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        cells = [row["row"]]
-        for name in ("torch_rnn", "nn.RNN"):
-            r = row.get(name)
-            cells += ([f"{r['eager_ms']:.2f}", f"{r['compiled_ms']:.2f}", f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}"]
-                      if r else ["-"] * 4)
-        lines.append("| " + " | ".join(cells) + " |")
+             *markdown_table(COLUMNS, cells)]
     slower = [f"{row['row']} ({row['torch_rnn']['ratio']:.2f})" for row in rows if row["torch_rnn"]["ratio"] > 1.0]
     lines += ["", "Target, compiled torch_rnn not slower than eager at every row: "
               + ("met" if not slower else f"not met at {len(slower)} of {len(rows)} rows: {', '.join(slower)}")]
@@ -155,7 +161,7 @@ def markdown(rows: Sequence[dict], loads: Sequence[float], settings: bench_rnn.S
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of short timings, two shapes")
-    parser.add_argument("--shapes", nargs="+", type=bench_rnn.parse_shape, help="N,T,D,H rows instead of all")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, help="N,T,D,H rows instead of all")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
     parser.add_argument("--no-sentiment", action="store_true", help="leave out the sentiment model row")
@@ -171,9 +177,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch._functorch.config.enable_autograd_cache = False
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = bench_rnn.QUICK if args.quick else bench_rnn.FULL
-    cases: list = list(args.shapes or (bench_rnn.MAIN_CASES[:2] if args.quick
-                                       else bench_rnn.MAIN_CASES + bench_rnn.EXTRA_CASES))
+    settings = QUICK if args.quick else FULL
+    cases: list = list(args.shapes or (MAIN_CASES[:2] if args.quick
+                                       else MAIN_CASES + EXTRA_CASES))
     if not args.no_sentiment:
         cases.append(SENTIMENT)
     rows, loads = run(cases, settings, args.backend)

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from markdown_tables import Column, markdown_table  # noqa: E402
 from synthetic_reviews import write_reviews  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
@@ -127,12 +128,15 @@ def run(sizes: Sequence[int], config: str, folder: Path, extra: Sequence[str]) -
             "tokenizer": tokenizers}
 
 
+COLUMNS = [
+    Column("rows", "rows", "{:,}"), Column("file MB", "file_mb", "{:.1f}"), Column("run", "run", left=True),
+    Column("s to first step", "seconds", "{:.1f}"), Column("peak MB", "peak_mb", "{:,.0f}"),
+    Column("sentences/s", "sentences_per_s", "{:,.0f}"), Column("vocabulary", "vocab_size", "{:,}"),
+]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| rows | file MB | run | s to first step | peak MB | sentences/s | vocabulary |",
-             "|---:|---:|---|---:|---:|---:|---:|"]
-    for row in result["rows"]:
-        lines.append(f"| {row['rows']:,} | {row['file_mb']:.1f} | {row['run']} | {row['seconds']:.1f} | "
-                     f"{row['peak_mb']:,.0f} | {row['sentences_per_s']:,.0f} | {row['vocab_size']:,} |")
+    lines = markdown_table(COLUMNS, result["rows"])
     tokenizer = result["tokenizer"]
     lines.append("")
     nltk = f"NLTK Treebank {tokenizer['nltk_us']:.1f} us, " if "nltk_us" in tokenizer else ""

@@ -15,7 +15,7 @@ row) and implementation:
 Before timing, every implementation's output (and JAX's gradients) are checked against torch_rnn's (1e-4
 relative); the run stops otherwise. Each thread count runs in its own process, so that XLA, ONNX Runtime and
 torch all get the same number of threads: ``--threads 1`` also pins the process to one core. Times are medians
-over interleaved rounds (``bench_rnn.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1:
+over interleaved rounds (``timing.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1:
 torch_rnn is faster). The last lines say whether the targets hold: torch_rnn at most 0.6x of JAX in training and
 inference, and at most 0.5x of ONNX Runtime, at every row.
 
@@ -32,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+
+from markdown_tables import Column, markdown_table
 
 TOLERANCE = 1e-4
 JAX_LIMIT, ORT_LIMIT = 0.6, 0.5  # the targets: torch_rnn / peer
@@ -116,14 +118,15 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_rnn
+    import timing
     import torch_rnn
+    from cases import SEED
 
     torch.set_num_threads(threads)
     step_sets, labels = [], []
     for text in cases:
         N, T, D, H, layers, bi = parse_case(text)
-        torch.manual_seed(bench_rnn.SEED)
+        torch.manual_seed(SEED)
         ours = torch_rnn.RNN(D, H, num_layers=layers, bidirectional=bi)
         reference = torch.nn.RNN(D, H, num_layers=layers, bidirectional=bi)
         reference.load_state_dict(ours.state_dict())
@@ -141,23 +144,23 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
             step()  # warm-up (JAX compiles here)
         step_sets.append(steps)
         labels.append(f"({N},{T},{D},{H})" + (f" L{layers}" if layers > 1 else "") + (" bi" if bi else ""))
-    settings = bench_rnn.QUICK if quick else bench_rnn.FULL
-    medians, loads = bench_rnn.time_interleaved(step_sets, settings)
+    settings = timing.QUICK if quick else timing.FULL
+    medians, loads = timing.time_interleaved(step_sets, settings)
     return markdown(threads, labels, medians, loads, settings, np.__version__, jax.__version__)
 
 
 def row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed) -> dict[str, Callable]:
     """The timed steps of one row, each bound to that row's models and inputs (``run_threads`` has put
-    ``bench_rnn`` on the path)."""
+    ``timing`` on the path)."""
     import jax
 
-    import bench_rnn
+    import timing
 
-    return {"torch_rnn train": bench_rnn.training_step(lambda: ours(x), [x, *ours.parameters()]),
-            "nn.RNN train": bench_rnn.training_step(lambda: reference(x), [x, *reference.parameters()]),
+    return {"torch_rnn train": timing.training_step(lambda: ours(x), [x, *ours.parameters()]),
+            "nn.RNN train": timing.training_step(lambda: reference(x), [x, *reference.parameters()]),
             "JAX train": lambda: jax.block_until_ready(jax_train(params, x_jax)),
-            "torch_rnn fwd": bench_rnn.inference_step(lambda: ours(x)),
-            "nn.RNN fwd": bench_rnn.inference_step(lambda: reference(x)),
+            "torch_rnn fwd": timing.inference_step(lambda: ours(x)),
+            "nn.RNN fwd": timing.inference_step(lambda: reference(x)),
             "JAX fwd": lambda: jax.block_until_ready(jax_forward(params, x_jax)),
             "ONNX Runtime fwd": lambda: session.run(None, feed)}
 
@@ -181,6 +184,17 @@ def check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, fe
             sys.exit(f"bench_peers: {name} differs from torch_rnn at {what} by {error:.2e} (relative)")
 
 
+MS, RATIO = "{:.3g}", "{:.2f}"
+COLUMNS = [  # grouped by step: the times, then torch_rnn's ratios
+    Column("row", "row", left=True),
+    Column("torch_rnn train ms", "torch_rnn train", MS), Column("nn.RNN", "nn.RNN train", MS),
+    Column("JAX", "JAX train", MS), Column("ours/JAX", "JAX train ratio", RATIO),
+    Column("torch_rnn fwd ms", "torch_rnn fwd", MS), Column("nn.RNN", "nn.RNN fwd", MS), Column("JAX", "JAX fwd", MS),
+    Column("ONNX Runtime", "ONNX Runtime fwd", MS),
+    Column("ours/JAX", "JAX fwd ratio", RATIO), Column("ours/ORT", "ONNX Runtime fwd ratio", RATIO),
+]
+
+
 def markdown(threads: int, labels: Sequence[str], medians: Sequence[dict], loads: Sequence[float], settings,
              numpy_version: str, jax_version: str) -> str:
     import onnxruntime
@@ -189,20 +203,17 @@ def markdown(threads: int, labels: Sequence[str], medians: Sequence[dict], loads
     lines = [f"{threads} thread(s){' (one pinned core)' if threads == 1 else ''}: torch {torch.__version__}, jax "
              f"{jax_version}, onnxruntime {onnxruntime.__version__}; medians over {settings.rounds} rounds; 1-min "
              f"load average {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs",
-             "",
-             "| row | torch_rnn train ms | nn.RNN | JAX | ours/JAX | torch_rnn fwd ms | nn.RNN | JAX | ONNX Runtime "
-             "| ours/JAX | ours/ORT |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    missed = []
+             ""]
+    rows = []
     for label, m in zip(labels, medians):
         ms = {name: 1e3 * value for name, value in m.items()}
-        jax_train = ms["torch_rnn train"] / ms["JAX train"]
-        jax_fwd, ort_fwd = ms["torch_rnn fwd"] / ms["JAX fwd"], ms["torch_rnn fwd"] / ms["ONNX Runtime fwd"]
-        lines.append(f"| {label} | {ms['torch_rnn train']:.3g} | {ms['nn.RNN train']:.3g} | {ms['JAX train']:.3g} "
-                     f"| {jax_train:.2f} | {ms['torch_rnn fwd']:.3g} | {ms['nn.RNN fwd']:.3g} | {ms['JAX fwd']:.3g} "
-                     f"| {ms['ONNX Runtime fwd']:.3g} | {jax_fwd:.2f} | {ort_fwd:.2f} |")
-        if not (jax_train <= JAX_LIMIT and jax_fwd <= JAX_LIMIT and ort_fwd <= ORT_LIMIT):
-            missed.append(label)
+        rows.append({"row": label, **ms, "JAX train ratio": ms["torch_rnn train"] / ms["JAX train"],
+                     "JAX fwd ratio": ms["torch_rnn fwd"] / ms["JAX fwd"],
+                     "ONNX Runtime fwd ratio": ms["torch_rnn fwd"] / ms["ONNX Runtime fwd"]})
+    lines += markdown_table(COLUMNS, rows)
+    missed = [row["row"] for row in rows if not (row["JAX train ratio"] <= JAX_LIMIT
+                                                 and row["JAX fwd ratio"] <= JAX_LIMIT
+                                                 and row["ONNX Runtime fwd ratio"] <= ORT_LIMIT)]
     lines += ["", f"Targets (ours/JAX <= {JAX_LIMIT} in training and inference, ours/ORT <= {ORT_LIMIT}, every row): "
               + ("met" if not missed else "not met at " + ", ".join(missed))]
     return "\n".join(lines)

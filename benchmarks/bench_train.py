@@ -3,29 +3,34 @@
 What is trained: ``configs/default.yaml``'s model and data (the Rotten Tomatoes corpus, a learned embedding,
 a bidirectional tanh RNN, batch size 32, length-bucketed batches; fetched once into ``~/.cache/torch_rnn``
 by the datamodule's ``prepare_data``), or ``--data-path``'s file with the same settings, for
-``--warmup`` + ``--steps`` optimizer steps, in four variants:
+``--warmup`` + ``--steps`` optimizer steps. The recipe is read as ``train.py`` reads it, by the project's
+LightningCLI (``lightning_module.cli.SentimentCLI`` with ``run=False`` and ``--config``, plus ``--data.path``
+and ``--seed_everything`` for ``--data-path`` and ``--seed``): its model, its datamodule, and its parsed
+trainer settings (gradient clipping, logging interval). Four variants:
 
 - **Lightning, torch_rnn**: ``SentimentClassifier`` as is (its ``training_step`` updates the training
-  metrics and calls ``self.log``; its ``on_before_optimizer_step`` logs the gradient norm), fitted by a
-  ``pl.Trainer`` on the CPU with ``max_steps``, ``gradient_clip_val`` from the config, no validation
+  metrics and calls ``self.log``; its ``on_before_optimizer_step`` logs the gradient norm; its
+  ``configure_optimizers`` gives the config's optimizer and learning-rate scheduler), fitted by a
+  ``pl.Trainer`` on the CPU with ``max_steps``, the config's ``gradient_clip_val``, no validation
   (``limit_val_batches=0``), no checkpointing, ``logger=False`` (no logger at all), no progress bar and
   no model summary;
-- **Lightning, nn.RNN**: the same with ``model.model.rnn`` replaced by :class:`NNRNN`, a
+- **Lightning, nn.RNN**: the same with ``model.model.rnn`` replaced by ``NNRNN`` (:mod:`nn_rnn_swap`), a
   ``torch.nn.RNN`` holding the same weights (``load_state_dict``) behind our call signature
   ``forward(input, hx=None, lengths=None)``: with lengths it packs (``pack_padded_sequence(batch_first=True,
   enforce_sorted=False)``), runs ``nn.RNN`` and pads back to the full ``T``
   (``pad_packed_sequence(total_length=T)``);
-- **plain, torch_rnn** / **plain, nn.RNN**: the same network (``SentimentRNN``), data loader, optimizer
-  (the config's AdamW, lr 0.002, weight decay 0.01) and gradient clipping (``clip_grad_norm_``, 5.0) in a
-  hand-written loop: ``zero_grad``, forward, ``softmax_loss``, ``backward``, clip, ``step``. No metrics,
-  no logging.
+- **plain, torch_rnn** / **plain, nn.RNN**: the same network (``SentimentRNN``), data loader, optimizer and
+  learning-rate scheduler (the module's own ``configure_optimizers()``: the config's AdamW, lr 0.002, weight
+  decay 0.01, and its cosine schedule, stepped at each epoch's end as Lightning steps it) and gradient
+  clipping (``clip_grad_norm_``, 5.0) in a hand-written loop: ``zero_grad``, forward, ``softmax_loss``,
+  ``backward``, clip, ``step``. No metrics, no logging.
 
-The config's learning-rate scheduler is left out of all four (it steps once per epoch). Every variant
-starts from the same weights (built under the same seed) and re-seeds torch's generator right before its
-loop, so all four see the same batches in the same order (checked: the script compares a fingerprint of
-every step's batch across the variants and says whether they agree) and the same dropout masks up to
-Lightning's own use of the generator. Before timing, the nn.RNN swap is checked: the network's scores
-with ``NNRNN`` must match ours within 1e-4 on a training batch (eval mode), or the run aborts.
+Every variant starts from a deep copy of the CLI's one initial module (so from the same weights) and
+re-seeds torch's generator right before its loop, so all four see the same batches in the same order
+(checked: the script compares a fingerprint of every step's batch across the variants and says whether they
+agree) and the same dropout masks up to Lightning's own use of the generator. Before timing, the nn.RNN swap
+is checked: the network's scores with ``NNRNN`` must match ours within 1e-4 on a training batch (eval mode),
+or the run aborts. The step timers are in :mod:`train_timing`.
 
 What is reported, over the ``--steps`` timed steps that follow ``--warmup`` untimed ones:
 
@@ -59,8 +64,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import importlib
+import copy
 import json
 import logging
 import os
@@ -68,223 +72,71 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-import yaml
-from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch_rnn  # noqa: E402
+from lightning_module.cli import SentimentCLI  # noqa: E402
 from lightning_module.datamodule import SentimentDataModule  # noqa: E402
 from lightning_module.module import SentimentClassifier  # noqa: E402
+from markdown_tables import Column, markdown_table  # noqa: E402
+from nn_rnn_swap import MismatchError, swap_in_nn_rnn  # noqa: E402
 from torch_rnn.models import softmax_loss  # noqa: E402
+from train_timing import LightningTiming, Record, StepTimer  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
-TOLERANCE = 1e-4
 VARIANTS = (("lightning", "torch_rnn"), ("lightning", "nn.RNN"), ("plain", "torch_rnn"), ("plain", "nn.RNN"))
+Scheduler = torch.optim.lr_scheduler.LRScheduler
 
 
-class MismatchError(RuntimeError):
-    """The nn.RNN swap changes the network's scores, or the variants did not see the same batches."""
-
-
-# ------------------------------------------------------------------------------------------- the swap
-class NNRNN(nn.Module):
-    """``torch.nn.RNN`` behind ``torch_rnn.RNN``'s call ``forward(input, hx=None, lengths=None)``.
-
-    ``batch_first=True`` float input ``(N, T, D)``; with ``lengths`` the batch is packed
-    (``enforce_sorted=False``), run, and padded back to ``T`` steps. Returns ``(output (N, T, dirs * H), h_n)``.
-    """
-
-    def __init__(self, ours: torch_rnn.RNN) -> None:
-        super().__init__()
-        if not ours.batch_first:
-            raise ValueError("NNRNN: expected a batch_first torch_rnn.RNN")
-        self.rnn = nn.RNN(ours.input_size, ours.hidden_size, ours.num_layers, ours.nonlinearity, ours.bias,
-                          batch_first=True, dropout=ours.dropout, bidirectional=ours.bidirectional)
-        self.rnn.load_state_dict(ours.state_dict())
-        for name, parameter in ours.named_parameters():  # e.g. a frozen bias stays frozen
-            getattr(self.rnn, name).requires_grad_(parameter.requires_grad)
-
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None,
-                lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        if not input.is_floating_point():
-            raise ValueError("NNRNN: nn.RNN needs a float input (input_mode 'embedding' or 'pretrained')")
-        if lengths is None:
-            return self.rnn(input, hx)
-        packed = pack_padded_sequence(input, torch.as_tensor(lengths).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        output, h_n = self.rnn(packed, hx)
-        return pad_packed_sequence(output, batch_first=True, total_length=input.shape[1])[0], h_n
-
-
-def swap_in_nn_rnn(module: SentimentClassifier, batch: dict[str, Tensor]) -> None:
-    """Replace ``module.model.rnn`` by :class:`NNRNN` and check the scores on ``batch`` (eval mode)."""
-    net = module.model
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        before = net(batch["tokens"], batch["mask"])
-        net.rnn = NNRNN(net.rnn)
-        after = net(batch["tokens"], batch["mask"])
-    net.train(was_training)
-    error = (after - before).abs().max().item()
-    if not error <= TOLERANCE:
-        raise MismatchError(f"the network's scores with nn.RNN differ from torch_rnn's by {error:.2e} > {TOLERANCE:g}")
-
-
-# ---------------------------------------------------------------------------------------- the config
-def load_config(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as file:
-        return yaml.safe_load(file)
-
-
-def _class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def optimizer_factory(config: dict[str, Any]) -> Callable[..., torch.optim.Optimizer]:
-    """The config's ``model.optimizer`` (class_path + init_args) as a parameters -> optimizer callable."""
-    spec = config["model"].get("optimizer") or {"class_path": "torch.optim.Adam"}
-    return functools.partial(_class(spec["class_path"]), **spec.get("init_args", {}))
-
-
-def build_data(config: dict[str, Any], data_path: Optional[str]) -> SentimentDataModule:
-    """The config's datamodule (``data_path`` replacing the data set), downloaded if needed and set up."""
-    settings = dict(config.get("data", {}))
+# ---------------------------------------------------------------------------------------- the recipe
+def build_cli(config: Path, data_path: Optional[str], seed: Optional[int]) -> SentimentCLI:
+    """The recipe as ``train.py`` reads it, with ``run=False`` (nothing is fitted): ``cli.model``, its weights drawn
+    under the config's ``seed_everything`` (or ``seed``); ``cli.datamodule`` (``data_path`` replacing the data
+    set), read and set up; the parsed settings in ``cli.config``."""
+    args = ["--config", str(config)]
     if data_path is not None:
-        settings["path"] = data_path
-    datamodule = SentimentDataModule(**settings)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
+        args += ["--data.path", data_path]
+    if seed is not None:
+        args += ["--seed_everything", str(seed)]
+    return SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, run=False,
+                        auto_configure_optimizers=False, save_config_callback=None)
 
 
-def build_module(config: dict[str, Any], datamodule: SentimentDataModule, seed: int) -> SentimentClassifier:
-    """The config's model (without its learning-rate scheduler), weights drawn under ``seed``."""
-    settings = {k: v for k, v in config["model"].items() if k not in ("optimizer", "lr_scheduler",
-                                                                      "lr_scheduler_interval")}
-    torch.manual_seed(seed)
-    return SentimentClassifier(vocab_size=datamodule.vocab_size, num_classes=datamodule.num_classes,
-                               optimizer=optimizer_factory(config), **settings)
-
-
-# -------------------------------------------------------------------------------------------- timing
-@dataclass
-class Record:
-    """Per-step timestamps and model times of one run."""
-
-    ends: list[float] = field(default_factory=list)  # perf_counter at the end of every step
-    forward: list[float] = field(default_factory=list)
-    backward: list[float] = field(default_factory=list)
-    optimizer: list[float] = field(default_factory=list)
-    sentences: list[int] = field(default_factory=list)
-    fingerprints: list[tuple[int, ...]] = field(default_factory=list)
-
-
-class StepTimer:
-    """Collects, per step: forward, backward and optimizer seconds, the end time, the batch's fingerprint."""
-
-    def __init__(self) -> None:
-        self.record = Record()
-        self._marks: dict[str, float] = {}
-        self._current = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-
-    def begin_step(self, batch: dict[str, Tensor]) -> None:
-        self._current = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-        tokens = batch["tokens"]
-        self.record.sentences.append(len(tokens))
-        self.record.fingerprints.append((*tokens.shape, int(tokens.sum()), int((tokens * tokens).sum() % 1_000_003),
-                                         int(batch["labels"].sum())))
-
-    def start(self, what: str) -> None:
-        self._marks[what] = time.perf_counter()
-
-    def stop(self, what: str) -> None:
-        start = self._marks.pop(what, None)
-        if start is not None:  # e.g. a forward outside a step (the swap check) has no start mark here
-            self._current[what] += time.perf_counter() - start
-
-    def end_step(self) -> None:
-        self.record.ends.append(time.perf_counter())
-        for what, seconds in self._current.items():
-            getattr(self.record, what).append(seconds)
-
-    @contextlib.contextmanager
-    def timing_forward(self, net: nn.Module) -> Iterator[None]:
-        """Time every ``net.forward`` into the current step's forward time."""
-        handles = [net.register_forward_pre_hook(lambda *_: self.start("forward")),
-                   net.register_forward_hook(lambda *_: self.stop("forward"))]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-class LightningTiming(pl.Callback):
-    """Feeds a :class:`StepTimer` from Lightning's hooks; see the module docstring for what brackets what."""
-
-    def __init__(self, timer: StepTimer) -> None:
-        self.timer = timer
-        self.threads: Optional[int] = None
-        self._handle = None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.threads = torch.get_num_threads()
-        original = pl_module.configure_gradient_clipping
-
-        @functools.wraps(original)
-        def configure_gradient_clipping(*args: Any, **kwargs: Any) -> None:
-            self.timer.start("optimizer")  # after the module's on_before_optimizer_step (grad-norm log)
-            return original(*args, **kwargs)
-
-        pl_module.configure_gradient_clipping = configure_gradient_clipping  # an instance attribute
-        self._handle = trainer.optimizers[0].register_step_post_hook(lambda *_: self.timer.stop("optimizer"))
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        del pl_module.configure_gradient_clipping
-        self._handle.remove()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        self.timer.begin_step(batch)
-
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        self.timer.start("backward")
-
-    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.timer.stop("backward")
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self.timer.end_step()
+def optimizer_and_scheduler(module: SentimentClassifier) -> tuple[torch.optim.Optimizer, Optional[Scheduler], str]:
+    """The module's own ``configure_optimizers()``: the optimizer, the learning-rate scheduler (or None) and when
+    it steps (``"epoch"`` or ``"step"``)."""
+    configured = module.configure_optimizers()
+    if isinstance(configured, torch.optim.Optimizer):
+        return configured, None, "epoch"
+    scheduler = configured["lr_scheduler"]
+    if "monitor" in scheduler:
+        raise ValueError(f"bench_train: the plain loop has no validation to give {scheduler['monitor']} to the "
+                         "learning-rate scheduler")
+    return configured["optimizer"], scheduler["scheduler"], scheduler["interval"]
 
 
 # --------------------------------------------------------------------------------------------- loops
-def run_lightning(module: SentimentClassifier, datamodule: SentimentDataModule, config: dict[str, Any],
+def run_lightning(module: SentimentClassifier, datamodule: SentimentDataModule, trainer_config: Any,
                   total_steps: int, seed: int) -> tuple[Record, int]:
-    """Fit ``module`` for ``total_steps`` steps; the record and the thread count seen inside the loop."""
+    """Fit ``module`` for ``total_steps`` steps with the clipping and logging interval of ``trainer_config`` (the
+    CLI's parsed ``trainer`` settings); the record and the thread count seen inside the loop."""
     timer = StepTimer()
     callback = LightningTiming(timer)
-    trainer_config = config.get("trainer", {})
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_steps=total_steps, max_epochs=-1, limit_val_batches=0,
             num_sanity_val_steps=0, enable_checkpointing=False, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, gradient_clip_val=trainer_config.get("gradient_clip_val"),
-            gradient_clip_algorithm=trainer_config.get("gradient_clip_algorithm"),
-            log_every_n_steps=trainer_config.get("log_every_n_steps", 50), callbacks=[callback],
-            default_root_dir=root,
+            enable_model_summary=False, gradient_clip_val=trainer_config.gradient_clip_val,
+            gradient_clip_algorithm=trainer_config.gradient_clip_algorithm,
+            log_every_n_steps=trainer_config.log_every_n_steps, callbacks=[callback], default_root_dir=root,
         )
         torch.manual_seed(seed)
         with timer.timing_forward(module.model):
@@ -292,15 +144,15 @@ def run_lightning(module: SentimentClassifier, datamodule: SentimentDataModule, 
     return timer.record, callback.threads
 
 
-def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, config: dict[str, Any],
+def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, trainer_config: Any,
               total_steps: int, seed: int) -> tuple[Record, int]:
-    """The same network, data, optimizer and clipping in a hand-written loop."""
+    """The same network, data, optimizer, scheduler and clipping in a hand-written loop."""
     timer = StepTimer()
     net = module.model
     net.train()
-    optimizer = optimizer_factory(config)(net.parameters())
-    clip = config.get("trainer", {}).get("gradient_clip_val")
-    if config.get("trainer", {}).get("gradient_clip_algorithm", "norm") not in (None, "norm"):
+    optimizer, scheduler, interval = optimizer_and_scheduler(module)
+    clip = trainer_config.gradient_clip_val
+    if trainer_config.gradient_clip_algorithm not in (None, "norm"):
         raise ValueError("bench_train: the plain loop clips by norm only")
     loader = datamodule.train_dataloader()
     torch.manual_seed(seed)
@@ -309,7 +161,9 @@ def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, conf
         for _ in range(total_steps):
             try:
                 batch = next(batches)
-            except StopIteration:  # next epoch
+            except StopIteration:  # the epoch has ended: Lightning steps an epoch scheduler here
+                if scheduler is not None and interval == "epoch":
+                    scheduler.step()
                 batches = iter(loader)
                 batch = next(batches)
             timer.begin_step(batch)
@@ -326,6 +180,8 @@ def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, conf
                 torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             optimizer.step()
             timer.stop("optimizer")
+            if scheduler is not None and interval == "step":
+                scheduler.step()
             timer.end_step()
     return timer.record, torch.get_num_threads()
 
@@ -357,13 +213,13 @@ def summarize(records: Sequence[Record], warmup: int) -> dict[str, float]:
     }
 
 
-def run(config: dict[str, Any], data_path: Optional[str], steps: int, warmup: int, rounds: int,
-        seed: int) -> dict[str, Any]:
+def run(cli: SentimentCLI, steps: int, warmup: int, rounds: int) -> dict[str, Any]:
     """Every variant ``rounds`` times (rotating order); the result dict that ``--json`` prints."""
     if steps < 1 or warmup < 1 or rounds < 1:
         raise ValueError("bench_train: --steps, --warmup and --rounds must be at least 1 (the clock starts at the "
                          "end of the last warm-up step)")
-    datamodule = build_data(config, data_path)
+    datamodule, initial, trainer_config = cli.datamodule, cli.model, cli.config.trainer
+    seed = int(cli.config.seed_everything or 0)
     check_batch = next(iter(datamodule.train_dataloader()))
     total = warmup + steps
     records: dict[tuple[str, str], list[Record]] = {variant: [] for variant in VARIANTS}
@@ -371,11 +227,11 @@ def run(config: dict[str, Any], data_path: Optional[str], steps: int, warmup: in
     for round_ in range(rounds):
         shift = round_ % len(VARIANTS)
         for loop, rnn in VARIANTS[shift:] + VARIANTS[:shift]:
-            module = build_module(config, datamodule, seed)
+            module = copy.deepcopy(initial)
             if rnn == "nn.RNN":
                 swap_in_nn_rnn(module, check_batch)
             runner = run_lightning if loop == "lightning" else run_plain
-            record, threads = runner(module, datamodule, config, total, seed)
+            record, threads = runner(module, datamodule, trainer_config, total, seed)
             if len(record.ends) != total:
                 raise RuntimeError(f"bench_train: {loop} / {rnn} ran {len(record.ends)} steps, expected {total}")
             records[loop, rnn].append(record)
@@ -414,15 +270,12 @@ def run(config: dict[str, Any], data_path: Optional[str], steps: int, warmup: in
 
 
 COLUMNS = [
-    ("loop", "loop", "{}"),
-    ("RNN", "rnn", "{}"),
-    ("sentences/s", "sentences_per_s", "{:.0f}"),
-    ("ms/step", "ms_per_step", "{:.2f}"),
-    ("fwd ms", "forward_ms", "{:.2f}"),
-    ("bwd ms", "backward_ms", "{:.2f}"),
-    ("opt ms", "optimizer_ms", "{:.2f}"),
-    ("outside ms", "outside_ms", "{:.2f}"),
-    ("outside the model", "outside_percent", "{:.1f}%"),
+    Column("loop", "loop", left=True), Column("RNN", "rnn", left=True),
+    Column("sentences/s", "sentences_per_s", "{:.0f}"),
+    *(Column(title, key, "{:.2f}") for title, key in [("ms/step", "ms_per_step"), ("fwd ms", "forward_ms"),
+                                                       ("bwd ms", "backward_ms"), ("opt ms", "optimizer_ms"),
+                                                       ("outside ms", "outside_ms")]),
+    Column("outside the model", "outside_percent", "{:.1f}%"),
 ]
 
 
@@ -438,10 +291,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{'yes' if r['same_batches'] else 'NO'}; 1-min load average at the end: {r['load_average']:.1f} on "
         f"{r['cpus']} CPUs",
         "",
-        "| " + " | ".join(title for title, _, _ in COLUMNS) + " |",
-        "|" + "|".join("---" if key in ("loop", "rnn") else "---:" for _, key, _ in COLUMNS) + "|",
+        *markdown_table(COLUMNS, r["rows"]),
     ]
-    lines += ["| " + " | ".join(fmt.format(row[key]) for _, key, fmt in COLUMNS) + " |" for row in r["rows"]]
     overhead, speedup = r["lightning_overhead_percent"], r["torch_rnn_speedup"]
     lines += [
         "",
@@ -505,12 +356,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    config = load_config(args.config)
-    seed = args.seed if args.seed is not None else int(config.get("seed_everything") or 0)
     start = time.perf_counter()
     try:
         with _quiet():
-            result = run(config, args.data_path, args.steps, args.warmup, args.rounds, seed)
+            cli = build_cli(args.config, args.data_path, args.seed)
+            result = run(cli, args.steps, args.warmup, args.rounds)
     except MismatchError as error:
         sys.exit(f"bench_train: {error}")
     result["seconds"] = time.perf_counter() - start

@@ -4,8 +4,8 @@ nn.RNN beside the matmul bound, as a PNG (``docs/cost_growth.png``, which README
 Three sweeps around ``(N, T, D, H) = (32, 100, 128, 256)``: T from 25 to 800, H (with ``D = H``) from 64 to 1024,
 N from 1 to 512, one factor at a time. Each point is ``bench_rnn.py``'s training step (``batch_first``,
 ``tanh``, ``(output.sum() + h_n.sum()).backward()``), medians over interleaved rounds
-(``bench_rnn.time_interleaved``); the bound is the step's matmul FLOPs at the ``torch.mm`` rate timed beside
-it (``bench_rnn.matmul_flops``). Log-log axes: a line of slope 1 is a cost linear in the factor.
+(``timing.time_interleaved``); the bound is the step's matmul FLOPs at the ``torch.mm`` rate timed beside
+it (``cases.matmul_flops``). Log-log axes: a line of slope 1 is a cost linear in the factor.
 
 Run from the repository root (needs matplotlib, a dependency of the project)::
 
@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_rnn  # noqa: E402
+import timing  # noqa: E402
+from cases import Case, build, check_agreement, matmul_flops  # noqa: E402
 
 BASE = dict(N=32, T=100, D=128, H=256)
 SWEEPS = {
@@ -34,30 +35,30 @@ SWEEPS = {
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "cost_growth.png"
 
 
-def sweep_cases(sweeps: dict[str, Sequence[int]]) -> list[tuple[str, int, bench_rnn.Case]]:
+def sweep_cases(sweeps: dict[str, Sequence[int]]) -> list[tuple[str, int, Case]]:
     """(factor, value, case) for every point: one factor changed from :data:`BASE` (``D`` follows ``H``)."""
     points = []
     for factor, values in sweeps.items():
         for value in values:
             shape = dict(BASE, **{factor: value}, **({"D": value} if factor == "H" else {}))
-            points.append((factor, value, bench_rnn.Case(**shape)))
+            points.append((factor, value, Case(**shape)))
     return points
 
 
-def measure(points, settings: bench_rnn.Settings) -> tuple[list[dict[str, float]], list[float]]:
+def measure(points, settings: timing.Settings) -> tuple[list[dict[str, float]], list[float]]:
     """Median ms of torch_rnn's and nn.RNN's training steps and the bound, per point."""
     step_sets, flops = [], []
     for _, _, case in points:
-        bench = bench_rnn.build(case)
-        bench_rnn.check_agreement(bench)
-        steps = {name: bench_rnn.training_step(bench.forwards[name], bench.leaves[name])
+        bench = build(case)
+        check_agreement(bench)
+        steps = {name: timing.training_step(bench.forwards[name], bench.leaves[name])
                  for name in ("torch_rnn", "nn.RNN")}
-        steps["mm"], mm_flops = bench_rnn.mm_step()
+        steps["mm"], mm_flops = timing.mm_step()
         for step in steps.values():
             step()
         step_sets.append(steps)
-        flops.append((bench_rnn.matmul_flops(case, bench.steps), mm_flops))
-    medians, loads = bench_rnn.time_interleaved(step_sets, settings)
+        flops.append((matmul_flops(case, bench.steps), mm_flops))
+    medians, loads = timing.time_interleaved(step_sets, settings)
     results = []
     for seconds, (step_flops, mm_flops) in zip(medians, flops):
         rate = mm_flops / seconds["mm"]
@@ -105,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     sweeps = {factor: values[:3] for factor, values in SWEEPS.items()} if args.quick else SWEEPS
     points = sweep_cases(sweeps)
-    results, loads = measure(points, bench_rnn.QUICK if args.quick else bench_rnn.Settings(rounds=5, min_run_time=0.1))
+    results, loads = measure(points, timing.QUICK if args.quick else timing.Settings(rounds=5, min_run_time=0.1))
     for (factor, value, case), result in zip(points, results):
         print(f"{factor}={value:<5} {case.label:<20} torch_rnn {result['torch_rnn']:9.2f} ms  "
               f"nn.RNN {result['nn.RNN']:9.2f} ms  bound {result['bound']:8.2f} ms")
