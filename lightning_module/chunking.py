@@ -18,16 +18,25 @@ from typing import Callable, Optional
 
 import numpy as np
 
-try:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-except ImportError:  # pragma: no cover - pyarrow is a dependency
-    pa = pc = None
+_arrow: list = []  # [pyarrow, pyarrow.compute] once imported; [None, None] when pyarrow is missing
+
+
+def _modules() -> tuple:
+    """pyarrow and pyarrow.compute, imported on first use (predict.py tokenizes without them)."""
+    if not _arrow:
+        try:
+            import pyarrow
+            import pyarrow.compute
+        except ImportError:  # pragma: no cover - pyarrow is a dependency
+            _arrow.extend([None, None])
+        else:
+            _arrow.extend([pyarrow, pyarrow.compute])
+    return tuple(_arrow)
 
 
 def available() -> bool:
     """Whether pyarrow can be imported."""
-    return pa is not None
+    return _modules()[0] is not None
 
 
 def chunk_numbers(texts: list[str], numbers_of: Callable[[list[str]], np.ndarray], first: str,
@@ -42,6 +51,7 @@ def chunk_numbers(texts: list[str], numbers_of: Callable[[list[str]], np.ndarray
     Returns:
         ``numbers`` int64 ``(total chunks,)``, text after text, and ``counts`` int64 ``(len(texts),)``.
     """
+    pa, pc = _modules()
     try:
         array = pa.array(texts, pa.large_string())
     except (pa.ArrowException, UnicodeError):  # e.g. lone surrogates, which UTF-8 cannot hold

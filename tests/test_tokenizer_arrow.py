@@ -22,7 +22,7 @@ from test_tokenizer import block_tokens, nltk_tokens, random_texts  # noqa: E402
 @pytest.mark.parametrize("arrow", [True, False])
 def test_both_splitters_give_nltks_tokens(monkeypatch, arrow):
     if not arrow:
-        monkeypatch.setattr(chunking, "pa", None)
+        monkeypatch.setattr(chunking, "_arrow", [None, None])
     texts = random_texts(3000, seed=5) + [line.split("\t", 1)[1] for line in reviews(3000, seed=4)]
     texts += ["Cannot", "gonna.", "Good film.", "a  b", "(great)!", "3,000 people", "'tis good,", "so... bad!"]
     assert block_tokens(texts) == [nltk_tokens(text) for text in texts]
