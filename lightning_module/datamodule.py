@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,6 +141,11 @@ class SentimentDataModule(pl.LightningDataModule):
         """The text encoder of this data (vocabulary, tokenizer, T, class names)."""
         self._ensure_setup()
         return TextEncoder(self.vocab, self.tokenizer, self.hparams.max_length, self.label_names)
+
+    @property
+    def cache_entry(self) -> Optional[Path]:
+        """The corpus' folder in the preprocessing cache (None when it was not cached): derived arrays live there."""
+        return self._cache_entry
 
     def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """``tokens`` (N, T) and ``mask`` (N, T) for new sentences; DataError for a text with no tokens."""
@@ -298,8 +304,8 @@ class SentimentDataModule(pl.LightningDataModule):
                 files = preprocessed.input_files(self._input_path())
                 settings = {name: self.hparams[name] for name in ("format", "fine_grained", "limit", "skip_bad_rows")}
                 settings.update(lowercase=self.tokenizer.lowercase, reader=self._reader_name())
-                key = preprocessed.cache_key(files, settings)
                 root = preprocessed.default_root(self.hparams.cache_dir)
+                key = preprocessed.cache_key(files, settings, root)
                 self.corpus = preprocessed.load_or_build(root, key, self._describe(), self._read_and_tokenize)
                 self._cache_entry = root / key
             else:
@@ -351,8 +357,7 @@ class SentimentDataModule(pl.LightningDataModule):
                 progress.update(stop - start)
         seen = np.flatnonzero(counts)
         vocab = Vocabulary.from_counts(corpus.words, counts, hp.min_freq, hp.max_size)
-        kept = np.fromiter((word in vocab.stoi and word not in (PAD, UNK) for word in corpus.words), bool,
-                           len(corpus.words))
+        kept = np.fromiter(map(set(vocab.itos[2:]).__contains__, corpus.words), bool, len(corpus.words))  # after <pad>, <unk>
         left_out = int((counts > 0).sum() - (kept & (counts > 0)).sum())
         unknown = int(counts[~kept].sum())
         log.info("vocabulary: %s words (min_freq %d, max_size %s) of the training split's %s distinct words; %s words "
@@ -365,7 +370,7 @@ class SentimentDataModule(pl.LightningDataModule):
         """Map the corpus' token ids to vocabulary indices (int32) and make one dataset per split."""
         corpus, vocab, hp = self.corpus, self.vocab, self.hparams
         fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
-        to_vocab = np.fromiter((vocab.stoi.get(word, fallback) for word in corpus.words), np.int32, len(corpus.words))
+        to_vocab = np.fromiter(map(vocab.stoi.get, corpus.words, repeat(fallback)), np.int32, len(corpus.words))
         encoded = np.empty_like(corpus.ids)
         rows = len(corpus)
         with Progress("encoding", rows) as progress:
