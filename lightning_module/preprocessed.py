@@ -58,7 +58,7 @@ def cache_key(files: list[Path], settings: dict[str, Any], root: Optional[Path] 
     With ``root`` (the cache's folder), each file's content digest is remembered there with the file's size,
     modification time (ns) and inode, and read back while those are unchanged (as ``make`` and ``git status``
     trust them), so that a later run does not read a large file again only to find it unchanged. Deleting
-    ``root/digests`` makes every file be read again."""
+    ``root/digest-*.json`` makes every file be read again."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CACHE_VERSION, "settings": settings}, sort_keys=True).encode())
     for file in files:
@@ -69,12 +69,12 @@ def cache_key(files: list[Path], settings: dict[str, Any], root: Optional[Path] 
 
 
 def content_digest(file: Path, root: Optional[Path] = None) -> str:
-    """The SHA-256 (hex) of a file's content; remembered under ``root/digests/`` (see :func:`cache_key`)."""
+    """The SHA-256 (hex) of a file's content; remembered in ``root/digest-*.json`` (see :func:`cache_key`)."""
     status = file.stat()
     stamp = [status.st_size, status.st_mtime_ns, status.st_ino]
     memo = None
     if root is not None:
-        memo = root / "digests" / f"{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:32]}.json"
+        memo = root / f"digest-{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:32]}.json"
         try:
             remembered = json.loads(memo.read_text(encoding="utf-8"))
             if remembered["stamp"] == stamp:

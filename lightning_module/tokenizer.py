@@ -239,8 +239,8 @@ class TokenTable:
         self.words: list[str] = []  # id -> token
         self._suffixed: dict[str, tuple[list[str], int]] = {}  # marked shape of a word and a mark -> its tokens
         self._chunks: dict[str, int] = {}  # marked chunk -> chunk number
-        self._starts = np.zeros(1024, np.int64)  # chunk number -> where its ids start in _ids
-        self._lengths = np.zeros(1024, np.int64)  # chunk number -> how many tokens it has
+        self._starts = np.zeros(1024, np.int32)  # chunk number -> where its ids start in _ids (< 2**30, see below)
+        self._lengths = np.zeros(1024, np.int32)  # chunk number -> how many tokens it has
         self._ids = np.zeros(4096, np.int32)
         self._used = 0  # of _ids
 
@@ -259,7 +259,7 @@ class TokenTable:
         """Token ids and per-text token counts of ``texts`` (no whitespace at their ends, no marker in them)."""
         if not texts:
             return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        if len(self._chunks) >= MAX_REMEMBERED:
+        if len(self._chunks) >= MAX_REMEMBERED or self._used >= 2**30:  # (int32 starts)
             self._chunks.clear()
             self._used = 0
         arrow = chunking.chunk_numbers(texts, lambda keys: self._numbers(keys, place_tokens), _FIRST, _LAST) \
@@ -351,7 +351,7 @@ class TokenTable:
                 continue
             before, after = tokens[holding].split(key.strip(_MARKS)[0], 1)
             varying = self.ids_array([before + cores[i] + after for i in members]).tolist()
-            fixed = self.ids(tokens)
+            fixed = self.ids(tokens[:holding]) + [-1] + self.ids(tokens[holding + 1:])  # not the stand-in itself
             for i, number in zip(members, varying):
                 fixed[holding] = number
                 found[i] = list(fixed)
@@ -388,10 +388,10 @@ class TokenTable:
         first = len(self._chunks)
         needed = first + len(chunks)
         if needed > len(self._starts):
-            self._starts = np.resize(self._starts, 2 * needed)
-            self._lengths = np.resize(self._lengths, 2 * needed)
+            self._starts = np.resize(self._starts, needed + needed // 2)
+            self._lengths = np.resize(self._lengths, needed + needed // 2)
         if self._used + len(ids) > len(self._ids):
-            self._ids = np.resize(self._ids, 2 * (self._used + len(ids)))
+            self._ids = np.resize(self._ids, (self._used + len(ids)) * 3 // 2)
         self._lengths[first:needed] = lengths
         self._starts[first:needed] = self._used + np.cumsum(lengths) - lengths
         self._ids[self._used: self._used + len(ids)] = ids
