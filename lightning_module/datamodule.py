@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_module import preprocessed, sources, vader
+from lightning_module import derived, preprocessed, sources, vader
 from lightning_module.corpus import TokenizedCorpus, tokenize_examples
 from lightning_module.encoder import EncodedDataset, TextEncoder, collate
 from lightning_module.errors import DataError
@@ -184,7 +184,9 @@ class SentimentDataModule(pl.LightningDataModule):
         dictionary = self._dictionary_path()
         if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
             self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
-                          self._build_vocabulary())
+                          derived.vocabulary(self._cache_entry, {"split": f"order-{len(corpus)}-seed-{hp.seed}",
+                                             "val": hp.val_fraction, "test": hp.test_fraction,
+                                             "min_freq": hp.min_freq, "max_size": hp.max_size}, self._build_vocabulary))
         self._encode_splits()
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
                  self.label_names, len(self.vocab), {name: len(rows) for name, rows in self.splits.items()})
@@ -369,16 +371,21 @@ class SentimentDataModule(pl.LightningDataModule):
     def _encode_splits(self) -> None:
         """Map the corpus' token ids to vocabulary indices (int32) and make one dataset per split."""
         corpus, vocab, hp = self.corpus, self.vocab, self.hparams
-        fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
-        to_vocab = np.fromiter(map(vocab.stoi.get, corpus.words, repeat(fallback)), np.int32, len(corpus.words))
-        encoded = np.empty_like(corpus.ids)
-        rows = len(corpus)
-        with Progress("encoding", rows) as progress:
-            for start in range(0, rows, _BLOCK_ROWS):
-                stop = min(start + _BLOCK_ROWS, rows)
-                span = slice(corpus.offsets[start], corpus.offsets[stop])
-                encoded[span] = to_vocab[corpus.ids[span]]
-                progress.update(stop - start)
+
+        def encode() -> np.ndarray:
+            fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
+            to_vocab = np.fromiter(map(vocab.stoi.get, corpus.words, repeat(fallback)), np.int32, len(corpus.words))
+            encoded = np.empty_like(corpus.ids)
+            rows = len(corpus)
+            with Progress("encoding", rows) as progress:
+                for start in range(0, rows, _BLOCK_ROWS):
+                    stop = min(start + _BLOCK_ROWS, rows)
+                    span = slice(corpus.offsets[start], corpus.offsets[stop])
+                    encoded[span] = to_vocab[corpus.ids[span]]
+                    progress.update(stop - start)
+            return encoded
+
+        encoded = derived.encoded(self._cache_entry, vocab, encode)  # kept next to a cached corpus
         labels = torch.from_numpy(corpus.labels)
         self._datasets = {name: EncodedDataset(encoded, corpus.offsets, split_rows, labels[split_rows], hp.max_length)
                           for name, split_rows in self.splits.items()}

@@ -91,3 +91,33 @@ def test_a_cached_fit_reads_its_ratios(tmp_path, monkeypatch):
         assert len(list(dm.cache_entry.glob("naive-bayes-*.npy"))) == 1
         monkeypatch.setattr(naive_bayes, "log_count_ratios", lambda *a, **k: pytest.fail("counted again"))
     torch.testing.assert_close(weights[0], weights[1])
+
+
+def test_a_cached_run_reads_its_vocabulary_and_encoded_ids(tmp_path, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("TORCH_RNN_PREPROCESSED", str(tmp_path / "cache"))
+    data = write_reviews(tmp_path / "reviews.tsv", 3000, seed=4)
+    first = SentimentDataModule(path=str(data), max_size=500)
+    first.prepare_data()
+    first.setup()
+    entry = first.cache_entry
+    assert len(list(entry.glob("vocabulary-*.json"))) == 1 and len(list(entry.glob("encoded-*.npy"))) == 1
+    monkeypatch.setattr(SentimentDataModule, "_build_vocabulary", lambda self: pytest.fail("counted again"))
+    with caplog.at_level(logging.INFO):
+        second = SentimentDataModule(path=str(data), max_size=500)
+        second.prepare_data()
+        second.setup()
+    assert "left out" in caplog.text  # the vocabulary's report, logged again
+    assert second.vocab == first.vocab
+    for name in first.splits:
+        a, b = first._datasets[name], second._datasets[name]
+        assert all(torch.equal(a[i]["tokens"], b[i]["tokens"]) for i in range(0, len(a), 7))
+    assert isinstance(second._datasets["train"].ids, np.memmap)
+    monkeypatch.undo()
+    monkeypatch.setenv("TORCH_RNN_PREPROCESSED", str(tmp_path / "cache"))
+    other = SentimentDataModule(path=str(data), max_size=400)  # another vocabulary: built and kept beside
+    other.prepare_data()
+    other.setup()
+    assert len(other.vocab) == 402 and len(list(entry.glob("vocabulary-*.json"))) == 2
+    assert len(list(entry.glob("encoded-*.npy"))) == 2
