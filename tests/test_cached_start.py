@@ -121,3 +121,33 @@ def test_a_cached_run_reads_its_vocabulary_and_encoded_ids(tmp_path, monkeypatch
     other.setup()
     assert len(other.vocab) == 402 and len(list(entry.glob("vocabulary-*.json"))) == 2
     assert len(list(entry.glob("encoded-*.npy"))) == 2
+
+
+def test_a_built_extension_loads_without_cpp_extension(tmp_path):
+    """The C++ loops' library is recorded after a build and loaded directly later (no setuptools, no ninja run),
+    unless the file has changed since."""
+    import json
+    import subprocess
+
+    from torch_rnn import native
+
+    if native.ops() is None:
+        pytest.skip("the C++ loops are not available here")
+    script = ("import sys, torch_rnn.native as n; assert n.ops() is not None; "
+              "print('torch.utils.cpp_extension' in sys.modules)")
+    env = {**os.environ, "TORCH_RNN_CACHE": str(tmp_path)}
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "True"  # checked with cpp_extension, then recorded
+    stamps = list((tmp_path / "native").glob("*.json"))
+    assert len(stamps) == 1
+    assert run() == "False"  # loaded from the record
+    record = json.loads(stamps[0].read_text())
+    record["stat"][1] += 1  # the library changed since: checked again (and recorded again)
+    stamps[0].write_text(json.dumps(record))
+    assert run() == "True" and run() == "False"
