@@ -11,6 +11,10 @@ cutting are noted on stderr. ``--explain`` adds each word's exact share of the p
 terminal), or the JSON fields ``contributions`` and ``bias``; ``--html FILE`` also writes them as a page of shaded
 words (:func:`lightning_module.explanations.explanation_html`). JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
 ``{"text", "error", "unknown", "truncated"}``.
+
+Plain text rows come from :class:`lightning_module.numpy_model.NumpyPredictor`, which needs neither torch nor
+Lightning; ``--json``, ``--explain`` and ``--html`` (and a checkpoint the numpy reader does not take) use the
+torch model, :class:`lightning_module.inference.SentimentPredictor`.
 """
 from __future__ import annotations
 
