@@ -20,6 +20,7 @@ setup(
         "numpy>=1.24",
         "ninja>=1.11",  # torch.utils.cpp_extension builds the C++ loops with it
         "regex>=2022.1",  # the Treebank tokenizer's rules, with the engine NLTK compiles them with
+        "pyarrow>=14",  # the tokenizer cuts a block of sentences into chunks and finds the distinct ones in C++
         "filelock>=3.12",  # one process builds the preprocessing cache, the others wait for it
         "tqdm>=4.60",  # progress bars while a data set loads, on a terminal
         "matplotlib>=3.7,<4",

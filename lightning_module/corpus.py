@@ -64,8 +64,10 @@ class TokenizedCorpus:
 
     @classmethod
     def load(cls, folder: Path) -> "TokenizedCorpus":
-        """Read what :meth:`save` wrote (arrays without pickles; ValueError/OSError when a file is damaged)."""
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in ("ids", "offsets", "labels")}
+        """Read what :meth:`save` wrote (arrays without pickles; ValueError/OSError when a file is damaged). The ids
+        are memory-mapped (read-only): a run that finds them encoded in the cache reads only what it uses."""
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False, mmap_mode="r" if name == "ids" else None)
+                  for name in ("ids", "offsets", "labels")}
         with (folder / "words.json").open(encoding="utf-8") as file:
             text = json.load(file)
         corpus = cls(list(text["words"]), arrays["ids"], arrays["offsets"], arrays["labels"], list(text["label_names"]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import typing
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -22,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_module import preprocessed, sources, vader
+from lightning_module import derived, preprocessed, sources, vader
 from lightning_module.corpus import TokenizedCorpus, tokenize_examples
 from lightning_module.encoder import EncodedDataset, TextEncoder, collate
 from lightning_module.errors import DataError
@@ -33,7 +34,7 @@ from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, che
 from lightning_module.sources import Format
 from lightning_module.splits import shuffled_rows, split_rows
 from lightning_module.tokenizer import Tokenizer
-from lightning_module.vocabulary import PAD, UNK, Vocabulary
+from lightning_module.vocabulary import Vocabulary
 
 __all__ = ["DATASETS", "EncodedDataset", "SentimentDataModule", "ShuffledBatchSampler", "TextEncoder"]
 
@@ -151,6 +152,11 @@ class SentimentDataModule(pl.LightningDataModule):
         self._ensure_setup()
         return TextEncoder(self.vocab, self.tokenizer, self.hparams.max_length, self.label_names)
 
+    @property
+    def cache_entry(self) -> Optional[Path]:
+        """The corpus' folder in the preprocessing cache (None when it was not cached): derived arrays live there."""
+        return self._cache_entry
+
     def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """``tokens`` (N, T) and ``mask`` (N, T) for new sentences; DataError for a text with no tokens."""
         return self.encoder.encode(texts)
@@ -186,9 +192,13 @@ class SentimentDataModule(pl.LightningDataModule):
                                           lambda: shuffled_rows(len(corpus), hp.seed))
         self.splits = split_rows(order, hp.val_fraction, hp.test_fraction)
         dictionary = self._dictionary_path()
-        if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
-            self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
-                          self._build_vocabulary())
+        if self.vocab is None and dictionary is not None:
+            self.vocab = Vocabulary.from_dictionary_file(dictionary)
+        elif self.vocab is None:  # else load_state_dict has set the checkpoint's vocabulary
+            depends_on = {"split": f"order-{len(corpus)}-seed-{hp.seed}", "val": hp.val_fraction,
+                          "test": hp.test_fraction, "min_freq": hp.min_freq, "max_size": hp.max_size}
+            self.vocab, report = derived.vocabulary(self._cache_entry, depends_on, self._build_vocabulary)
+            log.info("%s", report)
         self._encode_splits()
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
                  self.label_names, len(self.vocab), {name: len(rows) for name, rows in self.splits.items()})
@@ -308,8 +318,8 @@ class SentimentDataModule(pl.LightningDataModule):
                 files = preprocessed.input_files(self._input_path())
                 settings = {name: self.hparams[name] for name in ("format", "fine_grained", "limit", "skip_bad_rows")}
                 settings.update(lowercase=self.tokenizer.lowercase, reader=self._reader_name())
-                key = preprocessed.cache_key(files, settings)
                 root = preprocessed.default_root(self.hparams.cache_dir)
+                key = preprocessed.cache_key(files, settings, root)
                 self.corpus = preprocessed.load_or_build(root, key, self._describe(), self._read_and_tokenize)
                 self._cache_entry = root / key
             else:
@@ -345,27 +355,21 @@ class SentimentDataModule(pl.LightningDataModule):
     def _reader_name(self) -> str:
         return "cs5242" if self._cs5242_folder() is not None else "user" if self.hparams.path is not None else "vader"
 
-    def _build_vocabulary(self) -> Vocabulary:
-        """The training split's words (``min_freq``, ``max_size``); logs what was left out."""
-        hp, corpus = self.hparams, self.corpus
-        counts = corpus.word_counts(self.splits["train"])
-        vocab = Vocabulary.from_counts(corpus.words, counts, hp.min_freq, hp.max_size)
-        kept = np.fromiter((word in vocab.stoi and word not in (PAD, UNK) for word in corpus.words), bool,
-                           len(corpus.words))
-        left_out = int((counts > 0).sum() - (kept & (counts > 0)).sum())
-        unknown = int(counts[~kept].sum())
-        log.info("vocabulary: %s words (min_freq %d, max_size %s) of the training split's %s distinct words; %s words "
-                 "left out, which are %.2f%% of its %s tokens (they map to <unk>)", f"{len(vocab) - 2:,}", hp.min_freq,
-                 f"{hp.max_size:,}" if hp.max_size is not None else "none", f"{int((counts > 0).sum()):,}",
-                 f"{left_out:,}", 100 * unknown / max(1, int(counts.sum())), f"{int(counts.sum()):,}")
-        return vocab
+    def _build_vocabulary(self) -> tuple[Vocabulary, str]:
+        """The training split's words (``min_freq``, ``max_size``), and the line that says what was left out."""
+        counts = self.corpus.word_counts(self.splits["train"])
+        return Vocabulary.from_training_counts(self.corpus.words, counts, self.hparams.min_freq, self.hparams.max_size)
 
     def _encode_splits(self) -> None:
         """Map the corpus' token ids to vocabulary indices (int32) and make one dataset per split."""
         corpus, vocab, hp = self.corpus, self.vocab, self.hparams
-        fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
-        to_vocab = np.fromiter((vocab.stoi.get(word, fallback) for word in corpus.words), np.int32, len(corpus.words))
-        encoded = corpus.encode(to_vocab)
+
+        def encode() -> np.ndarray:
+            fallback = vocab.pad_index if vocab.unk_index is None else vocab.unk_index
+            to_vocab = np.fromiter(map(vocab.stoi.get, corpus.words, repeat(fallback)), np.int32, len(corpus.words))
+            return corpus.encode(to_vocab)
+
+        encoded = derived.encoded(self._cache_entry, vocab, encode)  # kept next to a cached corpus
         labels = torch.from_numpy(corpus.labels)
         self._datasets = {name: EncodedDataset(encoded, corpus.offsets, rows, labels[rows], hp.max_length)
                           for name, rows in self.splits.items()}

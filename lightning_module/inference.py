@@ -6,7 +6,6 @@ Only torch and the project's light modules are imported (not Lightning, torchmet
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -18,6 +17,9 @@ from lightning_module.encoder import CHECKPOINT_KEY, TextEncoder
 from lightning_module.errors import CheckpointError
 from lightning_module.explanations import log_odds_shares
 from lightning_module.network import network_from_checkpoint
+from lightning_module.prediction import Prediction, describe
+
+__all__ = ["Prediction", "SentimentPredictor", "load_checkpoint", "safe_load"]
 
 
 def safe_load(path: Union[str, Path]) -> Any:
@@ -58,35 +60,6 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a torch-rnn sentiment checkpoint (it has no {', '.join(missing)}); "
                               "use a .ckpt written by `python train.py`")
     return checkpoint
-
-
-@dataclass
-class Prediction:
-    """One sentence's outcome: its predicted class and that class's probability, or why it has none.
-
-    Attributes:
-        text: the sentence as given.
-        label: the predicted class's name (None when ``error`` is set).
-        probability: that class's probability (None when ``error`` is set).
-        unknown: the sentence's words outside the vocabulary, in order of appearance, each once.
-        truncated: whether the sentence had more tokens than the model's ``max_length`` and was cut to them.
-        tokens: how many tokens the sentence has (before cutting).
-        error: why the sentence could not be classified (it has no tokens), else None.
-        contributions: with ``explain``, every token the model read with its share of the predicted class's
-            log-odds against the others (:meth:`SentimentPredictor.explain`), else None.
-        bias: with ``explain``, the share that does not depend on the words; ``bias + sum(contributions)``
-            is the predicted class's log-odds ``log p / (1 - p)``.
-    """
-
-    text: str
-    label: Optional[str] = None
-    probability: Optional[float] = None
-    unknown: list[str] = field(default_factory=list)
-    truncated: bool = False
-    tokens: int = 0
-    error: Optional[str] = None
-    contributions: Optional[list[tuple[str, float]]] = None
-    bias: Optional[float] = None
 
 
 class SentimentPredictor:
@@ -167,8 +140,9 @@ class SentimentPredictor:
         return log_odds_shares(contributions / self.temperature, bias / self.temperature, scores)
 
     def _describe(self, text: str, words: list[str]) -> Prediction:
-        vocab = self.encoder.vocab
-        unknown = list(dict.fromkeys(word for word in words if word not in vocab))
-        error = None if words else "no tokens: the text is empty or blank"
-        return Prediction(text, unknown=unknown, truncated=len(words) > self.encoder.max_length,
-                          tokens=len(words), error=error)
+        return describe(text, words, self.encoder.vocab, self.encoder.max_length)
+
+    @property
+    def max_length(self) -> int:
+        """The most tokens of a sentence the model reads (longer ones are cut)."""
+        return self.encoder.max_length

@@ -184,11 +184,12 @@ class SentimentClassifier(pl.LightningModule):
 
     def _initialise_naive_bayes_columns(self) -> None:
         """Embedding columns ``0 .. naive_bayes_dims`` := the training split's log-count ratios, class by class."""
-        from lightning_module.naive_bayes import log_count_ratios
+        from lightning_module.naive_bayes import training_split_ratios
 
-        train = self.trainer.datamodule.training_set()
-        ids, offsets = train.ragged()
-        ratios = log_count_ratios(ids, offsets, train.labels, self.hparams.vocab_size, self.hparams.num_classes)  # (V, C)
+        datamodule = self.trainer.datamodule
+        ratios = training_split_ratios(datamodule.training_set(), datamodule.vocab.itos, self.hparams.vocab_size,
+                                       self.hparams.num_classes,
+                                       getattr(datamodule, "cache_entry", None))  # (V, C), kept in the data's cache
         columns = torch.arange(self.hparams.naive_bayes_dims) % self.hparams.num_classes
         with torch.no_grad():
             weight = self.model.embedding.weight

@@ -11,9 +11,16 @@ grows with the number of tokens, never with sentences x vocabulary.
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning_module.encoder import EncodedDataset
 
 #: Sentences counted at a time.
 _BLOCK_ROWS = 100_000
@@ -64,3 +71,27 @@ def log_count_ratios(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray | 
     ratios = (p / p.sum(1, keepdim=True)).log() - (q / q.sum(1, keepdim=True)).log()  # (C, V)
     ratios[:, 0] = 0.0
     return ratios.T.contiguous()
+
+
+def training_split_ratios(train: "EncodedDataset", words: Sequence[str], vocab_size: int, num_classes: int,
+                          cache_entry: Optional[Path] = None, alpha: float = 1.0) -> Tensor:
+    """:func:`log_count_ratios` ``(vocab_size, C)`` of an encoded training split whose vocabulary is ``words``
+    (index -> word).
+
+    With the corpus' preprocessing-cache entry (``cache_entry``) the ratios are kept there, named by a SHA-256 of
+    everything they depend on besides the corpus (the training rows, the vocabulary, ``max_length``, the
+    classes, ``alpha``): a later run with the same split and vocabulary reads them instead of counting a
+    million sentences again.
+    """
+    from lightning_module.preprocessed import cached_array
+
+    digest = hashlib.sha256(np.ascontiguousarray(train.rows, np.int64).tobytes())
+    digest.update("\n".join(words).encode("utf-8", "surrogatepass"))
+    digest.update(repr((train.max_length, vocab_size, num_classes, alpha)).encode())
+
+    def count() -> np.ndarray:
+        ids, offsets = train.ragged()
+        return log_count_ratios(ids, offsets, train.labels, vocab_size, num_classes, alpha).numpy()
+
+    ratios = cached_array(cache_entry, f"naive-bayes-{digest.hexdigest()[:32]}", count)
+    return torch.from_numpy(np.ascontiguousarray(ratios, np.float32))

@@ -11,6 +11,10 @@ cutting are noted on stderr. ``--explain`` adds each word's exact share of the p
 terminal), or the JSON fields ``contributions`` and ``bias``; ``--html FILE`` also writes them as a page of shaded
 words (:func:`lightning_module.explanations.explanation_html`). JSON rows are ``{"text", "label", "probability", "unknown", "truncated"}`` or
 ``{"text", "error", "unknown", "truncated"}``.
+
+Plain text rows come from :class:`lightning_module.numpy_model.NumpyPredictor`, which needs neither torch nor
+Lightning; ``--json``, ``--explain`` and ``--html`` (and a checkpoint the numpy reader does not take) use the
+torch model, :class:`lightning_module.inference.SentimentPredictor`.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from lightning_module.errors import DataError
 
 if TYPE_CHECKING:
-    from lightning_module.inference import Prediction
+    from lightning_module.inference import SentimentPredictor
+    from lightning_module.numpy_model import NumpyPredictor
+    from lightning_module.prediction import Prediction
 
 #: How many unknown words a text note names.
 _SHOWN_UNKNOWN = 8
@@ -105,6 +111,22 @@ def _write_html(path: Path, predictions: list["Prediction"]) -> None:
         raise DataError(f"{path}: cannot write the HTML page ({error.strerror})") from None
 
 
+def _predictor(checkpoint: str, fast: bool) -> "Union[NumpyPredictor, SentimentPredictor]":
+    """The checkpoint's predictor. ``fast``: the numpy one, which needs neither torch nor Lightning (importing
+    torch alone takes more than a second and a half), when the checkpoint's weights can be read without torch
+    (:mod:`lightning_module.checkpoint_reader`); else, or for ``--json`` and ``--explain``, whose numbers are
+    the torch model's to the last digit, :class:`~lightning_module.inference.SentimentPredictor`."""
+    if fast:
+        from lightning_module.numpy_model import load_predictor
+
+        predictor = load_predictor(checkpoint)
+        if predictor is not None:
+            return predictor
+    from lightning_module.inference import SentimentPredictor
+
+    return SentimentPredictor.from_checkpoint(checkpoint)
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
     options = _parser().parse_intermixed_args(args)
     try:
@@ -115,10 +137,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             sentences += _read_sentences(options.file)
         if not sentences:
             raise DataError("no sentences to classify: pass them as arguments or with --file")
-        from lightning_module.inference import SentimentPredictor
-
-        predictor = SentimentPredictor.from_checkpoint(options.checkpoint)
-        predictions = predictor.predict(sentences, explain=options.explain or options.html is not None)
+        explain = options.explain or options.html is not None
+        predictor = _predictor(options.checkpoint, fast=not (explain or options.json))
+        predictions = predictor.predict(sentences, explain=True) if explain else predictor.predict(sentences)
         if options.html is not None:
             _write_html(options.html, predictions)
     except DataError as error:
@@ -128,7 +149,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         print(_row(prediction, options.json))
         if options.explain and not options.json and prediction.contributions is not None:
             print(_explanation(prediction, color=sys.stdout.isatty()))
-        note = None if options.json else _note(number, prediction, predictor.encoder.max_length)
+        note = None if options.json else _note(number, prediction, predictor.max_length)
         if note:
             print(note, file=sys.stderr)
     failed = sum(prediction.error is not None for prediction in predictions)

@@ -52,16 +52,51 @@ def input_files(path: Path) -> list[Path]:
     return [path]
 
 
-def cache_key(files: list[Path], settings: dict[str, Any]) -> str:
-    """SHA-256 (hex) over :data:`CACHE_VERSION`, ``settings`` (JSON) and every file's path and content."""
+def cache_key(files: list[Path], settings: dict[str, Any], root: Optional[Path] = None) -> str:
+    """SHA-256 (hex) over :data:`CACHE_VERSION`, ``settings`` (JSON) and every file's path and content.
+
+    With ``root`` (the cache's folder), each file's content digest is remembered there with the file's size,
+    modification time (ns) and inode, and read back while those are unchanged (as ``make`` and ``git status``
+    trust them), so that a later run does not read a large file again only to find it unchanged. Deleting
+    ``root/digest-*.json`` makes every file be read again."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CACHE_VERSION, "settings": settings}, sort_keys=True).encode())
     for file in files:
         digest.update(str(file.resolve()).encode() + b"\0")
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""):
-                digest.update(block)
+        digest.update(bytes.fromhex(content_digest(file, root)))
         digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def content_digest(file: Path, root: Optional[Path] = None) -> str:
+    """The SHA-256 (hex) of a file's content; remembered in ``root/digest-*.json`` (see :func:`cache_key`)."""
+    status = file.stat()
+    stamp = [status.st_size, status.st_mtime_ns, status.st_ino]
+    memo = None
+    if root is not None:
+        memo = root / f"digest-{hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:32]}.json"
+        try:
+            remembered = json.loads(memo.read_text(encoding="utf-8"))
+            if remembered["stamp"] == stamp:
+                return remembered["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    # Remembered only for a file not written to while it was read, nor within the last 2 s: a change within the
+    # file system's timestamp resolution could otherwise keep its size and time (git's "racily clean" files).
+    settled = file.stat().st_mtime_ns == status.st_mtime_ns and time.time_ns() - status.st_mtime_ns > 2_000_000_000
+    if memo is not None and settled:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            partial = memo.with_name(f".{memo.name}.{os.getpid()}")
+            partial.write_text(json.dumps({"stamp": stamp, "sha256": digest.hexdigest(), "path": str(file)}),
+                               encoding="utf-8")
+            os.replace(partial, memo)
+        except OSError:
+            pass  # a read-only cache: the digest is computed every time
     return digest.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """The training batches' order: shuffled every epoch, optionally by length, and resumable part way through."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator, Optional
 
@@ -39,15 +40,21 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         seed, skip = self._resume or (int(torch.empty((), dtype=torch.int64).random_().item()), 0)
         self._resume, self.epoch_seed = None, seed
-        yield from self._batches(torch.Generator().manual_seed(seed))[skip:]
+        yield from itertools.islice(self._batches(torch.Generator().manual_seed(seed)), skip, None)
 
-    def _batches(self, generator: torch.Generator) -> list[list[int]]:
+    def _batches(self, generator: torch.Generator) -> Iterator[list[int]]:
+        """The epoch's batches; with ``bucket_by_length`` a pool is sorted when its first batch is due, so the
+        first batch of a million sentences does not wait for all of them to be sorted."""
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        size = self.batch_size
         if not self.bucket_by_length:
-            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        pool = self.batch_size * self.POOL_BATCHES
-        batches = []
-        for start in range(0, len(order), pool):
-            chunk = sorted(order[start:start + pool], key=self.lengths.__getitem__)
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+            yield from (order[i:i + size] for i in range(0, len(order), size))
+            return
+        pool = size * self.POOL_BATCHES  # every pool but the last holds POOL_BATCHES batches
+        count = sum(math.ceil(len(order[start:start + pool]) / size) for start in range(0, len(order), pool))
+        sorted_pools: dict[int, list[int]] = {}
+        for index in torch.randperm(count, generator=generator).tolist():
+            number, batch = divmod(index, self.POOL_BATCHES)
+            if number not in sorted_pools:
+                sorted_pools[number] = sorted(order[number * pool:(number + 1) * pool], key=self.lengths.__getitem__)
+            yield sorted_pools[number][batch * size:(batch + 1) * size]

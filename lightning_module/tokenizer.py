@@ -16,12 +16,15 @@ and skip even that.
 """
 from __future__ import annotations
 
+import operator
 import re
-from itertools import repeat
-from typing import Any, Callable, Iterable
+from itertools import compress, repeat
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import regex
+
+from lightning_module import chunking
 
 # The rules of nltk.tokenize.treebank.TreebankWordTokenizer (NLTK 3.10, Apache License 2.0), in order.
 STARTING_QUOTES = [
@@ -172,7 +175,7 @@ class Tokenizer:
 
     def encode_many(self, texts: list[str], table: "TokenTable") -> tuple[np.ndarray, np.ndarray]:
         """Tokenize many sentences straight into token ids (``table.index``: token -> id, grown by every new
-        token, ids in order of first appearance).
+        token).
 
         The texts are joined into one string with their first and last chunks marked, split at the spaces and
         looked up in ``table`` in C, so Python runs once per distinct chunk and place, not once per chunk. A
@@ -184,9 +187,12 @@ class Tokenizer:
         """
         if self.lowercase:
             texts = list(map(str.lower, texts))
-        plain = [bool(text) and not (text[0].isspace() or text[-1].isspace() or _FIRST in text or _LAST in text)
-                 for text in texts]
-        joined = texts if all(plain) else [text for text, ok in zip(texts, plain) if ok]
+        count = len(texts)
+        sizes = np.fromiter(map(len, texts), np.int64, count)
+        plain = (sizes > 0) & (np.fromiter(map(len, map(str.strip, texts)), np.int64, count) == sizes)
+        for mark in _MARKS:
+            plain &= ~np.fromiter(map(operator.contains, texts, repeat(mark)), bool, count)
+        joined = texts if plain.all() else list(compress(texts, plain))
         ids, lengths = table.encode_chunks(joined, self._place_tokens)
         if joined is texts:
             return ids, lengths
@@ -233,8 +239,8 @@ class TokenTable:
         self.words: list[str] = []  # id -> token
         self._suffixed: dict[str, tuple[list[str], int]] = {}  # marked shape of a word and a mark -> its tokens
         self._chunks: dict[str, int] = {}  # marked chunk -> chunk number
-        self._starts = np.zeros(1024, np.int64)  # chunk number -> where its ids start in _ids
-        self._lengths = np.zeros(1024, np.int64)  # chunk number -> how many tokens it has
+        self._starts = np.zeros(1024, np.int32)  # chunk number -> where its ids start in _ids (< 2**30, see below)
+        self._lengths = np.zeros(1024, np.int32)  # chunk number -> how many tokens it has
         self._ids = np.zeros(4096, np.int32)
         self._used = 0  # of _ids
 
@@ -253,71 +259,141 @@ class TokenTable:
         """Token ids and per-text token counts of ``texts`` (no whitespace at their ends, no marker in them)."""
         if not texts:
             return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        if len(self._chunks) >= MAX_REMEMBERED:
+        if len(self._chunks) >= MAX_REMEMBERED or self._used >= 2**30:  # (int32 starts)
             self._chunks.clear()
             self._used = 0
-        chunks = (_FIRST + f"{_LAST} {_FIRST}".join(texts) + _LAST).split(" ")
-        numbers = np.fromiter(map(self._chunks.get, chunks, repeat(-1)), np.int64, len(chunks))
-        missing = np.flatnonzero(numbers < 0)
-        if len(missing):
-            new = self._resolve(dict.fromkeys(map(chunks.__getitem__, missing.tolist())), place_tokens)
-            self._add(new)
-            numbers[missing] = np.fromiter(map(self._chunks.__getitem__, map(chunks.__getitem__, missing.tolist())),
-                                           np.int64, len(missing))
-        del chunks
+        arrow = chunking.chunk_numbers(texts, lambda keys: self._numbers(keys, place_tokens), _FIRST, _LAST) \
+            if chunking.available() else None
+        if arrow is not None:
+            numbers, chunks_per_text = arrow
+        else:
+            chunks = (_FIRST + f"{_LAST} {_FIRST}".join(texts) + _LAST).split(" ")
+            numbers = self._numbers(chunks, place_tokens)
+            del chunks
+            chunks_per_text = np.fromiter(map(str.count, texts, [" "] * len(texts)), np.int64, len(texts)) + 1
         counts = self._lengths[numbers]  # tokens per chunk
         ends = np.cumsum(counts)
         ids = self._ids[np.repeat(self._starts[numbers] - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)]
-        chunks_per_text = np.fromiter(map(str.count, texts, [" "] * len(texts)), np.int64, len(texts)) + 1
         text_ends = np.cumsum(chunks_per_text)
         token_ends = np.concatenate([[0], ends])[text_ends]
         return ids, np.diff(token_ends, prepend=0)
 
-    def _resolve(self, chunks: Iterable[str], place_tokens: Callable[[str], Iterable[str]]) -> list[tuple[str, list[int]]]:
-        """Every new chunk with its token ids; a plain ASCII word is its own token wherever it stands."""
-        index, words, new, suffixed = self.index, self.words, [], self._suffixed
-        get, append, marks, split_words = index.get, new.append, _MARKS, _SPLIT_WORDS
-        for chunk in chunks:
-            bare = chunk.strip(marks)
-            if bare.isascii() and bare.isalnum() and bare.lower() not in split_words:
-                number = get(bare)
-                if number is None:
-                    number = index[bare] = len(words)
-                    words.append(bare)
-                append((chunk, [number]))
-                continue
-            core, mark = bare[:-1], bare[-1:]
-            if mark in ",.!?" and core.isascii() and core.isalnum() and core.lower() not in _KEPT_WHOLE:
-                # A word and one punctuation mark, by its shape at its place (as _Place does, without the regex).
-                stand_in = "0" if core[0].isdigit() else "w"
-                key = chunk[: len(chunk) - len(chunk.lstrip(_FIRST))] + stand_in + mark + \
-                    chunk[len(chunk.rstrip(_LAST)):]
-                entry = suffixed.get(key)
-                if entry is None:
-                    tokens = list(place_tokens(key))
-                    holding = [i for i, token in enumerate(tokens) if stand_in in token]
-                    entry = suffixed[key] = (tokens, holding[0] if len(holding) == 1 else -1)
-                if entry[1] >= 0:
-                    tokens = list(entry[0])
-                    tokens[entry[1]] = tokens[entry[1]].replace(stand_in, core)
-                    append((chunk, self.ids(tokens)))
-                    continue
-            append((chunk, self.ids(place_tokens(chunk))))
-        return new
+    def _numbers(self, chunks: list[str], place_tokens: Callable[[str], Iterable[str]]) -> np.ndarray:
+        """The chunk number (int64) of every marked chunk, remembering the new ones."""
+        numbers = np.fromiter(map(self._chunks.get, chunks, repeat(-1)), np.int64, len(chunks))
+        missing = np.flatnonzero(numbers < 0)
+        if len(missing):
+            new = list(dict.fromkeys(map(chunks.__getitem__, missing.tolist())))
+            first = len(self._chunks)
+            self._add(new, *self._resolve(new, place_tokens))
+            if len(new) == len(missing):  # distinct chunks (as Arrow gives them): numbered in order
+                numbers[missing] = np.arange(first, first + len(new))
+            else:
+                numbers[missing] = np.fromiter(map(self._chunks.__getitem__, map(chunks.__getitem__, missing.tolist())),
+                                               np.int64, len(missing))
+        return numbers
 
-    def _add(self, new: list[tuple[str, list[int]]]) -> None:
-        """Remember new chunks and their token ids."""
+    def _resolve(self, chunks: list[str], place_tokens: Callable[[str], Iterable[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """The number of tokens of every new chunk (int64) and their ids, chunk after chunk (int32).
+
+        A plain ASCII word is its own token wherever it stands: those are found without a Python loop."""
+        bare = list(map(str.strip, chunks, repeat(_MARKS)))
+        plain = np.fromiter(map(str.isascii, bare), bool, len(bare)) & np.fromiter(map(str.isalnum, bare), bool, len(bare))
+        plain[plain] = ~np.fromiter(map(_SPLIT_WORDS.__contains__, map(str.lower, compress(bare, plain))), bool,
+                                    int(plain.sum()))
+        other = np.flatnonzero(~plain).tolist()
+        other_ids = self._punctuated_ids([chunks[i] for i in other], [bare[i] for i in other], place_tokens)
+        lengths = np.ones(len(chunks), np.int64)
+        lengths[other] = np.fromiter(map(len, other_ids), np.int64, len(other))
+        starts = np.cumsum(lengths) - lengths
+        ids = np.empty(int(lengths.sum()), np.int32)
+        ids[starts[plain]] = self.ids_array(list(compress(bare, plain)))
+        if other:
+            ids[np.repeat(starts[other] - (np.cumsum(lengths[other]) - lengths[other]), lengths[other])
+                + np.arange(int(lengths[other].sum()))] = [number for found in other_ids for number in found]
+        return lengths, ids
+
+    def ids_array(self, tokens: list[str]) -> np.ndarray:
+        """:meth:`ids` as an int64 array, looked up without a Python loop (new tokens get the next ids)."""
+        index, words = self.index, self.words
+        ids = np.fromiter(map(index.get, tokens, repeat(-1)), np.int64, len(tokens))
+        unseen = np.flatnonzero(ids < 0)
+        if len(unseen):
+            fresh = list(dict.fromkeys(map(tokens.__getitem__, unseen.tolist())))
+            index.update(zip(fresh, range(len(words), len(words) + len(fresh))))
+            words.extend(fresh)
+            ids[unseen] = np.fromiter(map(index.__getitem__, map(tokens.__getitem__, unseen.tolist())), np.int64,
+                                      len(unseen))
+        return ids
+
+    def _punctuated_ids(self, chunks: list[str], bare: list[str],
+                        place_tokens: Callable[[str], Iterable[str]]) -> list[list[int]]:
+        """The token ids of new chunks that are not plain words (``bare``: without their marks).
+
+        A word followed by one of ``,.!?`` is tokenized by its shape (:meth:`_chunk_ids`); the chunks of one shape
+        are done together, the others one by one."""
+        found: list[Optional[list[int]]] = [None] * len(chunks)
+        cores, last = [word[:-1] for word in bare], [word[-1:] for word in bare]
+        count = len(chunks)
+        shaped = np.fromiter(map(str.isascii, cores), bool, count) & np.fromiter(map(str.isalnum, cores), bool, count) \
+            & np.fromiter(map(",.!?".__contains__, last), bool, count)
+        shaped[shaped] = ~np.fromiter(map(_KEPT_WHOLE.__contains__, map(str.lower, compress(cores, shaped))), bool,
+                                      int(shaped.sum()))
+        at = np.flatnonzero(shaped)
+        keys = [chunks[i][: len(chunks[i]) - len(chunks[i].lstrip(_FIRST))] + ("0" if cores[i][0].isdigit() else "w")
+                + last[i] + chunks[i][len(chunks[i].rstrip(_LAST)):] for i in at.tolist()]
+        groups: dict[str, list[int]] = {}
+        for i, key in zip(at.tolist(), keys):
+            groups.setdefault(key, []).append(i)
+        for key, members in groups.items():
+            tokens, holding = self._shape(key, place_tokens)
+            if holding < 0:
+                continue
+            before, after = tokens[holding].split(key.strip(_MARKS)[0], 1)
+            varying = self.ids_array([before + cores[i] + after for i in members]).tolist()
+            fixed = self.ids(tokens[:holding]) + [-1] + self.ids(tokens[holding + 1:])  # not the stand-in itself
+            for i, number in zip(members, varying):
+                fixed[holding] = number
+                found[i] = list(fixed)
+        return [ids if ids is not None else self._chunk_ids(chunk, word, place_tokens)
+                for ids, chunk, word in zip(found, chunks, bare)]
+
+    def _shape(self, key: str, place_tokens: Callable[[str], Iterable[str]]) -> tuple[list[str], int]:
+        """The tokens of a shape (a stand-in word and a mark, at a place) and which token holds the word (-1:
+        not exactly one)."""
+        entry = self._suffixed.get(key)
+        if entry is None:
+            stand_in = key.strip(_MARKS)[0]
+            tokens = list(place_tokens(key))
+            holding = [i for i, token in enumerate(tokens) if stand_in in token]
+            entry = self._suffixed[key] = (tokens, holding[0] if len(holding) == 1 else -1)
+        return entry
+
+    def _chunk_ids(self, chunk: str, bare: str, place_tokens: Callable[[str], Iterable[str]]) -> list[int]:
+        """The token ids of a new chunk that is not a plain word (``bare``: without its marks)."""
+        core, mark = bare[:-1], bare[-1:]
+        if mark in ",.!?" and core.isascii() and core.isalnum() and core.lower() not in _KEPT_WHOLE:
+            # A word and one punctuation mark, by its shape at its place (as _Place does, without the regex).
+            stand_in = "0" if core[0].isdigit() else "w"
+            key = chunk[: len(chunk) - len(chunk.lstrip(_FIRST))] + stand_in + mark + chunk[len(chunk.rstrip(_LAST)):]
+            entry = self._shape(key, place_tokens)
+            if entry[1] >= 0:
+                tokens = list(entry[0])
+                tokens[entry[1]] = tokens[entry[1]].replace(stand_in, core)
+                return self.ids(tokens)
+        return self.ids(place_tokens(chunk))
+
+    def _add(self, chunks: list[str], lengths: np.ndarray, ids: np.ndarray) -> None:
+        """Remember new chunks: the number of tokens of each, and their ids one chunk after the other."""
         first = len(self._chunks)
-        needed = first + len(new)
+        needed = first + len(chunks)
         if needed > len(self._starts):
-            self._starts = np.resize(self._starts, 2 * needed)
-            self._lengths = np.resize(self._lengths, 2 * needed)
-        lengths = np.array([len(ids) for _, ids in new], np.int64)
-        ids = np.array([number for _, chunk_ids in new for number in chunk_ids], np.int32)
+            self._starts = np.resize(self._starts, needed + needed // 2)
+            self._lengths = np.resize(self._lengths, needed + needed // 2)
         if self._used + len(ids) > len(self._ids):
-            self._ids = np.resize(self._ids, 2 * (self._used + len(ids)))
+            self._ids = np.resize(self._ids, (self._used + len(ids)) * 3 // 2)
         self._lengths[first:needed] = lengths
         self._starts[first:needed] = self._used + np.cumsum(lengths) - lengths
         self._ids[self._used: self._used + len(ids)] = ids
         self._used += len(ids)
-        self._chunks.update(zip((chunk for chunk, _ in new), range(first, needed)))
+        self._chunks.update(zip(chunks, range(first, needed)))

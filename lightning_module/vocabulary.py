@@ -79,6 +79,22 @@ class Vocabulary:
         return cls([PAD, UNK, *kept], unk_token=UNK)
 
     @classmethod
+    def from_training_counts(cls, words: Sequence[str], counts: np.ndarray, min_freq: int,
+                             max_size: Optional[int]) -> tuple["Vocabulary", str]:
+        """:meth:`from_counts` of the training split's word counts (int64 ``(len(words),)``), and a report line: how
+        many of its words were left out and what share of its tokens they are (they map to ``<unk>``)."""
+        vocab = cls.from_counts(words, counts, min_freq, max_size)
+        kept = np.fromiter(map(set(vocab.itos[2:]).__contains__, words), bool, len(words))  # after <pad>, <unk>
+        seen = counts > 0
+        left_out = int(seen.sum() - (kept & seen).sum())
+        unknown, total = int(counts[~kept].sum()), int(counts.sum())
+        limit = f"{max_size:,}" if max_size is not None else "none"
+        report = (f"vocabulary: {len(vocab) - 2:,} words (min_freq {min_freq}, max_size {limit}) of the training "
+                  f"split's {int(seen.sum()):,} distinct words; {left_out:,} words left out, which are "
+                  f"{100 * unknown / max(1, total):.2f}% of its {total:,} tokens (they map to <unk>)")
+        return vocab, report
+
+    @classmethod
     def from_dictionary_file(cls, path: str | Path) -> "Vocabulary":
         """Read a word list: one word per line, the word on line i (from 0) gets index i + 1.
 

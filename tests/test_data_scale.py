@@ -79,8 +79,10 @@ def test_a_second_run_loads_the_cache_and_gets_the_same_data(reviews_file, cache
     assert "cached the tokenized data set" in caplog.text
     entries = [path for path in cache.iterdir() if path.is_dir()]
     assert len(entries) == 1
-    assert sorted(path.name for path in entries[0].iterdir()) == [
-        "ids.npy", "labels.npy", "meta.json", "offsets.npy", "order-30000-seed-42.npy", "words.json"]  # and the split's order
+    assert sorted(path.name.split("-")[0] if path.name.startswith(("encoded-", "vocabulary-")) else path.name
+                  for path in entries[0].iterdir()) == [  # and the split's order, the vocabulary, the ids encoded with it
+        "encoded", "ids.npy", "labels.npy", "meta.json", "offsets.npy", "order-30000-seed-42.npy", "vocabulary",
+        "words.json"]
     caplog.clear()
     with caplog.at_level(logging.INFO):
         started = time.perf_counter()

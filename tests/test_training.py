@@ -325,15 +325,15 @@ def test_predict_py_reports_a_missing_checkpoint_quickly(tmp_path):
 
 
 def test_predict_py_imports_only_what_predicting_needs(trained):
-    """One sentence: torch and the project's light modules, not Lightning, torchmetrics, TensorBoard or NLTK."""
+    """One sentence: the project's light modules and numpy, not torch, Lightning, torchmetrics, TensorBoard or NLTK."""
     _, log_dir = trained
     result = run_script("-X", "importtime", "predict.py", str(log_dir / "checkpoints" / "last.ckpt"), "a wonderful film",
                         cwd=ROOT)
     assert result.returncode == 0 and result.stdout.split("\t")[0] in ("positive", "negative")
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert {"torch", "torch_rnn", "lightning_module"} <= imported
-    assert not imported & {"pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics", "tensorboard", "nltk",
+    assert "lightning_module" in imported
+    assert not imported & {"torch", "torch_rnn", "pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics", "tensorboard", "nltk",
                            "matplotlib", "jsonargparse"}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -73,8 +74,57 @@ def _built() -> bool:
         return True
 
 
+def _stamp(flags: list[str]) -> Path:
+    """Where a build of these exact sources and flags for this torch and Python records its library."""
+    digest = hashlib.sha256(repr((flags, torch.__version__, sys.version, os.environ.get("TORCH_EXTENSIONS_DIR"))).encode())
+    for path in sorted([*CSRC.glob("*.cpp"), *CSRC.glob("*.h")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    root = Path(os.environ.get("TORCH_RNN_CACHE") or Path.home() / ".cache" / "torch_rnn")
+    return root / "native" / f"{digest.hexdigest()[:32]}.json"
+
+
+def _load_recorded(stamp: Path) -> bool:
+    """Load the library a stamp names if it is still the file that was built (size and time); False otherwise.
+
+    This skips importing ``torch.utils.cpp_extension`` (and setuptools) and running ninja to find the build
+    up to date: a few tenths of a second of every process that uses the loops."""
+    try:
+        record = json.loads(stamp.read_text(encoding="utf-8"))
+        status = os.stat(record["library"])
+        if [status.st_size, status.st_mtime_ns] != record["stat"]:
+            return False  # rebuilt since (another checkout sharing the build folder, say): check it properly
+        torch.ops.load_library(record["library"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return False
+    return hasattr(torch.ops.torch_rnn, "recurrence_backward")
+
+
+def _record(stamp: Path, library: str) -> None:
+    try:
+        status = os.stat(library)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        partial = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"library": library, "stat": [status.st_size, status.st_mtime_ns]}),
+                           encoding="utf-8")
+        os.replace(partial, stamp)
+    except OSError:
+        pass  # no stamp: the next process checks the build with cpp_extension again
+
+
 def build(verbose: bool = False) -> Any:
     """Compile (if needed) and load the extension; returns ``torch.ops.torch_rnn``. Raises when it cannot."""
+    # OpenMP splits each step between torch's intra-op threads (the same libgomp torch loaded, by its
+    # soname); only GCC on Linux is assumed to have it, elsewhere the loops run in one thread.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    # A digest of the headers in the flags: a changed header rebuilds every file, as a changed source does.
+    headers = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.h")))).hexdigest()[:16]
+    flags = ["-O3", f"-DTORCH_RNN_HEADERS={headers}", *openmp]
+    stamp = _stamp(flags)
+    if not hasattr(torch.ops.torch_rnn, "recurrence_backward") and not verbose and _load_recorded(stamp):
+        from .ops import register_native_fakes
+
+        register_native_fakes()
+        return torch.ops.torch_rnn
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:  # the `ninja` package's binary, when this venv's bin is not on PATH
@@ -85,14 +135,9 @@ def build(verbose: bool = False) -> Any:
         if not verbose and not _built():
             log.warning("torch_rnn: compiling its C++ loops, once (about a minute; cached under %s)",
                         os.path.dirname(cpp_extension._get_build_directory(_NAME, False)))
-        # OpenMP splits each step between torch's intra-op threads (the same libgomp torch loaded, by its
-        # soname); only GCC on Linux is assumed to have it, elsewhere the loops run in one thread.
-        openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-        # A digest of the headers in the flags: a changed header rebuilds every file, as a changed source does.
-        headers = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.h")))).hexdigest()[:16]
         cpp_extension.load(name=_NAME, sources=[str(path) for path in sorted(CSRC.glob("*.cpp"))],
-                           extra_cflags=["-O3", f"-DTORCH_RNN_HEADERS={headers}", *openmp],
-                           extra_ldflags=openmp, is_python_module=False, verbose=verbose)
+                           extra_cflags=flags, extra_ldflags=openmp, is_python_module=False, verbose=verbose)
+        _record(stamp, os.path.join(cpp_extension._get_build_directory(_NAME, False), f"{_NAME}.so"))
     from .ops import register_native_fakes  # the C++ ops' fake kernels, for FakeTensorMode and opcheck
 
     register_native_fakes()
