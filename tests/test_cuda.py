@@ -111,7 +111,7 @@ def test_lightning_fit_on_gpu_then_predict_from_the_checkpoint_on_cpu(tmp_path, 
     from lightning_module.datamodule import SentimentDataModule
     from lightning_module.module import SentimentClassifier
     from lightning_module.predict_cli import main as predict_main
-    from test_training import small_fit_args, write_tsv
+    from fit_helpers import small_fit_args, write_tsv
 
     data = write_tsv(tmp_path / "small.tsv")
     cli = SentimentCLI(SentimentClassifier, SentimentDataModule,

@@ -22,7 +22,7 @@ from lightning_module.module import SentimentClassifier
 from lightning_module.predict_cli import main as predict_main
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import Vocabulary
-from test_training import small_fit_args, write_tsv
+from fit_helpers import small_fit_args, write_tsv
 
 
 class Spans(HTMLParser):

@@ -15,7 +15,7 @@ from lightning_module.datamodule import SentimentDataModule
 from lightning_module.encoder import collate
 from lightning_module.module import SentimentClassifier
 from lightning_module.naive_bayes import log_count_ratios
-from test_training import small_fit_args, write_tsv
+from fit_helpers import small_fit_args, write_tsv
 
 
 def counted_ratios(tokens, mask, labels, V, C, alpha):
