@@ -172,9 +172,7 @@ class SentimentDataModule(pl.LightningDataModule):
         hp = self.hparams
         corpus = self.corpus if self.corpus is not None else self._load_corpus()
         self.label_names = corpus.label_names
-        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
-                                          lambda: _shuffled(len(corpus), hp.seed))
-        self.splits = _split(order, hp.val_fraction, hp.test_fraction)
+        self.splits = self._make_splits(corpus)
         dictionary = self._dictionary_path()
         if self.vocab is None:  # load_state_dict may already have set the checkpoint's vocabulary
             self.vocab = (Vocabulary.from_dictionary_file(dictionary) if dictionary is not None else
@@ -182,6 +180,14 @@ class SentimentDataModule(pl.LightningDataModule):
         self._encode_splits()
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
                  self.label_names, len(self.vocab), {name: len(rows) for name, rows in self.splits.items()})
+
+    def _make_splits(self, corpus: TokenizedCorpus) -> dict[str, np.ndarray]:
+        """The rows (int64, file order) of each split: ``"train"``, ``"val"``, ``"test"``; a seeded random split
+        here (subclasses such as :class:`~lightning_module.folds.CrossValidationDataModule` split otherwise)."""
+        hp = self.hparams
+        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
+                                          lambda: _shuffled(len(corpus), hp.seed))
+        return _split(order, hp.val_fraction, hp.test_fraction)
 
     def training_set(self) -> EncodedDataset:
         """The encoded training split, for statistics a model starts from (:meth:`EncodedDataset.ragged`)."""

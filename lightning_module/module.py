@@ -13,6 +13,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from lightning_module.augment import unknown_sentences
 from lightning_module.calibration import expected_calibration_error, fit_temperature
 from lightning_module.network import build_network
 from lightning_module.panels import log_validation_panels
@@ -63,6 +64,11 @@ class SentimentClassifier(pl.LightningModule):
         word_dropout: in training, each real token becomes the vocabulary's unknown token with this
             probability, so that the model learns what a sentence of unknown words says: little (its
             probabilities then stay near the class prior). Needs a vocabulary with ``<unk>``.
+        unknown_sentences: in training, each sentence becomes, with this probability, a sentence of ``k``
+            unknown tokens (``k`` uniform in ``1 .. its length``), its label kept. Word dropout alone almost never
+            makes a sentence all unknown (``word_dropout ** L``), so what the model says about one is
+            extrapolation; on these its label is independent of the input, and the cross-entropy is lowest when
+            their probabilities are the class prior. Needs a vocabulary with ``<unk>``.
         log_bptt: at every validation epoch of a fit, log the mean norm of the total gradient ``dL/dh_t``
             reaching each step's hidden state (:func:`torch_rnn.diagnostics.bptt_hidden_gradients`) over the
             first validation batch: the figure ``bptt/grad_norm`` and the scalars ``bptt/grad_norm_first``
@@ -105,6 +111,7 @@ class SentimentClassifier(pl.LightningModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         word_dropout: float = 0.0,
+        unknown_sentences: float = 0.0,
         log_bptt: bool = True,
         explain_sentences: int = 6,
     ) -> None:
@@ -114,6 +121,8 @@ class SentimentClassifier(pl.LightningModule):
         self.scheduler_factory = lr_scheduler
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
+        if not 0.0 <= unknown_sentences < 1.0:
+            raise ValueError(f"model.unknown_sentences must be in [0, 1), got {unknown_sentences}")
         if explain_sentences < 0:
             raise ValueError(f"model.explain_sentences must be >= 0, got {explain_sentences}")
         if embedding_init not in ("random", "naive_bayes"):
@@ -159,11 +168,11 @@ class SentimentClassifier(pl.LightningModule):
         """For a fit, the vocabulary's unknown token (``word_dropout``); at the start of a fresh fit, fill in
         pretrained word vectors for the data's vocabulary, or the naive-Bayes columns of the learned embedding
         (a checkpoint restores its own)."""
-        if stage == "fit" and self.hparams.word_dropout > 0:
+        if stage == "fit" and (self.hparams.word_dropout > 0 or self.hparams.unknown_sentences > 0):
             vocab = getattr(self.trainer.datamodule, "vocab", None)
             self._unk_index = None if vocab is None else vocab.unk_index
             if self._unk_index is None:
-                raise ValueError("model.word_dropout needs a vocabulary with an unknown token (<unk>); this data's "
+                raise ValueError("model.word_dropout and unknown_sentences need a vocabulary with an unknown token (<unk>); this data's "
                                  "has none (a --data.dictionary maps unknown words to padding)")
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
@@ -193,10 +202,12 @@ class SentimentClassifier(pl.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        tokens = batch["tokens"]
+        tokens, mask = batch["tokens"], batch["mask"]
         if stage == "train" and self.hparams.word_dropout > 0:
-            tokens = self.drop_words(tokens, batch["mask"], self._unk_index)
-        scores = self(tokens, batch["mask"])  # (N, C)
+            tokens = self.drop_words(tokens, mask, self._unk_index)
+        if stage == "train" and self.hparams.unknown_sentences > 0:
+            tokens, mask = unknown_sentences(tokens, mask, self._unk_index, self.hparams.unknown_sentences)
+        scores = self(tokens, mask)  # (N, C)
         loss = softmax_loss(scores, batch["labels"])
         self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
         if stage in self._scores:
