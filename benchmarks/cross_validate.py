@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -191,6 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     silence_library_noise()
     show_data_reports()
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # our args, not the command line's
     rnn_rows = parse_rnn_rows(options.rnn)
     first = next(iter(rnn_rows.values()))
     texts, labels, settings = corpus_texts(first, options.seed, extra)

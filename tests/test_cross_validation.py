@@ -2,6 +2,7 @@
 batches of unknown words (lightning_module.augment)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,15 @@ def test_the_script_runs_2_folds_on_disjoint_rows_and_prints_the_table(cross_val
     assert len(rnn) == 2 and all(0 <= r["acc"] <= 1 and 0 <= r["ece"] <= 1 for r in rnn)
     mean = 100 * np.mean([r["acc"] for r in rnn])
     assert f"{mean:6.2f}%" in table
+    # a fold's checkpoint: calibration_report rebuilds the fold's splits and draws before and after
+    checkpoint = next((tmp_path / "runs" / "RNN_default" / "fold0").glob("lightning_logs/version_0/checkpoints/best-*.ckpt"))
+    for module in load_script(SCRIPT.with_name("calibration_report.py")):
+        monkeypatch.setattr("sys.argv", ["calibration_report.py", str(checkpoint), "--before", str(checkpoint),
+                                         "--figure", str(tmp_path / "reliability.png"), "--json"])
+        capsys.readouterr()
+        module.main()
+        measured = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "reliability.png").stat().st_size > 0
+    assert measured["test_accuracy"] == pytest.approx(rnn[0]["acc"], abs=1e-6)
+    assert measured["before"]["test_ece"] == pytest.approx(measured["test_ece"])
+    assert set(measured["all_unknown"]["zorblax"]) == {"steps", "uncalibrated", "calibrated"}
