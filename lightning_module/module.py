@@ -43,7 +43,8 @@ class SentimentClassifier(pl.LightningModule):
         embedding_init: how the learned embedding starts: ``"random"`` (``nn.Embedding``'s N(0, 1)), or
             ``"naive_bayes"``: its first ``naive_bayes_dims`` columns hold each word's naive-Bayes log-count
             ratios on the training split (:mod:`lightning_module.naive_bayes`), set in :meth:`setup` at the
-            start of a fresh fit, the rest random; every column is trained.
+            start of a fresh fit, the rest random; every column is trained. With ``input_mode="pretrained"``
+            the ``naive_bayes_dims`` columns come before the pretrained vectors' (the embedding is wider).
         naive_bayes_dims: how many columns ``"naive_bayes"`` sets: the ``C`` ratios of the ``C`` classes,
             repeated (so embedding dropout rarely removes all of them).
         naive_bayes_scale: the factor on those ratios (the random columns are N(0, 1); a ratio of 1 means a
@@ -127,13 +128,16 @@ class SentimentClassifier(pl.LightningModule):
             raise ValueError(f"model.explain_sentences must be >= 0, got {explain_sentences}")
         if embedding_init not in ("random", "naive_bayes"):
             raise ValueError(f"model.embedding_init must be 'random' or 'naive_bayes', got {embedding_init!r}")
-        if embedding_init == "naive_bayes" and (input_mode != "embedding" or not 1 <= naive_bayes_dims <= embedding_dim):
-            raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' and 1 <= "
-                             f"naive_bayes_dims <= embedding_dim, got input_mode {input_mode!r}, naive_bayes_dims "
-                             f"{naive_bayes_dims} and embedding_dim {embedding_dim}")
+        width = embedding_dim if input_mode == "embedding" else naive_bayes_dims  # pretrained: columns added
+        if embedding_init == "naive_bayes" and (input_mode == "onehot" or not 1 <= naive_bayes_dims <= width):
+            raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' (and 1 <= "
+                             f"naive_bayes_dims <= embedding_dim) or 'pretrained' (and 1 <= naive_bayes_dims), got "
+                             f"input_mode {input_mode!r}, naive_bayes_dims {naive_bayes_dims} and embedding_dim "
+                             f"{embedding_dim}")
         self.model = build_network(
             vocab_size=vocab_size, num_classes=num_classes, hidden_size=hidden_size, fc_size=fc_size,
-            input_mode=input_mode, embedding_dim=embedding_dim, pretrained=pretrained,
+            input_mode=input_mode, embedding_dim=embedding_dim, pretrained=pretrained, embedding_init=embedding_init,
+            naive_bayes_dims=naive_bayes_dims,
             freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
             nonlinearity=nonlinearity, dropout=dropout, embedding_dropout=embedding_dropout,
             skip_padding=skip_padding, init=init,
@@ -172,21 +176,20 @@ class SentimentClassifier(pl.LightningModule):
             vocab = getattr(self.trainer.datamodule, "vocab", None)
             self._unk_index = None if vocab is None else vocab.unk_index
             if self._unk_index is None:
-                raise ValueError("model.word_dropout and unknown_sentences need a vocabulary with an unknown token (<unk>); this data's "
-                                 "has none (a --data.dictionary maps unknown words to padding)")
+                raise ValueError("model.word_dropout and unknown_sentences need a vocabulary with an unknown token "
+                                 "(<unk>); this data's has none (a --data.dictionary maps unknown words to padding)")
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
-        if self.hparams.input_mode == "embedding" and self.hparams.embedding_init == "naive_bayes":
-            self._initialise_naive_bayes_columns()
-        if self.hparams.input_mode != "pretrained":
-            return
-        from lightning_module.pretrained import load_glove_vectors
+        if self.hparams.input_mode == "pretrained":
+            from lightning_module.pretrained import load_glove_vectors
 
-        datamodule = self.trainer.datamodule
-        vectors, found = load_glove_vectors(datamodule.vocab)
-        with torch.no_grad():
-            self.model.embedding.weight.copy_(vectors)
-        print(f"GloVe 6B 50d: {found} of {len(datamodule.vocab) - 1} vocabulary words found")
+            datamodule = self.trainer.datamodule
+            vectors, found = load_glove_vectors(datamodule.vocab)
+            with torch.no_grad():  # after the naive-Bayes columns, when there are any
+                self.model.embedding.weight[:, -vectors.shape[1]:] = vectors
+            print(f"GloVe 6B 50d: {found} of {len(datamodule.vocab) - 1} vocabulary words found")
+        if self.hparams.embedding_init == "naive_bayes":
+            self._initialise_naive_bayes_columns()
 
     def _initialise_naive_bayes_columns(self) -> None:
         """Embedding columns ``0 .. naive_bayes_dims`` := the training split's log-count ratios, class by class."""

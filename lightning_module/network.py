@@ -32,10 +32,12 @@ def build_network(vocab_size: int, num_classes: int = 2, hidden_size: int = 128,
                   input_mode: str = "embedding", embedding_dim: int = 100, pretrained: Optional[str] = None,
                   freeze_embedding: bool = False, num_layers: int = 1, bidirectional: bool = False,
                   nonlinearity: str = "tanh", dropout: float = 0.0, embedding_dropout: float = 0.0,
-                  skip_padding: bool = True, init: str = "pytorch") -> SentimentRNN:
+                  skip_padding: bool = True, init: str = "pytorch", embedding_init: str = "random",
+                  naive_bayes_dims: int = 10) -> SentimentRNN:
     """The :class:`torch_rnn.models.SentimentRNN` of :class:`~lightning_module.module.SentimentClassifier`'s
     settings (same names and defaults); pretrained vectors start as zeros of the right shape (filled in by the
-    classifier's setup, or by a checkpoint).
+    classifier's setup, or by a checkpoint): ``(vocab_size, naive_bayes_dims + 50)`` for GloVe with
+    ``embedding_init="naive_bayes"`` (the naive-Bayes columns first), ``(vocab_size, 50)`` otherwise.
 
     Raises:
         ValueError: an unknown ``pretrained`` with ``input_mode="pretrained"``.
@@ -47,7 +49,8 @@ def build_network(vocab_size: int, num_classes: int = 2, hidden_size: int = 128,
         if pretrained not in PRETRAINED:
             raise ValueError(f"model.pretrained must be one of {sorted(PRETRAINED)} with input_mode "
                              f"'pretrained', got {pretrained!r}")
-        pretrained_vectors = torch.zeros(vocab_size, PRETRAINED[pretrained])
+        extra = naive_bayes_dims if embedding_init == "naive_bayes" else 0
+        pretrained_vectors = torch.zeros(vocab_size, extra + PRETRAINED[pretrained])
     return SentimentRNN(vocab_size=vocab_size, hidden_size=hidden_size, fc_size=fc_size, num_classes=num_classes,
                         input_mode=input_mode, embedding_dim=embedding_dim, pretrained_vectors=pretrained_vectors,
                         freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,

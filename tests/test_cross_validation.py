@@ -1,5 +1,5 @@
-"""Cross-validation folds (lightning_module.folds), benchmarks/cross_validate.py on tiny data, and the training
-batches of unknown words (lightning_module.augment)."""
+"""Cross-validation folds (lightning_module.folds), benchmarks/cross_validate.py on tiny data, the training
+batches of unknown words (lightning_module.augment), and GloVe vectors behind naive-Bayes columns."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ import torch
 from helpers import load_script
 
 from lightning_module.augment import unknown_sentences
+from lightning_module.datamodule import SentimentDataModule
 from lightning_module.errors import DataError
 from lightning_module.folds import CrossValidationDataModule, fold_splits, stratified_folds
 from test_training import write_tsv
@@ -174,3 +175,30 @@ def test_the_script_runs_2_folds_on_disjoint_rows_and_prints_the_table(cross_val
     assert measured["test_accuracy"] == pytest.approx(rnn[0]["acc"], abs=1e-6)
     assert measured["before"]["test_ece"] == pytest.approx(measured["test_ece"])
     assert set(measured["all_unknown"]["zorblax"]) == {"steps", "uncalibrated", "calibrated"}
+
+
+def test_glove_with_naive_bayes_columns_puts_the_ratios_first_and_the_vectors_after(tmp_path):
+    pytest.importorskip("pyarrow")
+    from lightning_module.cli import SentimentCLI
+    from lightning_module.module import SentimentClassifier
+    from lightning_module.naive_bayes import log_count_ratios
+    from lightning_module.pretrained import load_glove_vectors
+    from test_training import CONFIGS, small_fit_args
+
+    try:
+        from lightning_module.pretrained import glove_data_dir
+        glove_data_dir()
+    except Exception as error:  # the optional package is not installed
+        pytest.skip(f"GloVe vectors not installed: {error}")
+    args = small_fit_args(write_tsv(tmp_path / "small.tsv"), tmp_path, "--config", str(CONFIGS / "glove_nb.yaml"),
+                          "--trainer.max_epochs", "0")
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
+                       save_config_kwargs={"overwrite": True})
+    weight = cli.model.model.embedding.weight.detach()
+    assert weight.shape == (cli.datamodule.vocab_size, 4 + 50)
+    vectors, _ = load_glove_vectors(cli.datamodule.vocab)
+    torch.testing.assert_close(weight[:, 4:], vectors)
+    train = cli.datamodule.training_set()
+    ids, offsets = train.ragged()
+    ratios = log_count_ratios(ids, offsets, train.labels, cli.datamodule.vocab_size, 2)
+    torch.testing.assert_close(weight[:, :4], 2.0 * ratios[:, [0, 1, 0, 1]].to(weight))
