@@ -1,8 +1,10 @@
 """Training-time changes to a batch that teach the model what unknown words say: nothing."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def unknown_sentences(tokens: Tensor, mask: Tensor, unk_index: int, rate: float) -> tuple[Tensor, Tensor]:
@@ -35,3 +37,30 @@ def unknown_sentences(tokens: Tensor, mask: Tensor, unk_index: int, rate: float)
     replaced_tokens = torch.where(real, torch.full_like(tokens, unk_index), torch.zeros_like(tokens))
     rows = chosen.unsqueeze(1)  # (N, 1)
     return torch.where(rows, replaced_tokens, tokens), torch.where(rows, real.to(mask.dtype), mask)
+
+
+def keep_row_zero(embedding: nn.Embedding, row: int) -> Optional[torch.utils.hooks.RemovableHandle]:
+    """Set ``embedding.weight[row]`` to zero and, when the weight is trained, drop that row's gradient on every
+    backward, so it stays zero under any optimizer whose update of a zero gradient is zero (SGD, Adam, AdamW:
+    its moments stay 0, and weight decay of a zero weight is 0).
+
+    Used for the unknown-word token: an unknown word then adds no input to the RNN, as padding does.
+
+    Returns: the gradient hook's handle (``handle.remove()`` undoes it), or None for a frozen weight.
+
+    Raises:
+        IndexError: ``row`` outside ``[0, num_embeddings)``.
+    """
+    if not 0 <= row < embedding.num_embeddings:
+        raise IndexError(f"keep_row_zero: row {row} outside [0, {embedding.num_embeddings})")
+    with torch.no_grad():
+        embedding.weight[row] = 0.0
+    if not embedding.weight.requires_grad:
+        return None
+
+    def drop_row(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad[row] = 0.0
+        return grad
+
+    return embedding.weight.register_hook(drop_row)

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
-from lightning_module.augment import unknown_sentences
+from lightning_module.augment import keep_row_zero, unknown_sentences
 from lightning_module.calibration import expected_calibration_error, fit_temperature
 from lightning_module.network import build_network
 from lightning_module.panels import log_validation_panels
@@ -70,6 +70,10 @@ class SentimentClassifier(pl.LightningModule):
             makes a sentence all unknown (``word_dropout ** L``), so what the model says about one is
             extrapolation; on these its label is independent of the input, and the cross-entropy is lowest when
             their probabilities are the class prior. Needs a vocabulary with ``<unk>``.
+        zero_unknown: the unknown token's embedding row is zero and stays zero in a fit
+            (:func:`lightning_module.augment.keep_row_zero`): an unknown word adds no input, as padding does,
+            so a sentence of unknown words is the same input whatever its words and (eval mode) whatever
+            dropout, and ``unknown_sentences`` trains what it says directly. Needs an embedding and ``<unk>``.
         log_bptt: at every validation epoch of a fit, log the mean norm of the total gradient ``dL/dh_t``
             reaching each step's hidden state (:func:`torch_rnn.diagnostics.bptt_hidden_gradients`) over the
             first validation batch: the figure ``bptt/grad_norm`` and the scalars ``bptt/grad_norm_first``
@@ -113,6 +117,7 @@ class SentimentClassifier(pl.LightningModule):
         compile_backend: str = "inductor",
         word_dropout: float = 0.0,
         unknown_sentences: float = 0.0,
+        zero_unknown: bool = False,
         log_bptt: bool = True,
         explain_sentences: int = 6,
     ) -> None:
@@ -124,6 +129,8 @@ class SentimentClassifier(pl.LightningModule):
             raise ValueError(f"model.word_dropout must be in [0, 1), got {word_dropout}")
         if not 0.0 <= unknown_sentences < 1.0:
             raise ValueError(f"model.unknown_sentences must be in [0, 1), got {unknown_sentences}")
+        if zero_unknown and input_mode == "onehot":
+            raise ValueError("model.zero_unknown needs an embedding (input_mode 'embedding' or 'pretrained')")
         if explain_sentences < 0:
             raise ValueError(f"model.explain_sentences must be >= 0, got {explain_sentences}")
         if embedding_init not in ("random", "naive_bayes"):
@@ -163,23 +170,33 @@ class SentimentClassifier(pl.LightningModule):
         self._scores: dict[str, list[Tensor]] = {"val": [], "test": []}  # the epoch's class scores, for calibration
         self._first_val_batch: Optional[dict[str, Tensor]] = None  # for the BPTT and explanation panels
         self._unk_index: Optional[int] = None  # the vocabulary's unknown token, for word_dropout
+        self._unknown_hook: Optional[Any] = None  # zero_unknown's gradient hook
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
         return self.model(tokens, mask)
 
     def setup(self, stage: str) -> None:
-        """For a fit, the vocabulary's unknown token (``word_dropout``); at the start of a fresh fit, fill in
-        pretrained word vectors for the data's vocabulary, or the naive-Bayes columns of the learned embedding
-        (a checkpoint restores its own)."""
-        if stage == "fit" and (self.hparams.word_dropout > 0 or self.hparams.unknown_sentences > 0):
+        """For a fit, the vocabulary's unknown token (``word_dropout``, ``unknown_sentences``, ``zero_unknown``);
+        at the start of a fresh fit, fill in pretrained word vectors for the data's vocabulary, or the
+        naive-Bayes columns of the learned embedding (a checkpoint restores its own); then, with
+        ``zero_unknown``, zero the unknown token's row and keep it zero."""
+        hp = self.hparams
+        if stage == "fit" and (hp.word_dropout > 0 or hp.unknown_sentences > 0 or hp.zero_unknown):
             vocab = getattr(self.trainer.datamodule, "vocab", None)
             self._unk_index = None if vocab is None else vocab.unk_index
             if self._unk_index is None:
                 raise ValueError("model.word_dropout and unknown_sentences need a vocabulary with an unknown token "
                                  "(<unk>); this data's has none (a --data.dictionary maps unknown words to padding)")
-        if stage != "fit" or self.trainer.ckpt_path is not None:
+        if stage != "fit":
             return
+        if self.trainer.ckpt_path is None:
+            self._initialise_embedding()
+        if hp.zero_unknown and self._unknown_hook is None:
+            self._unknown_hook = keep_row_zero(self.model.embedding, self._unk_index)
+
+    def _initialise_embedding(self) -> None:
+        """A fresh fit's pretrained vectors and naive-Bayes columns."""
         if self.hparams.input_mode == "pretrained":
             from lightning_module.pretrained import load_glove_vectors
 

@@ -202,3 +202,41 @@ def test_glove_with_naive_bayes_columns_puts_the_ratios_first_and_the_vectors_af
     ids, offsets = train.ragged()
     ratios = log_count_ratios(ids, offsets, train.labels, cli.datamodule.vocab_size, 2)
     torch.testing.assert_close(weight[:, :4], 2.0 * ratios[:, [0, 1, 0, 1]].to(weight))
+
+
+def test_keep_row_zero_keeps_the_unknown_row_zero_under_adamw_and_the_other_rows_train():
+    from lightning_module.augment import keep_row_zero
+
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(6, 4, padding_idx=0)
+    handle = keep_row_zero(embedding, 1)
+    before = embedding.weight.detach().clone()
+    optimizer = torch.optim.AdamW(embedding.parameters(), lr=0.1, weight_decay=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        embedding(torch.tensor([[1, 2, 3, 1]])).pow(2).sum().backward()
+        optimizer.step()
+    assert torch.equal(embedding.weight[1], torch.zeros(4))
+    assert not torch.equal(embedding.weight[2], before[2])
+    handle.remove()
+    frozen = torch.nn.Embedding.from_pretrained(torch.ones(3, 2))
+    assert keep_row_zero(frozen, 2) is None and torch.equal(frozen.weight[2], torch.zeros(2))
+    with pytest.raises(IndexError):
+        keep_row_zero(frozen, 3)
+
+
+def test_a_fit_with_zero_unknown_keeps_the_unknown_row_zero(tmp_path):
+    from lightning_module.cli import SentimentCLI
+    from lightning_module.module import SentimentClassifier
+    from test_training import small_fit_args
+
+    args = small_fit_args(write_tsv(tmp_path / "small.tsv"), tmp_path, "--model.zero_unknown", "true",
+                          "--model.unknown_sentences", "0.2", "--trainer.max_epochs", "1",
+                          "--model.explain_sentences", "0", "--model.log_bptt", "false")
+    cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
+                       save_config_kwargs={"overwrite": True})
+    weight = cli.model.model.embedding.weight
+    assert torch.equal(weight[cli.datamodule.vocab.unk_index], torch.zeros(weight.shape[1]))
+    assert weight[cli.datamodule.vocab.unk_index + 1].abs().sum() > 0
+    with pytest.raises(ValueError, match="zero_unknown needs an embedding"):
+        SentimentClassifier(vocab_size=10, input_mode="onehot", zero_unknown=True)
