@@ -83,23 +83,27 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--before", type=Path, help="a checkpoint of an earlier recipe on the same split: the "
                                                     "figure's 'before' panel is its uncalibrated softmax(s)")
+    parser.add_argument("--before-name", default="earlier recipe", help="what --before is, for its panel's title")
+    parser.add_argument("--after-name", default="this checkpoint", help="what CHECKPOINT is, for its panel's title")
     parser.add_argument("--figure", type=Path, help="write a reliability diagram (PNG) of the test split here")
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     options = parser.parse_args()
     report, scores, labels = measure(options.checkpoint)
     temperature = report["temperature"]
-    before_scores, before_labels, before_name = scores, labels, "before: softmax(s), no temperature"
+    before_scores, before_labels = scores, labels
+    before_name = f"before: {options.after_name}, softmax(s)"
     if options.before is not None:
         report["before"], before_scores, before_labels = measure(options.before)
         if not torch.equal(before_labels, labels):
             raise SystemExit(f"error: {options.before} was not tested on the same split as {options.checkpoint}")
-        before_name = "before: earlier recipe, softmax(s)"
+        before_name = f"before: {options.before_name}, softmax(s)"
     if options.figure is not None:
+        before_accuracy = float((before_scores.argmax(1) == labels).float().mean())
+        after_accuracy = float((scores.argmax(1) == labels).float().mean())
         figure = reliability_diagram({
-            f"{before_name}\ntest accuracy {(before_scores.argmax(1) == labels).float().mean():.1%}":
-                (before_scores.softmax(1), labels),
-            f"after: softmax(s / T), T = {temperature:.2f} fitted on val\ntest accuracy {(scores.argmax(1) == labels).float().mean():.1%}":
-                ((scores / temperature).softmax(1), labels)})
+            f"{before_name}\ntest accuracy {before_accuracy:.1%}": (before_scores.softmax(1), labels),
+            f"after: {options.after_name}, softmax(s / T)\nT = {temperature:.2f} fitted on validation\ntest "
+            f"accuracy {after_accuracy:.1%}": ((scores / temperature).softmax(1), labels)})
         figure.savefig(options.figure, dpi=90)
         report["figure"] = str(options.figure)
     if options.json:
