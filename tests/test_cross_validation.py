@@ -197,11 +197,14 @@ def test_glove_with_naive_bayes_columns_puts_the_ratios_first_and_the_vectors_af
     weight = cli.model.model.embedding.weight.detach()
     assert weight.shape == (cli.datamodule.vocab_size, 4 + 50)
     vectors, _ = load_glove_vectors(cli.datamodule.vocab)
-    torch.testing.assert_close(weight[:, 4:], vectors)
     train = cli.datamodule.training_set()
     ids, offsets = train.ragged()
     ratios = log_count_ratios(ids, offsets, train.labels, cli.datamodule.vocab_size, 2)
-    torch.testing.assert_close(weight[:, :4], 2.0 * ratios[:, [0, 1, 0, 1]].to(weight))
+    unk = cli.datamodule.vocab.unk_index
+    known = torch.arange(weight.shape[0]) != unk
+    torch.testing.assert_close(weight[known, 4:], vectors[known])
+    torch.testing.assert_close(weight[known, :4], 2.0 * ratios[known][:, [0, 1, 0, 1]].to(weight))
+    assert torch.equal(weight[unk], torch.zeros(54))  # default.yaml's zero_unknown
 
 
 def test_keep_row_zero_keeps_the_unknown_row_zero_under_adamw_and_the_other_rows_train():
