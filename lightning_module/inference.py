@@ -13,7 +13,7 @@ import torch
 
 from torch import nn
 
-from lightning_module.encoder import CHECKPOINT_KEY, TextEncoder
+from lightning_module.encoder import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY, TextEncoder
 from lightning_module.errors import CheckpointError
 from lightning_module.explanations import log_odds_shares
 from lightning_module.network import network_from_checkpoint
@@ -52,6 +52,8 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint = safe_load(path)
+    if isinstance(checkpoint, dict) and CHECKPOINT_KEY not in checkpoint and FOLD_CHECKPOINT_KEY in checkpoint:
+        checkpoint[CHECKPOINT_KEY] = checkpoint[FOLD_CHECKPOINT_KEY]  # a cross-validation fold's: the same state
     missing = [key for key in ("state_dict", "hyper_parameters", CHECKPOINT_KEY)
                if not isinstance(checkpoint, dict) or key not in checkpoint]
     if not missing and not any(key.startswith("model.rnn.") for key in checkpoint["state_dict"]):

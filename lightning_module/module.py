@@ -13,8 +13,9 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from lightning_module.augment import keep_row_zero, unknown_sentences
 from lightning_module.calibration import expected_calibration_error, fit_temperature
-from lightning_module.network import build_network
+from lightning_module.network import build_network, start_embedding
 from lightning_module.panels import log_validation_panels
 from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, check_settings
 from torch_rnn.models import softmax_loss
@@ -43,7 +44,8 @@ class SentimentClassifier(pl.LightningModule):
         embedding_init: how the learned embedding starts: ``"random"`` (``nn.Embedding``'s N(0, 1)), or
             ``"naive_bayes"``: its first ``naive_bayes_dims`` columns hold each word's naive-Bayes log-count
             ratios on the training split (:mod:`lightning_module.naive_bayes`), set in :meth:`setup` at the
-            start of a fresh fit, the rest random; every column is trained.
+            start of a fresh fit, the rest random; every column is trained. With ``input_mode="pretrained"``
+            the ``naive_bayes_dims`` columns come before the pretrained vectors' (the embedding is wider).
         naive_bayes_dims: how many columns ``"naive_bayes"`` sets: the ``C`` ratios of the ``C`` classes,
             repeated (so embedding dropout rarely removes all of them).
         naive_bayes_scale: the factor on those ratios (the random columns are N(0, 1); a ratio of 1 means a
@@ -64,6 +66,15 @@ class SentimentClassifier(pl.LightningModule):
         word_dropout: in training, each real token becomes the vocabulary's unknown token with this
             probability, so that the model learns what a sentence of unknown words says: little (its
             probabilities then stay near the class prior). Needs a vocabulary with ``<unk>``.
+        unknown_sentences: in training, each sentence becomes, with this probability, a sentence of ``k``
+            unknown tokens (``k`` uniform in ``1 .. its length``), its label kept. Word dropout alone almost never
+            makes a sentence all unknown (``word_dropout ** L``), so what the model says about one is
+            extrapolation; on these its label is independent of the input, and the cross-entropy is lowest when
+            their probabilities are the class prior. Needs a vocabulary with ``<unk>``.
+        zero_unknown: the unknown token's embedding row is zero and stays zero in a fit
+            (:func:`lightning_module.augment.keep_row_zero`): an unknown word adds no input, as padding does,
+            so a sentence of unknown words is the same input whatever its words and (eval mode) whatever
+            dropout, and ``unknown_sentences`` trains what it says directly. Needs an embedding and ``<unk>``.
         log_bptt: at every validation epoch of a fit, log the mean norm of the total gradient ``dL/dh_t``
             reaching each step's hidden state (:func:`torch_rnn.diagnostics.bptt_hidden_gradients`) over the
             first validation batch: the figure ``bptt/grad_norm`` and the scalars ``bptt/grad_norm_first``
@@ -111,6 +122,8 @@ class SentimentClassifier(pl.LightningModule):
         compile: bool = False,
         compile_backend: str = "inductor",
         word_dropout: Fraction = 0.0,
+        unknown_sentences: Fraction = 0.0,
+        zero_unknown: bool = False,
         log_bptt: bool = True,
         explain_sentences: NonNegativeInt = 6,
     ) -> None:
@@ -119,15 +132,20 @@ class SentimentClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         problems = check_settings(SentimentClassifier.__init__, self.hparams, "model")
+        if zero_unknown and input_mode == "onehot":
+            problems.append("model.zero_unknown needs an embedding (input_mode 'embedding' or 'pretrained')")
         if problems:
             raise ValueError("bad model settings: " + "; ".join(problems))
-        if embedding_init == "naive_bayes" and (input_mode != "embedding" or not 1 <= naive_bayes_dims <= embedding_dim):
-            raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' and 1 <= "
-                             f"naive_bayes_dims <= embedding_dim, got input_mode {input_mode!r}, naive_bayes_dims "
-                             f"{naive_bayes_dims} and embedding_dim {embedding_dim}")
+        width = embedding_dim if input_mode == "embedding" else naive_bayes_dims  # pretrained: columns added
+        if embedding_init == "naive_bayes" and (input_mode == "onehot" or not 1 <= naive_bayes_dims <= width):
+            raise ValueError(f"model.embedding_init 'naive_bayes' needs input_mode 'embedding' (and 1 <= "
+                             f"naive_bayes_dims <= embedding_dim) or 'pretrained' (and 1 <= naive_bayes_dims), got "
+                             f"input_mode {input_mode!r}, naive_bayes_dims {naive_bayes_dims} and embedding_dim "
+                             f"{embedding_dim}")
         self.model = build_network(
             vocab_size=vocab_size, num_classes=num_classes, hidden_size=hidden_size, fc_size=fc_size,
-            input_mode=input_mode, embedding_dim=embedding_dim, pretrained=pretrained,
+            input_mode=input_mode, embedding_dim=embedding_dim, pretrained=pretrained, embedding_init=embedding_init,
+            naive_bayes_dims=naive_bayes_dims,
             freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
             nonlinearity=nonlinearity, dropout=dropout, embedding_dropout=embedding_dropout,
             skip_padding=skip_padding, init=init,
@@ -153,54 +171,45 @@ class SentimentClassifier(pl.LightningModule):
         self._scores: dict[str, list[Tensor]] = {"val": [], "test": []}  # the epoch's class scores, for calibration
         self._first_val_batch: Optional[dict[str, Tensor]] = None  # for the BPTT and explanation panels
         self._unk_index: Optional[int] = None  # the vocabulary's unknown token, for word_dropout
+        self._unknown_hook: Optional[Any] = None  # zero_unknown's gradient hook
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Class scores (logits) ``(N, C)`` for ``tokens (N, T)`` and ``mask (N, T)``."""
         return self.model(tokens, mask)
 
     def setup(self, stage: str) -> None:
-        """For a fit, the vocabulary's unknown token (``word_dropout``); at the start of a fresh fit, fill in
-        pretrained word vectors for the data's vocabulary, or the naive-Bayes columns of the learned embedding
-        (a checkpoint restores its own)."""
-        if stage == "fit" and self.hparams.word_dropout > 0:
+        """For a fit, the vocabulary's unknown token (``word_dropout``, ``unknown_sentences``, ``zero_unknown``);
+        at the start of a fresh fit, fill in pretrained word vectors for the data's vocabulary, or the
+        naive-Bayes columns of the learned embedding (a checkpoint restores its own); then, with
+        ``zero_unknown``, zero the unknown token's row and keep it zero."""
+        hp = self.hparams
+        if stage == "fit" and (hp.word_dropout > 0 or hp.unknown_sentences > 0 or hp.zero_unknown):
             vocab = getattr(self.trainer.datamodule, "vocab", None)
             self._unk_index = None if vocab is None else vocab.unk_index
             if self._unk_index is None:
-                raise ValueError("model.word_dropout needs a vocabulary with an unknown token (<unk>); this data's "
-                                 "has none (a --data.dictionary maps unknown words to padding)")
-        if stage != "fit" or self.trainer.ckpt_path is not None:
+                raise ValueError("model.word_dropout and unknown_sentences need a vocabulary with an unknown token "
+                                 "(<unk>); this data's has none (a --data.dictionary maps unknown words to padding)")
+        if stage != "fit":
             return
-        if self.hparams.input_mode == "embedding" and self.hparams.embedding_init == "naive_bayes":
-            self._initialise_naive_bayes_columns()
-        if self.hparams.input_mode != "pretrained":
-            return
-        from lightning_module.pretrained import load_glove_vectors
+        if self.trainer.ckpt_path is None:
+            self._initialise_embedding()
+        if hp.zero_unknown and self._unknown_hook is None:
+            self._unknown_hook = keep_row_zero(self.model.embedding, self._unk_index)
 
-        datamodule = self.trainer.datamodule
-        vectors, found = load_glove_vectors(datamodule.vocab)
-        with torch.no_grad():
-            self.model.embedding.weight.copy_(vectors)
-        print(f"GloVe 6B 50d: {found} of {len(datamodule.vocab) - 1} vocabulary words found")
-
-    def _initialise_naive_bayes_columns(self) -> None:
-        """Embedding columns ``0 .. naive_bayes_dims`` := the training split's log-count ratios, class by class."""
-        from lightning_module.naive_bayes import training_split_ratios
-
-        datamodule = self.trainer.datamodule
-        ratios = training_split_ratios(datamodule.training_set(), datamodule.vocab.itos, self.hparams.vocab_size,
-                                       self.hparams.num_classes,
-                                       getattr(datamodule, "cache_entry", None))  # (V, C), kept in the data's cache
-        columns = torch.arange(self.hparams.naive_bayes_dims) % self.hparams.num_classes
-        with torch.no_grad():
-            weight = self.model.embedding.weight
-            weight[:, : self.hparams.naive_bayes_dims] = self.hparams.naive_bayes_scale * ratios[:, columns].to(weight)
+    def _initialise_embedding(self) -> None:
+        """A fresh fit's pretrained vectors and naive-Bayes columns (:func:`~lightning_module.network.start_embedding`)."""
+        hp = self.hparams
+        start_embedding(self.model.embedding, self.trainer.datamodule, hp.input_mode, hp.embedding_init,
+                        hp.naive_bayes_dims, hp.naive_bayes_scale, hp.num_classes)
 
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        tokens = batch["tokens"]
+        tokens, mask = batch["tokens"], batch["mask"]
         if stage == "train" and self.hparams.word_dropout > 0:
-            tokens = self.drop_words(tokens, batch["mask"], self._unk_index)
-        scores = self(tokens, batch["mask"])  # (N, C)
+            tokens = self.drop_words(tokens, mask, self._unk_index)
+        if stage == "train" and self.hparams.unknown_sentences > 0:
+            tokens, mask = unknown_sentences(tokens, mask, self._unk_index, self.hparams.unknown_sentences)
+        scores = self(tokens, mask)  # (N, C)
         loss = softmax_loss(scores, batch["labels"])
         self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
         if stage in self._scores:

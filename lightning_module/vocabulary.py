@@ -139,6 +139,19 @@ class Vocabulary:
         fallback = self.pad_index if self.unk_index is None else self.unk_index
         return [self.stoi.get(token, fallback) for token in tokens]
 
+    def unknown_words(self, words: Sequence[str], ids: np.ndarray, shown: int = 5) -> Optional[str]:
+        """How many of the tokens ``ids`` (indices into ``words``, e.g. a split's token ids) are not in this
+        vocabulary, e.g. ``"3 of 40 tokens (2 distinct: 'zorb', 'quux')"`` naming the first ``shown`` distinct ones
+        in order of appearance; None when every token is known."""
+        known = np.fromiter(map(self.stoi.__contains__, words), bool, len(words))
+        unknown = ids[~known[ids]]
+        if not len(unknown):
+            return None
+        distinct, first = np.unique(unknown, return_index=True)
+        distinct = distinct[np.argsort(first)]
+        names = ", ".join(repr(words[i]) for i in distinct[:shown].tolist()) + (", ..." if len(distinct) > shown else "")
+        return f"{len(unknown)} of {len(ids)} tokens ({len(distinct)} distinct: {names})"
+
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able description (it goes into checkpoints); :meth:`from_dict` inverts it."""
         return {"itos": list(self.itos), "unk_token": self.unk_token}

@@ -74,7 +74,7 @@ def test_the_naive_bayes_ratios_are_kept_in_the_cache_entry(tmp_path, monkeypatc
 
 
 def test_a_cached_fit_reads_its_ratios(tmp_path, monkeypatch):
-    from lightning_module.module import SentimentClassifier
+    from lightning_module.network import start_embedding
 
     monkeypatch.setenv("TORCH_RNN_PREPROCESSED", str(tmp_path / "cache"))
     data = write_reviews(tmp_path / "reviews.tsv", 2000, seed=3)
@@ -83,11 +83,10 @@ def test_a_cached_fit_reads_its_ratios(tmp_path, monkeypatch):
         dm = SentimentDataModule(path=str(data))
         dm.prepare_data()
         dm.setup()
-        model = SentimentClassifier(vocab_size=dm.vocab_size, num_classes=dm.num_classes, hidden_size=8, fc_size=8,
-                                    embedding_dim=12, embedding_init="naive_bayes", naive_bayes_dims=4)
-        model.trainer = type("Trainer", (), {"datamodule": dm, "ckpt_path": None})()
-        model._initialise_naive_bayes_columns()
-        weights.append(model.model.embedding.weight[:, :4].detach().clone())
+        embedding = torch.nn.Embedding(dm.vocab_size, 12)
+        start_embedding(embedding, dm, "embedding", "naive_bayes", naive_bayes_dims=4, naive_bayes_scale=1.0,
+                        num_classes=dm.num_classes)
+        weights.append(embedding.weight[:, :4].detach().clone())
         assert len(list(dm.cache_entry.glob("naive-bayes-*.npy"))) == 1
         monkeypatch.setattr(naive_bayes, "log_count_ratios", lambda *a, **k: pytest.fail("counted again"))
     torch.testing.assert_close(weights[0], weights[1])

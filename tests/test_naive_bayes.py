@@ -97,7 +97,8 @@ def test_log_count_ratios_reject_mismatched_shapes():
 def test_a_fresh_fit_starts_from_the_training_splits_ratios(tmp_path):
     data = write_tsv(tmp_path / "small.tsv")
     args = small_fit_args(data, tmp_path, "--model.embedding_init", "naive_bayes", "--model.naive_bayes_dims", "3",
-                          "--model.naive_bayes_scale", "2.0", "--trainer.max_epochs", "0")
+                          "--model.naive_bayes_scale", "2.0", "--trainer.max_epochs", "0",
+                          "--model.zero_unknown", "false")  # else the <unk> row is zero
     cli = SentimentCLI(SentimentClassifier, SentimentDataModule, args=args, auto_configure_optimizers=False,
                        save_config_kwargs={"overwrite": True})
     train = cli.datamodule.training_set()
