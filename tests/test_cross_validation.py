@@ -14,7 +14,7 @@ from lightning_module.augment import unknown_sentences
 from lightning_module.datamodule import SentimentDataModule
 from lightning_module.errors import DataError
 from lightning_module.folds import CrossValidationDataModule, fold_splits, stratified_folds
-from test_training import write_tsv
+from fit_helpers import write_tsv
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_validate.py"
 
@@ -55,17 +55,20 @@ def test_bad_fold_settings_are_named(call, message):
         call()
 
 
-def test_the_data_module_of_a_fold_uses_its_splits_and_builds_the_vocabulary_on_its_training_rows(tmp_path):
+@pytest.mark.parametrize("cache_preprocessed", [False, True], ids=["uncached", "cached"])
+def test_the_data_module_of_a_fold_uses_its_splits_and_builds_the_vocabulary_on_its_training_rows(
+        tmp_path, cache_preprocessed):
     path = write_tsv(tmp_path / "small.tsv", repeat=2)
-    data = CrossValidationDataModule(folds=3, fold=1, fold_seed=7, path=str(path), val_fraction=0.2,
-                                     cache_preprocessed=False, min_freq=1)
-    data.setup()
-    expected = fold_splits(data.corpus.labels, 3, 1, 7, 0.2)
-    for name in ("train", "val", "test"):
-        np.testing.assert_array_equal(data.splits[name], expected[name])
-    train_words = {data.corpus.words[i] for row in expected["train"]
-                   for i in data.corpus.ids[data.corpus.offsets[row]:data.corpus.offsets[row + 1]]}
-    assert set(data.vocab.itos) - {"<pad>", "<unk>"} == train_words
+    for fold in range(3):  # cached: each fold's vocabulary is kept apart from the others'
+        data = CrossValidationDataModule(folds=3, fold=fold, fold_seed=7, path=str(path), val_fraction=0.2,
+                                         cache_preprocessed=cache_preprocessed, min_freq=1)
+        data.setup()
+        expected = fold_splits(data.corpus.labels, 3, fold, 7, 0.2)
+        for name in ("train", "val", "test"):
+            np.testing.assert_array_equal(data.splits[name], expected[name])
+        train_words = {data.corpus.words[i] for row in expected["train"]
+                       for i in data.corpus.ids[data.corpus.offsets[row]:data.corpus.offsets[row + 1]]}
+        assert set(data.vocab.itos) - {"<pad>", "<unk>"} == train_words
     with pytest.raises(DataError, match="fold < folds"):
         CrossValidationDataModule(folds=3, fold=3, path=str(path))
 
@@ -183,7 +186,7 @@ def test_glove_with_naive_bayes_columns_puts_the_ratios_first_and_the_vectors_af
     from lightning_module.module import SentimentClassifier
     from lightning_module.naive_bayes import log_count_ratios
     from lightning_module.pretrained import load_glove_vectors
-    from test_training import CONFIGS, small_fit_args
+    from fit_helpers import CONFIGS, small_fit_args
 
     try:
         from lightning_module.pretrained import glove_data_dir
@@ -231,7 +234,7 @@ def test_keep_row_zero_keeps_the_unknown_row_zero_under_adamw_and_the_other_rows
 def test_a_fit_with_zero_unknown_keeps_the_unknown_row_zero(tmp_path):
     from lightning_module.cli import SentimentCLI
     from lightning_module.module import SentimentClassifier
-    from test_training import small_fit_args
+    from fit_helpers import small_fit_args
 
     args = small_fit_args(write_tsv(tmp_path / "small.tsv"), tmp_path, "--model.zero_unknown", "true",
                           "--model.unknown_sentences", "0.2", "--trainer.max_epochs", "1",
