@@ -22,8 +22,9 @@ trainer settings (gradient clipping, logging interval). Four variants:
 - **plain, torch_rnn** / **plain, nn.RNN**: the same network (``SentimentRNN``), data loader, optimizer and
   learning-rate scheduler (the module's own ``configure_optimizers()``: the config's AdamW, lr 0.002, weight
   decay 0.01, and its cosine schedule, stepped at each epoch's end as Lightning steps it) and gradient
-  clipping (``clip_grad_norm_``, 5.0) in a hand-written loop: ``zero_grad``, forward, ``softmax_loss``,
-  ``backward``, clip, ``step``. No metrics, no logging.
+  clipping (``clip_grad_norm_``, 5.0) in a hand-written loop: ``zero_grad``, the training step's inputs
+  (``SentimentClassifier.training_inputs``: word dropout, sentences of unknown words), forward,
+  ``softmax_loss``, ``backward``, clip, ``step``. No metrics, no logging.
 
 Every variant starts from a deep copy of the CLI's one initial module (so from the same weights) and
 re-seeds torch's generator right before its loop, so all four see the same batches in the same order
@@ -168,10 +169,9 @@ def run_plain(module: SentimentClassifier, datamodule: SentimentDataModule, trai
                 batch = next(batches)
             timer.begin_step(batch)
             optimizer.zero_grad()
-            tokens = batch["tokens"]
-            if module.hparams.word_dropout > 0:  # as the LightningModule's training step does
-                tokens = module.drop_words(tokens, batch["mask"], datamodule.vocab.unk_index)
-            loss = softmax_loss(net(tokens, batch["mask"]), batch["labels"])
+            # The inputs of the LightningModule's training step: word dropout, sentences of unknown words.
+            tokens, mask = module.training_inputs(batch["tokens"], batch["mask"], datamodule.vocab.unk_index)
+            loss = softmax_loss(net(tokens, mask), batch["labels"])
             timer.start("backward")
             loss.backward()
             timer.stop("backward")

@@ -205,10 +205,8 @@ class SentimentClassifier(pl.LightningModule):
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         tokens, mask = batch["tokens"], batch["mask"]
-        if stage == "train" and self.hparams.word_dropout > 0:
-            tokens = self.drop_words(tokens, mask, self._unk_index)
-        if stage == "train" and self.hparams.unknown_sentences > 0:
-            tokens, mask = unknown_sentences(tokens, mask, self._unk_index, self.hparams.unknown_sentences)
+        if stage == "train":
+            tokens, mask = self.training_inputs(tokens, mask, self._unk_index)
         scores = self(tokens, mask)  # (N, C)
         loss = softmax_loss(scores, batch["labels"])
         self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
@@ -217,6 +215,16 @@ class SentimentClassifier(pl.LightningModule):
         if stage == "train" and self._logger_writes_this_step():  # the epoch's mean is train/loss_epoch
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def training_inputs(self, tokens: Tensor, mask: Tensor, unk_index: Optional[int]) -> tuple[Tensor, Tensor]:
+        """A training step's ``tokens (N, T)`` and ``mask (N, T)``: word dropout (:meth:`drop_words`), then sentences
+        of unknown words (:func:`~lightning_module.augment.unknown_sentences`), as ``word_dropout`` and
+        ``unknown_sentences`` ask; random draws from torch's global generator."""
+        if self.hparams.word_dropout > 0:
+            tokens = self.drop_words(tokens, mask, unk_index)
+        if self.hparams.unknown_sentences > 0:
+            tokens, mask = unknown_sentences(tokens, mask, unk_index, self.hparams.unknown_sentences)
+        return tokens, mask
 
     def drop_words(self, tokens: Tensor, mask: Tensor, unk_index: int) -> Tensor:
         """``tokens (N, T)`` (int64) with each real token (``mask (N, T)`` nonzero) replaced by ``unk_index`` with
