@@ -203,7 +203,9 @@ def final_state(root: Path) -> tuple[dict, dict]:
                                            checkpoint["optimizer_states"][0]["state"].items()}}, scalars
 
 
-_RANDOM_KILL_STEP = random.Random().randint(1, 14)  # a different step on every run; its number is in the test id
+# A different step on every run; its number is in the test id. From step 2: step k's progress line comes after
+# step k - 1's checkpoint, so there is one to resume from (a kill at step 1 may come before the first).
+_RANDOM_KILL_STEP = random.Random().randint(2, 14)
 
 
 @pytest.mark.slow
