@@ -23,13 +23,10 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_module.errors import DataError
+from lightning_module.prediction import CHECKPOINT_KEY
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import Vocabulary
 
-#: Where a Lightning checkpoint keeps the encoder (:meth:`SentimentDataModule.state_dict`, under the class's name).
-CHECKPOINT_KEY = "SentimentDataModule"
-#: ... and where a cross-validation fold's checkpoint keeps it (:class:`lightning_module.folds.CrossValidationDataModule`).
-FOLD_CHECKPOINT_KEY = "CrossValidationDataModule"
 
 
 def pad(rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:

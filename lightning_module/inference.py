@@ -13,11 +13,11 @@ import torch
 
 from torch import nn
 
-from lightning_module.encoder import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY, TextEncoder
+from lightning_module.encoder import TextEncoder
 from lightning_module.errors import CheckpointError
 from lightning_module.explanations import log_odds_shares
 from lightning_module.network import network_from_checkpoint
-from lightning_module.prediction import Prediction, describe
+from lightning_module.prediction import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY, Prediction, describe
 
 __all__ = ["Prediction", "SentimentPredictor", "load_checkpoint", "safe_load"]
 

@@ -23,13 +23,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from lightning_module.checkpoint_reader import TensorRef, UnreadableCheckpoint, read_checkpoint
-from lightning_module.prediction import Prediction, describe
+from lightning_module.prediction import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY, Prediction, describe
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import Vocabulary
-
-#: Where a Lightning checkpoint keeps the text encoder (lightning_module.encoder.CHECKPOINT_KEY).
-ENCODER_KEY = "SentimentDataModule"
-
 
 class NumpySentimentRNN:
     """:class:`torch_rnn.models.SentimentRNN`'s eval-mode forward from its ``state_dict`` (numpy arrays, without
@@ -111,10 +107,13 @@ class NumpyPredictor:
         """Raises :class:`UnreadableCheckpoint` for anything but one of our checkpoints in a form it reads (the
         caller then loads it with torch, which says what is wrong, if anything)."""
         checkpoint = read_checkpoint(path)
-        if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(key), dict)
-                                                       for key in ("state_dict", "hyper_parameters", ENCODER_KEY)):
+        if not isinstance(checkpoint, dict):
             raise UnreadableCheckpoint("not a torch-rnn sentiment checkpoint")
-        state, settings, encoder = checkpoint["state_dict"], checkpoint["hyper_parameters"], checkpoint[ENCODER_KEY]
+        encoder = checkpoint.get(CHECKPOINT_KEY, checkpoint.get(FOLD_CHECKPOINT_KEY))  # a fold's keeps it elsewhere
+        if not all(isinstance(part, dict) for part in (encoder, checkpoint.get("state_dict"),
+                                                        checkpoint.get("hyper_parameters"))):
+            raise UnreadableCheckpoint("not a torch-rnn sentiment checkpoint")
+        state, settings = checkpoint["state_dict"], checkpoint["hyper_parameters"]
         weights = {key[len("model."):]: _array(value) for key, value in state.items() if key.startswith("model.")}
         if not any(key.startswith("rnn.weight_ih_l") for key in weights):
             raise UnreadableCheckpoint("no SentimentRNN weights")

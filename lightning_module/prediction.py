@@ -6,6 +6,11 @@ from typing import Optional
 
 from lightning_module.vocabulary import Vocabulary
 
+#: Where a Lightning checkpoint keeps the encoder (:meth:`SentimentDataModule.state_dict`, under the class's name).
+CHECKPOINT_KEY = "SentimentDataModule"
+#: ... and where a cross-validation fold's checkpoint keeps it (:class:`lightning_module.folds.CrossValidationDataModule`).
+FOLD_CHECKPOINT_KEY = "CrossValidationDataModule"
+
 
 @dataclass
 class Prediction:

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from lightning_module.checkpoint_reader import UnreadableCheckpoint, read_checkpoint
-from lightning_module.encoder import CHECKPOINT_KEY, TextEncoder
+from lightning_module.encoder import TextEncoder
 from lightning_module.inference import SentimentPredictor
 from lightning_module.network import build_network
 from lightning_module.numpy_model import NumpyPredictor, load_predictor
 from lightning_module.predict_cli import main as predict_main
+from lightning_module.prediction import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY
 from lightning_module.tokenizer import Tokenizer
 from lightning_module.vocabulary import Vocabulary
 
@@ -121,6 +122,18 @@ def test_predict_py_rows_are_the_torch_predictors(tmp_path, capsys):
     fast = capsys.readouterr().out.splitlines()
     torch_rows = SentimentPredictor.from_checkpoint(path).predict(SENTENCES)
     assert fast == [f"{p.label}\t{p.probability:.4f}\t{p.text}" for p in torch_rows]
+
+
+def test_a_cross_validation_folds_checkpoint_is_read_without_torch(tmp_path):
+    path = write_checkpoint(tmp_path / "model.ckpt", input_mode="embedding", bidirectional=True)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint[FOLD_CHECKPOINT_KEY] = checkpoint.pop(CHECKPOINT_KEY)  # where a fold's checkpoint keeps the encoder
+    fold = tmp_path / "fold.ckpt"
+    torch.save(checkpoint, fold)
+    fast = load_predictor(fold)
+    assert isinstance(fast, NumpyPredictor)
+    assert [(p.label, round(p.probability, 5)) for p in fast.predict(SENTENCES)] == \
+        [(p.label, round(p.probability, 5)) for p in load_predictor(path).predict(SENTENCES)]
 
 
 def _predict_py(*args: str) -> subprocess.CompletedProcess:
