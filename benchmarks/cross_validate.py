@@ -94,6 +94,26 @@ def _split_words(text: str) -> list[str]:
     return text.split(" ")
 
 
+class NaiveBayesScaling:
+    """NBSVM's features (Wang & Manning 2012) as a scikit-learn transformer: binary features ``X (N, K)``
+    scaled by their naive-Bayes log-count ratios ``r = log((1 + p) / |1 + p|_1) - log((1 + q) / |1 + q|_1)``,
+    ``p`` / ``q`` the feature counts over the positive / negative training rows (two classes)."""
+
+    def fit(self, x: Any, y: np.ndarray) -> "NaiveBayesScaling":
+        p, q = 1 + np.asarray(x[y == 1].sum(0)).ravel(), 1 + np.asarray(x[y == 0].sum(0)).ravel()
+        self.ratios_ = np.log(p / p.sum()) - np.log(q / q.sum())
+        return self
+
+    def transform(self, x: Any) -> Any:
+        return x.multiply(self.ratios_).tocsr()
+
+    def fit_transform(self, x: Any, y: np.ndarray) -> Any:
+        return self.fit(x, y).transform(x)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {}
+
+
 def baselines() -> dict[str, Callable[[float], Any]]:
     """Name -> (setting -> an unfitted scikit-learn pipeline) of the baselines, each with its setting grid in
     :data:`BASELINE_GRIDS`."""
@@ -112,13 +132,17 @@ def baselines() -> dict[str, Callable[[float], Any]]:
             CountVectorizer(**words((1, 1))), LogisticRegression(C=c, solver="liblinear")),
         "bag of uni+bigrams (binary), multinomial NB": lambda alpha: make_pipeline(
             CountVectorizer(**words((1, 2), binary=True)), MultinomialNB(alpha=alpha)),
+        "NBSVM uni+bigram (NB-scaled, logistic regression)": lambda c: make_pipeline(
+            CountVectorizer(**words((1, 2), binary=True)), NaiveBayesScaling(),
+            LogisticRegression(C=c, solver="liblinear")),
     }
 
 
 #: The setting each baseline chooses on the validation rows, and its grid.
 BASELINE_GRIDS = {"TF-IDF uni+bigram, logistic regression": ("C", C_GRID),
                   "bag of words (counts), logistic regression": ("C", C_GRID),
-                  "bag of uni+bigrams (binary), multinomial NB": ("alpha", ALPHA_GRID)}
+                  "bag of uni+bigrams (binary), multinomial NB": ("alpha", ALPHA_GRID),
+                  "NBSVM uni+bigram (NB-scaled, logistic regression)": ("C", C_GRID)}
 
 
 def run_baseline_fold(make: Callable[[float], Any], grid: Sequence[float], texts: Sequence[str], labels: np.ndarray,

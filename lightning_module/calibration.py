@@ -6,7 +6,7 @@ number ``T > 0`` fitted on held-out data: it changes no prediction, only how sur
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -78,6 +78,54 @@ def fit_temperature(logits: Tensor, labels: Tensor, max_iter: int = 100) -> floa
     with torch.enable_grad():
         optimizer.step(closure)
     return float(log_t.detach().exp().clamp(1.0, 100.0))
+
+
+def fit_temperature_and_weight(logits: Tensor, extra: Tensor, labels: Tensor, max_iter: int = 100) -> tuple[float, float]:
+    r"""The temperature ``T`` and weight ``beta`` that minimise the mean negative log-likelihood of
+    ``softmax((logits + beta * extra) / T)``: the calibration of a model whose scores are the sum of two
+    (:class:`lightning_module.ngrams.NgramSentimentRNN`: the RNN's and the NBSVM's).
+
+    The NLL is convex in ``(1 / T, beta / T)``; both are fitted by L-BFGS in float64, then ``T`` is kept in
+    ``[1, 100]`` as in :func:`fit_temperature` (a temperature only softens) and, when that moved it, ``beta`` is
+    fitted again for that ``T``. ``beta`` is kept ``>= 0``.
+
+    Args:
+        logits: ``(N, C)`` the first scores. extra: ``(N, C)`` the second. labels: ``(N,)`` int64 classes.
+
+    Returns: ``(T, beta)`` as floats.
+
+    Raises:
+        ValueError: bad shapes or no examples.
+    """
+    _check(logits, labels, "fit_temperature_and_weight")
+    if extra.shape != logits.shape:
+        raise ValueError(f"fit_temperature_and_weight: expected extra scores of the logits' shape "
+                         f"{tuple(logits.shape)}, got {tuple(extra.shape)}")
+    logits, extra, labels = logits.detach().double(), extra.detach().double(), labels.detach()
+
+    def fit(parameters: list[Tensor], scores: Callable[[], Tensor]) -> None:
+        optimizer = torch.optim.LBFGS(parameters, lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(scores(), labels)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+
+    inverse_t = torch.ones((), dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros((), dtype=torch.float64, requires_grad=True)  # beta / T
+    fit([inverse_t, weight], lambda: inverse_t * logits + weight * extra)
+    temperature = float(1.0 / inverse_t.detach()) if inverse_t > 0 else 100.0
+    beta = float(weight.detach()) * temperature
+    if not 1.0 <= temperature <= 100.0:
+        temperature = min(max(temperature, 1.0), 100.0)
+        weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        fit([weight], lambda: logits / temperature + weight * extra)
+        beta = float(weight.detach()) * temperature
+    return temperature, max(beta, 0.0)
 
 
 def reliability_bins(probabilities: Tensor, labels: Tensor, n_bins: int = ECE_BINS) -> tuple[Tensor, Tensor, Tensor]:

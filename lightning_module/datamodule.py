@@ -212,6 +212,10 @@ class SentimentDataModule(pl.LightningDataModule):
         """The encoded training split, for statistics a model starts from (:meth:`EncodedDataset.ragged`)."""
         return self._dataset("train")
 
+    def validation_set(self) -> EncodedDataset:
+        """The encoded validation split, on which a model chooses its settings (:meth:`EncodedDataset.ragged`)."""
+        return self._dataset("val")
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
         trainer = getattr(self, "trainer", None)

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
 from lightning_module.augment import keep_row_zero, unknown_sentences
-from lightning_module.calibration import expected_calibration_error, fit_temperature
+from lightning_module.calibration import expected_calibration_error, fit_temperature, fit_temperature_and_weight
 from lightning_module.network import build_network, start_embedding
 from lightning_module.panels import log_validation_panels
 from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, check_settings
@@ -82,10 +82,17 @@ class SentimentClassifier(pl.LightningModule):
         explain_sentences: at every validation epoch of a fit, log an image ``explanations/validation`` of
             this many sentences of the first validation batch, each word shaded by its share of the predicted
             class's log-odds (:mod:`lightning_module.explanations`); 0 for none.
+        ngram_order: 0 for the RNN alone; ``n >= 1`` adds an NBSVM over the sentence's 1- to n-grams
+            (:mod:`lightning_module.ngrams`): fitted on the training split (its C chosen on the validation
+            split) in :meth:`setup` at the start of a fresh fit, then fixed; its scores are added to the RNN's
+            with a weight ``beta`` fitted with the temperature at every validation (``val/ngram_weight``).
+            Training optimises the RNN's own scores; the validation and test metrics and the predictions are
+            those of the sum.
 
     Calibration: at every validation of a fit, the temperature ``T`` that minimises the validation NLL of
-    ``softmax(scores / T)`` is fitted (:func:`lightning_module.calibration.fit_temperature`) and kept in the
-    buffer ``temperature``, so every checkpoint carries the one fitted for its own weights; predictions
+    ``softmax(scores / T)`` is fitted (:func:`lightning_module.calibration.fit_temperature`; with
+    ``ngram_order``, together with the NBSVM's weight, :func:`~lightning_module.calibration.fit_temperature_and_weight`)
+    and kept in the buffer ``temperature``, so every checkpoint carries the one fitted for its own weights; predictions
     (:meth:`predict_step`, ``predict.py``) use it. Logged per validation and test: ``{stage}/ece`` (15-bin
     expected calibration error of ``softmax(scores)``) and ``{stage}/ece_calibrated`` (of
     ``softmax(scores / T)``; on validation with the ``T`` fitted on it), and ``val/temperature``.
@@ -126,6 +133,7 @@ class SentimentClassifier(pl.LightningModule):
         zero_unknown: bool = False,
         log_bptt: bool = True,
         explain_sentences: NonNegativeInt = 6,
+        ngram_order: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -148,7 +156,7 @@ class SentimentClassifier(pl.LightningModule):
             naive_bayes_dims=naive_bayes_dims,
             freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
             nonlinearity=nonlinearity, dropout=dropout, embedding_dropout=embedding_dropout,
-            skip_padding=skip_padding, init=init,
+            skip_padding=skip_padding, init=init, ngram_order=ngram_order,
         )
         if compile:
             self.model.compile(backend=compile_backend)
@@ -169,6 +177,7 @@ class SentimentClassifier(pl.LightningModule):
         self._resume_state: Optional[tuple[Any, Optional[list], bool]] = None  # from a checkpoint, until a fit goes on
         self.register_buffer("temperature", torch.tensor(1.0))  # fitted at each validation of a fit
         self._scores: dict[str, list[Tensor]] = {"val": [], "test": []}  # the epoch's class scores, for calibration
+        self._ngram_scores: dict[str, list[Tensor]] = {"val": [], "test": []}  # ... and the NBSVM's (ngram_order)
         self._first_val_batch: Optional[dict[str, Tensor]] = None  # for the BPTT and explanation panels
         self._unk_index: Optional[int] = None  # the vocabulary's unknown token, for word_dropout
         self._unknown_hook: Optional[Any] = None  # zero_unknown's gradient hook
@@ -193,6 +202,8 @@ class SentimentClassifier(pl.LightningModule):
             return
         if self.trainer.ckpt_path is None:
             self._initialise_embedding()
+            if hp.ngram_order > 0:
+                self._fit_ngrams()
         if hp.zero_unknown and self._unknown_hook is None:
             self._unknown_hook = keep_row_zero(self.model.embedding, self._unk_index)
 
@@ -202,14 +213,37 @@ class SentimentClassifier(pl.LightningModule):
         start_embedding(self.model.embedding, self.trainer.datamodule, hp.input_mode, hp.embedding_init,
                         hp.naive_bayes_dims, hp.naive_bayes_scale, hp.num_classes)
 
+    def _fit_ngrams(self) -> None:
+        """A fresh fit's NBSVM (:func:`lightning_module.ngrams.fit_nbsvm`) on the data's training split, its C
+        chosen on the validation split."""
+        from lightning_module.ngrams import fit_nbsvm
+
+        datamodule, hp = self.trainer.datamodule, self.hparams
+        splits = [datamodule.training_set(), datamodule.validation_set()]
+        train, val = [(*dataset.ragged(), np.asarray(dataset.labels)) for dataset in splits]
+        keys, weights, bias, c = fit_nbsvm(train, val, hp.ngram_order, hp.vocab_size, hp.num_classes)
+        self.model.ngrams.set(keys, weights, bias)
+        print(f"NBSVM over 1- to {hp.ngram_order}-grams: {len(keys):,} n-grams of the training split, C = {c:g} "
+              f"(chosen on the validation split)")
+
+    def _ngrams(self) -> Optional[torch.nn.Module]:
+        """The NBSVM (:class:`~lightning_module.ngrams.NgramScores`) when ``ngram_order > 0``, else None."""
+        return getattr(self.model, "ngrams", None)
+
     # ---- steps ----------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         tokens, mask = batch["tokens"], batch["mask"]
         if stage == "train":
             tokens, mask = self.training_inputs(tokens, mask, self._unk_index)
-        scores = self(tokens, mask)  # (N, C)
+        ngrams = self._ngrams()
+        scores = self(tokens, mask) if ngrams is None else self.model.rnn_scores(tokens, mask)  # (N, C): trained
         loss = softmax_loss(scores, batch["labels"])
-        self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
+        predicted = scores
+        if ngrams is not None and stage != "train":
+            extra = ngrams(tokens, mask)  # (N, C)
+            self._ngram_scores[stage].append(extra)
+            predicted = scores + ngrams.scale * extra
+        self._epoch_outputs[stage].append((self._metric_input(predicted), batch["labels"], loss.detach()))
         if stage in self._scores:
             self._scores[stage].append(scores.detach())
         if stage == "train" and self._logger_writes_this_step():  # the epoch's mean is train/loss_epoch
@@ -253,13 +287,14 @@ class SentimentClassifier(pl.LightningModule):
         metrics, loss_mean, outputs = self.metrics[f"{stage}_metrics"], self.loss_means[f"{stage}_loss"], self._epoch_outputs[stage]
         if outputs:
             probabilities, labels, losses = zip(*outputs)
+            calibration = self._calibration(stage, torch.cat(labels)) if stage in self._scores else {}
+            if calibration and self._ngrams() is not None:  # the sum with the NBSVM's weight fitted just now
+                probabilities = [self._metric_input(self._summed_scores(stage))]
             metrics.update(torch.cat(probabilities), torch.cat(labels))
             loss_mean.update(torch.stack(losses), weight=torch.tensor([len(y) for y in labels], dtype=losses[0].dtype,
                                                                       device=losses[0].device))
             loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
-            values = {loss_name: loss_mean.compute(), **metrics.compute()}
-            if stage in self._scores:
-                values.update(self._calibration(stage, torch.cat(labels)))
+            values = {loss_name: loss_mean.compute(), **metrics.compute(), **calibration}
             if to_loggers_now:
                 for logger in self.loggers:
                     logger.log_metrics({name: float(value) for name, value in values.items()}, step=self.global_step)
@@ -269,17 +304,35 @@ class SentimentClassifier(pl.LightningModule):
         loss_mean.reset()
         outputs.clear()
         self._scores.get(stage, []).clear()
+        self._ngram_scores.get(stage, []).clear()
+
+    def _summed_scores(self, stage: str) -> Tensor:
+        """The epoch's ``(N, C)`` RNN scores plus the NBSVM's times its weight (this process's)."""
+        ngrams = self._ngrams()
+        return torch.cat(self._scores[stage]) + ngrams.scale * torch.cat(self._ngram_scores[stage])
 
     def _calibration(self, stage: str, labels: Tensor) -> dict[str, Tensor]:
         """``{stage}/ece`` and ``{stage}/ece_calibrated`` over the epoch's scores (gathered from every
-        process); during a fit's validation, first fit :attr:`temperature` on them (``val/temperature``)."""
+        process); during a fit's validation, first fit :attr:`temperature` on them (``val/temperature``) and,
+        with ``ngram_order``, the NBSVM's weight (``val/ngram_weight``)."""
         scores = torch.cat(self._scores[stage]).float()  # (N, C)
+        ngrams = self._ngrams()
+        extra = None if ngrams is None else torch.cat(self._ngram_scores[stage]).float()  # (N, C)
         if self.trainer.world_size > 1:
             scores, labels = self.all_gather(scores).flatten(0, 1), self.all_gather(labels).flatten(0, 1)
+            extra = None if extra is None else self.all_gather(extra).flatten(0, 1)
         values = {}
         if stage == "val" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self.temperature.fill_(fit_temperature(scores, labels))
+            if extra is None:
+                self.temperature.fill_(fit_temperature(scores, labels))
+            else:
+                temperature, weight = fit_temperature_and_weight(scores, extra, labels)
+                self.temperature.fill_(temperature)
+                ngrams.scale.fill_(weight)
+                values["val/ngram_weight"] = ngrams.scale.detach().clone()
             values["val/temperature"] = self.temperature.detach().clone()
+        if extra is not None:
+            scores = scores + ngrams.scale * extra
         temperature = float(self.temperature)
         for name, t in ((f"{stage}/ece", 1.0), (f"{stage}/ece_calibrated", temperature)):
             values[name] = torch.tensor(expected_calibration_error((scores / t).softmax(1), labels),

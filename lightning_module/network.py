@@ -33,11 +33,13 @@ def build_network(vocab_size: int, num_classes: int = 2, hidden_size: int = 128,
                   freeze_embedding: bool = False, num_layers: int = 1, bidirectional: bool = False,
                   nonlinearity: str = "tanh", dropout: float = 0.0, embedding_dropout: float = 0.0,
                   skip_padding: bool = True, init: str = "pytorch", embedding_init: str = "random",
-                  naive_bayes_dims: int = 10) -> SentimentRNN:
+                  naive_bayes_dims: int = 10, ngram_order: int = 0) -> SentimentRNN:
     """The :class:`torch_rnn.models.SentimentRNN` of :class:`~lightning_module.module.SentimentClassifier`'s
     settings (same names and defaults); pretrained vectors start as zeros of the right shape (filled in by the
     classifier's setup, or by a checkpoint): ``(vocab_size, naive_bayes_dims + 50)`` for GloVe with
-    ``embedding_init="naive_bayes"`` (the naive-Bayes columns first), ``(vocab_size, 50)`` otherwise.
+    ``embedding_init="naive_bayes"`` (the naive-Bayes columns first), ``(vocab_size, 50)`` otherwise. With
+    ``ngram_order > 0`` the network is a :class:`~lightning_module.ngrams.NgramSentimentRNN`: the RNN plus an
+    NBSVM over n-grams up to that order (empty until fitted, or filled in by a checkpoint).
 
     Raises:
         ValueError: an unknown ``pretrained`` with ``input_mode="pretrained"``.
@@ -51,11 +53,16 @@ def build_network(vocab_size: int, num_classes: int = 2, hidden_size: int = 128,
                              f"'pretrained', got {pretrained!r}")
         extra = naive_bayes_dims if embedding_init == "naive_bayes" else 0
         pretrained_vectors = torch.zeros(vocab_size, extra + PRETRAINED[pretrained])
-    return SentimentRNN(vocab_size=vocab_size, hidden_size=hidden_size, fc_size=fc_size, num_classes=num_classes,
-                        input_mode=input_mode, embedding_dim=embedding_dim, pretrained_vectors=pretrained_vectors,
-                        freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
-                        nonlinearity=nonlinearity, dropout=dropout, skip_padding=skip_padding, init=init,
-                        embedding_dropout=embedding_dropout)
+    settings = dict(vocab_size=vocab_size, hidden_size=hidden_size, fc_size=fc_size, num_classes=num_classes,
+                    input_mode=input_mode, embedding_dim=embedding_dim, pretrained_vectors=pretrained_vectors,
+                    freeze_embedding=freeze_embedding, num_layers=num_layers, bidirectional=bidirectional,
+                    nonlinearity=nonlinearity, dropout=dropout, skip_padding=skip_padding, init=init,
+                    embedding_dropout=embedding_dropout)
+    if ngram_order > 0:
+        from lightning_module.ngrams import NgramSentimentRNN
+
+        return NgramSentimentRNN(ngram_order, **settings)
+    return SentimentRNN(**settings)
 
 
 def start_embedding(embedding: torch.nn.Embedding, datamodule: Any, input_mode: str, embedding_init: str,

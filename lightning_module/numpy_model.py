@@ -10,7 +10,9 @@ file). It computes what :class:`torch_rnn.models.SentimentRNN` computes in eval 
   ``h = 0``; with ``skip_padding`` (the default) each row runs over its own tokens only, the reverse direction
   from its last token; the next layer reads both directions' outputs side by side;
 - the head: ``z_t = W_a h_t + b_a``, its mean over the real steps, ``scores = W_fc mean + b_fc``; probabilities
-  ``softmax(scores / temperature)``.
+  ``softmax(scores / temperature)``;
+- with ``ngram_order`` (:class:`lightning_module.ngrams.NgramSentimentRNN`), plus ``scale`` times the NBSVM's
+  scores: its bias and the weights of the sentence's distinct n-grams, looked up by the same keys.
 
 The tests check the scores against the torch model's to 1e-5 (one and several layers, both directions, each
 input mode and nonlinearity, batches of different lengths).
@@ -29,13 +31,16 @@ from lightning_module.vocabulary import Vocabulary
 
 class NumpySentimentRNN:
     """:class:`torch_rnn.models.SentimentRNN`'s eval-mode forward from its ``state_dict`` (numpy arrays, without
-    the ``model.`` prefix) and its ``input_mode``, ``nonlinearity`` and ``skip_padding``."""
+    the ``model.`` prefix) and its ``input_mode``, ``nonlinearity`` and ``skip_padding``; with ``ngram_order``
+    (and the ``vocab_size`` the keys are written in), :class:`lightning_module.ngrams.NgramSentimentRNN`'s."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], input_mode: str = "embedding", nonlinearity: str = "tanh",
-                 skip_padding: bool = True) -> None:
+                 skip_padding: bool = True, ngram_order: int = 0, vocab_size: int = 0) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"unknown nonlinearity {nonlinearity!r}")
-        self.weights = {name: np.asarray(value, np.float32) for name, value in weights.items()}
+        self.ngram_order, self.vocab_size = ngram_order, vocab_size
+        self.ngram_keys = np.asarray(weights["ngrams.keys"], np.int64) if ngram_order else None  # (K,) sorted
+        self.weights = {name: np.asarray(value, np.float32) for name, value in weights.items() if name != "ngrams.keys"}
         self.input_mode, self.nonlinearity, self.skip_padding = input_mode, nonlinearity, skip_padding
         self.num_layers = 1 + max(int(name.split("_l")[1].split("_")[0]) for name in self.weights
                                   if name.startswith("rnn.weight_ih_l"))
@@ -67,7 +72,25 @@ class NumpySentimentRNN:
         hidden = inputs
         projected = hidden @ w["temporal_affine.weight"].T + w.get("temporal_affine.bias", 0)  # (N, T, A)
         mean = (projected * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)  # (N, A)
-        return mean @ w["classifier.weight"].T + w.get("classifier.bias", 0)  # (N, C)
+        scores = mean @ w["classifier.weight"].T + w.get("classifier.bias", 0)  # (N, C)
+        if self.ngram_keys is None:
+            return scores
+        return scores + w["ngrams.scale"] * self._ngram_scores(tokens, lengths)
+
+    def _ngram_scores(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The NBSVM's scores ``(N, C)``: its bias plus the weights of each row's distinct n-grams
+        (:func:`lightning_module.ngrams.ngram_keys`' keys)."""
+        w, base = self.weights, self.vocab_size + 1
+        scores = np.repeat(w["ngrams.bias"][None, :], len(tokens), axis=0)  # (N, C)
+        for row, (ids, length) in enumerate(zip(tokens, lengths)):
+            digits = ids[:length].astype(np.int64) + 1
+            keys = np.concatenate([sum(digits[n - j: length - j] * base ** j for j in range(n + 1))
+                                   for n in range(min(self.ngram_order, length))])
+            keys = np.unique(keys)
+            found = np.searchsorted(self.ngram_keys, keys).clip(max=max(len(self.ngram_keys) - 1, 0))
+            known = found[self.ngram_keys[found] == keys] if len(self.ngram_keys) else found[:0]
+            scores[row] += w["ngrams.weights"][known].sum(0)
+        return scores
 
     def _recurrence(self, projected: np.ndarray, W_hh: np.ndarray, lengths: np.ndarray, reverse: bool) -> np.ndarray:
         """``h_t = f(projected_t + W_hh h_{t-1})`` over each row's first ``lengths`` steps (from its last one when
@@ -119,7 +142,8 @@ class NumpyPredictor:
             raise UnreadableCheckpoint("no SentimentRNN weights")
         temperature = state.get("temperature")
         network = NumpySentimentRNN(weights, settings.get("input_mode", "embedding"),
-                                    settings.get("nonlinearity", "tanh"), settings.get("skip_padding", True))
+                                    settings.get("nonlinearity", "tanh"), settings.get("skip_padding", True),
+                                    int(settings.get("ngram_order", 0)), int(settings.get("vocab_size", 0)))
         return cls(network, Vocabulary.from_dict(encoder["vocab"]), Tokenizer(lowercase=encoder["lowercase"]),
                    int(encoder["max_length"]), list(encoder["label_names"]),
                    1.0 if temperature is None else float(_array(temperature)))

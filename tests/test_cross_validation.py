@@ -159,7 +159,8 @@ def test_the_script_runs_2_folds_on_disjoint_rows_and_prints_the_table(cross_val
         tests.append(test)
     assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == report["sentences"] == 36
     table = capsys.readouterr().out
-    for name in ("RNN default", "TF-IDF uni+bigram, logistic regression", "multinomial NB", "fold 1", "fold 2",
+    for name in ("RNN default", "TF-IDF uni+bigram, logistic regression", "multinomial NB", "NBSVM uni+bigram",
+                 "fold 1", "fold 2",
                  "36 sentences", "load average"):
         assert name in table
     rnn = report["rows"]["RNN default"]

@@ -17,6 +17,7 @@ from lightning_module.checkpoint_reader import UnreadableCheckpoint, read_checkp
 from lightning_module.encoder import TextEncoder
 from lightning_module.inference import SentimentPredictor
 from lightning_module.network import build_network
+from lightning_module.ngrams import ngram_keys
 from lightning_module.numpy_model import NumpyPredictor, load_predictor
 from lightning_module.predict_cli import main as predict_main
 from lightning_module.prediction import CHECKPOINT_KEY, FOLD_CHECKPOINT_KEY
@@ -39,9 +40,14 @@ def write_checkpoint(path: Path, seed: int = 0, temperature: float = 1.7, **sett
     with torch.no_grad():
         for parameter in network.parameters():
             parameter.uniform_(-0.8, 0.8)
+    encoder = TextEncoder(vocab, Tokenizer(), max_length=12, label_names=["negative", "positive", "neutral"][:settings.get("num_classes", 2)])
+    if settings.get("ngram_order"):  # an NBSVM table: the n-grams of the test sentences, random weights
+        batch = encoder.encode(SENTENCES[:3] + SENTENCES[4:])
+        keys = ngram_keys(batch["tokens"], batch["mask"], settings["ngram_order"], len(vocab)).unique()[1:]
+        network.ngrams.set(keys[::2], torch.randn(len(keys[::2]), settings.get("num_classes", 2)), torch.randn(settings.get("num_classes", 2)))
+        network.ngrams.scale.fill_(0.8)
     state = {f"model.{key}": value for key, value in network.state_dict().items()}
     state["temperature"] = torch.tensor(temperature)
-    encoder = TextEncoder(vocab, Tokenizer(), max_length=12, label_names=["negative", "positive", "neutral"][:settings.get("num_classes", 2)])
     torch.save({"state_dict": state, "hyper_parameters": settings, CHECKPOINT_KEY: encoder.state(),
                 "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3, 2).T}}}]}, path)
     return path
@@ -53,6 +59,8 @@ SETTINGS = [
     dict(input_mode="onehot", num_layers=2, num_classes=3),
     dict(input_mode="pretrained", pretrained="glove-6b-50d", bidirectional=True, skip_padding=False),
     dict(input_mode="embedding", num_layers=3, bidirectional=True, skip_padding=False, nonlinearity="relu"),
+    dict(input_mode="embedding", bidirectional=True, ngram_order=2),
+    dict(input_mode="onehot", num_classes=3, ngram_order=3),
 ]
 
 
