@@ -2,6 +2,8 @@
 
     python benchmarks/cross_validate.py                                   # default.yaml, 5 folds
     python benchmarks/cross_validate.py --rnn default=configs/default.yaml \\
+        --rnn nbsvm=configs/default.yaml+configs/nbsvm.yaml             # the README's table
+    python benchmarks/cross_validate.py --rnn default=configs/default.yaml \\
         --rnn glove=configs/default.yaml+configs/glove.yaml [--folds 5] [--seed 42] [--json] [-- --trainer.X ...]
 
 Every row is measured on the same stratified folds (:func:`lightning_module.folds.stratified_folds`, seeded):

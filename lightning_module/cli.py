@@ -23,7 +23,30 @@ from lightning_module.module import SentimentClassifier
 
 
 class SentimentCLI(LightningCLI):
-    """Links the data's vocabulary size and class count into the model, and always adds the summary."""
+    """Links the data's vocabulary size and class count into the model, and always adds the summary.
+
+    Only the subcommand named on the command line (``fit``, ``validate``, ``test``, ``predict``) gets its parser
+    built: each takes jsonargparse a tenth of a second or more of every start. Without one (``--help``, a
+    typo, arguments given as a dict) all four are built, as LightningCLI does.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        given = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
+        first = given[0] if isinstance(given, (list, tuple)) and given else None
+        self._requested_subcommand = first if first in LightningCLI.subcommands() else None
+        super().__init__(*args, **kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        requested = self._requested_subcommand
+        if requested is None:
+            super()._add_subcommands(parser, **kwargs)
+            return
+        every = LightningCLI.subcommands()
+        self.subcommands = lambda: {requested: every[requested]}  # what the parent's loop goes through
+        try:
+            super()._add_subcommands(parser, **kwargs)
+        finally:
+            del self.subcommands
 
     def before_instantiate_classes(self) -> None:
         """A resumed fit logs into its checkpoint's ``version_K`` folder; output that is not a terminal gets

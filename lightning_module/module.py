@@ -86,8 +86,9 @@ class SentimentClassifier(pl.LightningModule):
             (:mod:`lightning_module.ngrams`): fitted on the training split (its C chosen on the validation
             split) in :meth:`setup` at the start of a fresh fit, then fixed; its scores are added to the RNN's
             with a weight ``beta`` fitted with the temperature at every validation (``val/ngram_weight``).
-            Training optimises the RNN's own scores; the validation and test metrics and the predictions are
-            those of the sum.
+            Training optimises the RNN's own scores, and ``{stage}/loss`` stays the RNN's (so the best
+            checkpoint by validation loss is the RNN's best epoch); accuracy, F1, AUROC, ECE and the
+            predictions are those of the sum.
 
     Calibration: at every validation of a fit, the temperature ``T`` that minimises the validation NLL of
     ``softmax(scores / T)`` is fitted (:func:`lightning_module.calibration.fit_temperature`; with

@@ -69,3 +69,26 @@ def test_resume_from_last_with_no_run_yet_gets_one_line(tmp_path, capsys):
     err = cli_error(small_fit_args(data, tmp_path / "empty", "--ckpt_path", "last"), capsys)
     assert err == (f"error: --ckpt_path last: no lightning_logs/version_*/checkpoints/last.ckpt under "
                    f"{tmp_path / 'empty'}")
+
+
+def test_only_the_named_subcommand_gets_a_parser_and_help_lists_all_four(capsys, monkeypatch) -> None:
+    """Building a subcommand's parser takes a noticeable share of a start, so only the one named is built."""
+    from lightning_module.cli import SentimentCLI
+    from lightning_module.datamodule import SentimentDataModule
+    from lightning_module.module import SentimentClassifier
+
+    built = []
+    original = SentimentCLI._prepare_subcommand_parser
+
+    def recording(self, klass, subcommand, **kwargs):
+        built.append(subcommand)
+        return original(self, klass, subcommand, **kwargs)
+
+    monkeypatch.setattr(SentimentCLI, "_prepare_subcommand_parser", recording)
+    for args, expected in ((["validate", "--help"], ["validate"]), (["--help"], ["fit", "validate", "test", "predict"])):
+        built.clear()
+        with pytest.raises(SystemExit):
+            SentimentCLI(SentimentClassifier, SentimentDataModule, args=args)
+        assert built == expected
+    help_text = capsys.readouterr().out
+    assert all(name in help_text for name in ("fit", "validate", "test", "predict")), help_text[-3000:]
