@@ -12,6 +12,12 @@ sentence at a time, and its ``encode_many`` on the whole block, checking that al
 
     python benchmarks/bench_data.py                       # 10k, 100k and 1M rows; a Markdown table
     python benchmarks/bench_data.py --rows 2000 --json    # one small size, JSON
+    python benchmarks/bench_data.py --python ENV/bin/python  # the runs in another environment
+
+The imports depend on the environment: with scipy installed (scikit-learn of the ``dev`` extra brings it),
+torchmetrics, which Lightning imports, imports ``scipy.signal`` too, most of a second here. ``--python`` runs the
+two fits with another interpreter, for example that of a virtual environment with the project alone
+(``pip install -e .``); the table's header says which, and whether it has scipy.
 """
 from __future__ import annotations
 
@@ -69,10 +75,12 @@ def first_step(start: float, config: str, data: Path, root: Path, extra: Sequenc
     raise SystemExit("the fit ended before its first training step")
 
 
-def run_to_first_step(config: str, data: Path, root: Path, cache: Path, extra: Sequence[str]) -> dict[str, Any]:
-    """A fresh process that fits ``config`` on ``data`` until its first step; its report, plus ``stderr``."""
+def run_to_first_step(config: str, data: Path, root: Path, cache: Path, extra: Sequence[str],
+                      python: str = sys.executable) -> dict[str, Any]:
+    """A fresh process of ``python`` that fits ``config`` on ``data`` until its first step; its report, plus
+    ``stderr``."""
     env = {**os.environ, "TORCH_RNN_PREPROCESSED": str(cache)}
-    command = [sys.executable, __file__, "--child", str(time.time()), config, str(data), str(root), *extra]
+    command = [python, __file__, "--child", str(time.time()), config, str(data), str(root), *extra]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -109,7 +117,14 @@ def time_tokenizers(data: Path, rows: int) -> dict[str, Any]:
     return result
 
 
-def run(sizes: Sequence[int], config: str, folder: Path, extra: Sequence[str]) -> dict[str, Any]:
+def has_scipy(python: str) -> bool:
+    """Whether ``python`` can import scipy (torchmetrics then imports ``scipy.signal`` at start)."""
+    return subprocess.run([python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('scipy') is None)"],
+                          capture_output=True).returncode == 0
+
+
+def run(sizes: Sequence[int], config: str, folder: Path, extra: Sequence[str],
+        python: str = sys.executable) -> dict[str, Any]:
     rows_out = []
     tokenizers = None
     for rows in sizes:
@@ -120,7 +135,7 @@ def run(sizes: Sequence[int], config: str, folder: Path, extra: Sequence[str]) -
             tokenizers = time_tokenizers(data, TOKENIZER_ROWS)
         cache = folder / f"cache_{rows}"
         for run_name in ("first", "cached"):
-            report = run_to_first_step(config, data, folder / f"runs_{rows}", cache, extra)
+            report = run_to_first_step(config, data, folder / f"runs_{rows}", cache, extra, python)
             rows_out.append({"rows": rows, "file_mb": data.stat().st_size / 2**20, "run": run_name,
                              "seconds": report["seconds"], "import_seconds": report["import_seconds"],
                              "peak_mb": report["peak_mb"],
@@ -129,7 +144,7 @@ def run(sizes: Sequence[int], config: str, folder: Path, extra: Sequence[str]) -
                              "vocabulary_report": next((line for line in report["stderr"].splitlines()
                                                         if line.startswith("vocabulary: ") and "left out" in line), "")})
     return {"config": config, "load_average": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows_out,
-            "tokenizer": tokenizers}
+            "tokenizer": tokenizers, "python": python, "scipy": has_scipy(python)}
 
 
 COLUMNS = [
@@ -141,7 +156,8 @@ COLUMNS = [
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = markdown_table(COLUMNS, result["rows"])
+    lines = [f"Runs with {result['python']} (scipy {'installed' if result['scipy'] else 'not installed'}).", "",
+             *markdown_table(COLUMNS, result["rows"])]
     tokenizer = result["tokenizer"]
     lines.append("")
     nltk = f"NLTK Treebank {tokenizer['nltk_us']:.1f} us, " if "nltk_us" in tokenizer else ""
@@ -162,14 +178,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     parser.add_argument("--data-dir", type=Path, help="keep the data and caches here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of the timed runs (default: this one), e.g. another environment's")
     parser.add_argument("extra", nargs="*", help="more train.py arguments, after --")
     options = parser.parse_args(argv)
     if options.data_dir is not None:
         options.data_dir.mkdir(parents=True, exist_ok=True)
-        result = run(options.rows, options.config, options.data_dir, options.extra)
+        result = run(options.rows, options.config, options.data_dir, options.extra, options.python)
     else:
         with tempfile.TemporaryDirectory(prefix="bench_data_") as folder:
-            result = run(options.rows, options.config, Path(folder), options.extra)
+            result = run(options.rows, options.config, Path(folder), options.extra, options.python)
     print(json.dumps(result, indent=2) if options.json else markdown(result))
 
 

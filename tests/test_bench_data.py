@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,5 @@ def test_a_first_and_a_cached_run_at_a_small_size(bench, tmp_path: Path, capsys:
     tokenizer = result["tokenizer"]
     assert tokenizer["sentences"] == 3000 and tokenizer["same_tokens"] and tokenizer["nltk_us"] > tokenizer["ours_block_us"]
     assert "| 3,000 | " in bench.markdown(result) and "load average" in bench.markdown(result)
+    assert result["python"] == sys.executable and result["scipy"] == bench.has_scipy(sys.executable)
+    assert bench.markdown(result).startswith(f"Runs with {sys.executable} (scipy ")
