@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import load_script
 
 BENCH_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_compile.py"
@@ -16,8 +15,7 @@ def bench():
     yield from load_script(BENCH_PATH)
 
 
-def test_one_tiny_row_and_compilings_own_cost(bench, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
+def test_one_tiny_row_and_compilings_own_cost(bench) -> None:
     settings = bench.Settings(rounds=1, min_run_time=0.001)
     rows, fixed, loads = bench.run([bench.parse_shape("3,5,4,6")], settings, "aot_eager")
     [row] = rows
