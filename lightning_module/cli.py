@@ -6,6 +6,7 @@ and every ``--model.*``, ``--data.*``, ``--trainer.*`` override work as in any L
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import warnings
@@ -135,6 +136,8 @@ def latest_last_checkpoint(root: str) -> Path:
 #: is logged.
 SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_bayes_dims", "naive_bayes_scale",
                        "log_bptt", "explain_sentences"}
+#: Model settings a checkpoint's hyperparameters leave out (SentimentClassifier's save_hyperparameters ignores them).
+NOT_IN_HPARAMS = {"optimizer", "lr_scheduler"}
 #: The DataModule settings a checkpoint carries (its encoder) and overrides on resume.
 CHECKPOINT_DATA_SETTINGS = ("max_length", "lowercase")
 
@@ -145,8 +148,11 @@ def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], c
     checkpoint's: a DataError for the first that would be silently replaced (the network's shape, the
     encoding), a warning for those safe to change (``SAFE_MODEL_SETTINGS``, which act only on a fresh fit or
     on speed). Settings left at the parser's ``defaults`` are not the user's: Lightning fills them in from the
-    checkpoint."""
-    trained = checkpoint.get("hyper_parameters", {})
+    checkpoint. A setting the checkpoint does not record (it came later) was trained at its default."""
+    signature = inspect.signature(SentimentClassifier.__init__).parameters
+    trained = {name: parameter.default for name, parameter in signature.items()  # the optimizer and scheduler
+               if parameter.default is not inspect.Parameter.empty and name not in NOT_IN_HPARAMS}  # are not kept
+    trained.update(checkpoint.get("hyper_parameters", {}))
     model_config = config.get("model") or {}
     model_defaults = (defaults.get("model") if defaults is not None else None) or {}
     for name, value in sorted(model_config.items()):

@@ -3,6 +3,7 @@ traceback."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fit_helpers import ROOT, cli_error, run_script, small_fit_args, write_tsv
 
@@ -47,6 +48,13 @@ def test_resume_settings_that_contradict_the_checkpoint_get_one_line(trained, tm
         f"error: --model.hidden_size is 64 but the checkpoint {checkpoint} was trained with 16: a resumed run keeps "
         "the checkpoint's model; drop the setting, or train a new model without --ckpt_path")
     assert resume("--data.max_length", "20").startswith("error: --data.max_length is 20 but the checkpoint")
+    older = tmp_path / "older.ckpt"  # written before model.ngram_order existed: trained without n-grams
+    state = torch.load(checkpoint, weights_only=True)
+    del state["hyper_parameters"]["ngram_order"]
+    torch.save(state, older)
+    assert cli_error(small_fit_args(data, tmp_path, "--ckpt_path", str(older), "--model.ngram_order", "2"), capsys) == (
+        f"error: --model.ngram_order is 2 but the checkpoint {older} was trained with 0: a resumed run keeps "
+        "the checkpoint's model; drop the setting, or train a new model without --ckpt_path")
     assert resume("--trainer.max_epochs", "2") == (
         f"error: {checkpoint}: the checkpoint has trained 2 epoch(s) and --trainer.max_epochs is 2: nothing is left "
         "to train; raise --trainer.max_epochs")
