@@ -6,8 +6,8 @@ temporary folder and runs ``train.py fit --config configs/default.yaml --data.pa
 process: first with an empty preprocessing cache (it reads, tokenizes and caches), then again (it loads the cache).
 The process stops at its first training step and reports the seconds since it started, how many of them went
 to starting Python and importing (``pytorch_lightning`` and the project's modules, which import torch), and its
-peak resident memory; sentences/s is rows over the seconds to the first step. It also times the tokenizer on the first 20,000 sentences:
-NLTK's ``TreebankWordTokenizer`` (when NLTK is installed), :class:`lightning_module.tokenizer.Tokenizer` one
+peak resident memory; sentences/s is rows over the seconds to the first step. It also times the tokenizer on the
+first 20,000 sentences: NLTK's ``TreebankWordTokenizer`` (when NLTK is installed), :class:`lightning_module.tokenizer.Tokenizer` one
 sentence at a time, and its ``encode_many`` on the whole block, checking that all three give the same tokens.
 
     python benchmarks/bench_data.py                       # 10k, 100k and 1M rows; a Markdown table
@@ -58,8 +58,9 @@ def first_step(start: float, config: str, data: Path, root: Path, extra: Sequenc
             seconds = time.time() - start
             peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             datamodule = trainer.datamodule
-            print(json.dumps({"seconds": seconds, "import_seconds": imported, "peak_mb": peak_mb, "vocab_size": datamodule.vocab_size,
-                              "train_rows": len(datamodule.splits["train"])}), flush=True)
+            print(json.dumps({"seconds": seconds, "import_seconds": imported, "peak_mb": peak_mb,
+                              "vocab_size": datamodule.vocab_size, "train_rows": len(datamodule.splits["train"])}),
+                  flush=True)
             os._exit(0)
 
     class CLI(SentimentCLI):

@@ -98,12 +98,15 @@ def _split_words(text: str) -> list[str]:
 
 class NaiveBayesScaling:
     """NBSVM's features (Wang & Manning 2012) as a scikit-learn transformer: binary features ``X (N, K)``
-    scaled by their naive-Bayes log-count ratios ``r = log((1 + p) / |1 + p|_1) - log((1 + q) / |1 + q|_1)``,
-    ``p`` / ``q`` the feature counts over the positive / negative training rows (two classes)."""
+    scaled by their naive-Bayes log-count ratios of class 1 against class 0
+    (:func:`lightning_module.naive_bayes.log_count_ratios`, what the model's NBSVM uses too)."""
 
     def fit(self, x: Any, y: np.ndarray) -> "NaiveBayesScaling":
-        p, q = 1 + np.asarray(x[y == 1].sum(0)).ravel(), 1 + np.asarray(x[y == 0].sum(0)).ravel()
-        self.ratios_ = np.log(p / p.sum()) - np.log(q / q.sum())
+        from lightning_module.naive_bayes import log_count_ratios
+
+        x = x.tocsr()  # a row's feature columns are its "word ids", shifted past the padding id 0
+        ratios = log_count_ratios(x.indices + 1, x.indptr, y, x.shape[1] + 1, 2)  # (K + 1, 2)
+        self.ratios_ = ratios[1:, 1].double().numpy()
         return self
 
     def transform(self, x: Any) -> Any:

@@ -20,7 +20,7 @@ from lightning_module.callbacks import TrainingSummary
 from lightning_module.datamodule import SentimentDataModule
 from lightning_module.errors import DataError
 from lightning_module.inference import load_checkpoint
-from lightning_module.module import SentimentClassifier
+from lightning_module.module import NOT_SAVED, SentimentClassifier
 
 
 class SentimentCLI(LightningCLI):
@@ -136,8 +136,6 @@ def latest_last_checkpoint(root: str) -> Path:
 #: is logged.
 SAFE_MODEL_SETTINGS = {"compile", "compile_backend", "embedding_init", "naive_bayes_dims", "naive_bayes_scale",
                        "log_bptt", "explain_sentences"}
-#: Model settings a checkpoint's hyperparameters leave out (SentimentClassifier's save_hyperparameters ignores them).
-NOT_IN_HPARAMS = {"optimizer", "lr_scheduler"}
 #: The DataModule settings a checkpoint carries (its encoder) and overrides on resume.
 CHECKPOINT_DATA_SETTINGS = ("max_length", "lowercase")
 
@@ -150,8 +148,8 @@ def check_settings_against_checkpoint(config: Any, checkpoint: dict[str, Any], c
     on speed). Settings left at the parser's ``defaults`` are not the user's: Lightning fills them in from the
     checkpoint. A setting the checkpoint does not record (it came later) was trained at its default."""
     signature = inspect.signature(SentimentClassifier.__init__).parameters
-    trained = {name: parameter.default for name, parameter in signature.items()  # the optimizer and scheduler
-               if parameter.default is not inspect.Parameter.empty and name not in NOT_IN_HPARAMS}  # are not kept
+    trained = {name: parameter.default for name, parameter in signature.items()
+               if parameter.default is not inspect.Parameter.empty and name not in NOT_SAVED}
     trained.update(checkpoint.get("hyper_parameters", {}))
     model_config = config.get("model") or {}
     model_defaults = (defaults.get("model") if defaults is not None else None) or {}

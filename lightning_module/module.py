@@ -21,6 +21,8 @@ from lightning_module.settings import Fraction, NonNegativeInt, PositiveInt, che
 from torch_rnn.models import softmax_loss
 
 STAGES = ("train", "val", "test")
+#: Constructor arguments the checkpoint's hyperparameters leave out (YAML builds them; they are not settings).
+NOT_SAVED = ("optimizer", "lr_scheduler")
 
 
 class SentimentClassifier(pl.LightningModule):
@@ -137,7 +139,7 @@ class SentimentClassifier(pl.LightningModule):
         ngram_order: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=list(NOT_SAVED))
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         problems = check_settings(SentimentClassifier.__init__, self.hparams, "model")
@@ -239,12 +241,9 @@ class SentimentClassifier(pl.LightningModule):
         ngrams = self._ngrams()
         scores = self(tokens, mask) if ngrams is None else self.model.rnn_scores(tokens, mask)  # (N, C): trained
         loss = softmax_loss(scores, batch["labels"])
-        predicted = scores
-        if ngrams is not None and stage != "train":
-            extra = ngrams(tokens, mask)  # (N, C)
-            self._ngram_scores[stage].append(extra)
-            predicted = scores + ngrams.scale * extra
-        self._epoch_outputs[stage].append((self._metric_input(predicted), batch["labels"], loss.detach()))
+        if ngrams is not None and stage in self._ngram_scores:  # summed with the RNN's at the epoch's end
+            self._ngram_scores[stage].append(ngrams(tokens, mask))  # (N, C)
+        self._epoch_outputs[stage].append((self._metric_input(scores), batch["labels"], loss.detach()))
         if stage in self._scores:
             self._scores[stage].append(scores.detach())
         if stage == "train" and self._logger_writes_this_step():  # the epoch's mean is train/loss_epoch

@@ -126,19 +126,14 @@ def fit_nbsvm(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.nd
     check_fits(f"model.ngram_order {order} on {len(ids):,} training tokens", 48 * order * len(ids),
                "lower model.ngram_order, or leave it at 0 (the RNN alone)")
     rows, keys = ragged_ngram_rows(ids, offsets, order, vocab_size)
-    features, columns = np.unique(keys, return_inverse=True)  # (K,), (P,)
+    features = np.unique(keys)  # (K,) sorted
     n_rows, n_features = len(offsets) - 1, len(features)
-    x = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, columns])), torch.ones(len(rows), dtype=torch.float64),
-                                (n_rows, n_features), check_invariants=True).coalesce()
+    x = _feature_matrix(rows, keys, features, n_rows)
     # naive-Bayes ratios over the features, one class against the rest: the same counting as the words'
-    ratios = log_count_ratios(columns + 1, np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))]),
+    row_of, column = x.indices().numpy()  # coalesced: grouped by row
+    ratios = log_count_ratios(column + 1, np.concatenate([[0], np.cumsum(np.bincount(row_of, minlength=n_rows))]),
                               labels, n_features + 1, num_classes, alpha)[1:].double()  # (K, C)
-    val_rows, val_keys = ragged_ngram_rows(val_ids, val_offsets, order, vocab_size)
-    found = np.searchsorted(features, val_keys).clip(max=max(n_features - 1, 0))
-    known = features[found] == val_keys if n_features else np.zeros(len(val_keys), bool)
-    x_val = torch.sparse_coo_tensor(torch.from_numpy(np.stack([val_rows[known], found[known]])),
-                                    torch.ones(int(known.sum()), dtype=torch.float64),
-                                    (len(val_offsets) - 1, n_features), check_invariants=True).coalesce()
+    x_val = _feature_matrix(*ragged_ngram_rows(val_ids, val_offsets, order, vocab_size), features, len(val_offsets) - 1)
     targets = torch.as_tensor(labels, dtype=torch.long)
     val_targets = torch.as_tensor(val_labels, dtype=torch.long)
     classes = [1] if num_classes == 2 else list(range(num_classes))
@@ -158,6 +153,16 @@ def fit_nbsvm(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.nd
             best = (accuracy, c, weights, bias)
     _, c, weights, bias = best
     return torch.from_numpy(features), weights.float(), bias.float(), c
+
+
+def _feature_matrix(rows: np.ndarray, keys: np.ndarray, features: np.ndarray, n_rows: int) -> Tensor:
+    """The binary ``(n_rows, K)`` float64 sparse (COO, coalesced) matrix of (row, n-gram key) pairs over the sorted
+    ``features (K,)``; keys that are not features are left out."""
+    found = np.searchsorted(features, keys).clip(max=max(len(features) - 1, 0))
+    known = features[found] == keys if len(features) else np.zeros(len(keys), bool)
+    return torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows[known], found[known]])),
+                                   torch.ones(int(known.sum()), dtype=torch.float64), (n_rows, len(features)),
+                                   check_invariants=True).coalesce()
 
 
 def _logistic_regression(x: Tensor, scale: Tensor, targets: Tensor, c: float, max_iter: int = 200) -> tuple[Tensor, float]:
