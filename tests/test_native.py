@@ -170,7 +170,7 @@ def test_own_operations_take_one_thread_for_small_steps_and_on_a_busy_machine():
         if not torch.ops.torch_rnn.panels_available():
             return  # the loops run in one thread on this CPU: no team to be held up
         with native.team_settings(straggle_ms=0, probe_s=60):  # every wait counts: the first team shrinks
-            RNN(128, 256)(torch.randn(10, 64, 128))
+            RNN(128, 256)(torch.randn(10, 8, 128))  # 8 rows: too few to split by rows, a team splits the columns
             assert threads.machine_busy()
             with threads.own_threads(64, 128, 256):
                 assert torch.get_num_threads() == 1

@@ -107,6 +107,42 @@ struct BackwardLoop {
     }
   }
 
+  // The loop on rows [r0, r1) alone (whole ROW_GROUPs), from the last step to the first (for_row_chunks; one
+  // block of rows per step, dp stored whole); db summed per group of rows, into db_groups + (r / ROW_GROUP) *
+  // ld_db. m of the chunk's rows run at step s.
+  void run_rows(int64_t r0, int64_t r1, double* db_groups, int64_t ld_db) const {
+    const Slice all = product.slice(TeamMember{0, 1});
+    const scalar_t* da = nullptr;  // da_{s+1} of the chunk's rows, dp_rows.sn apart
+    for (int64_t s = schedule.T - 1; s >= 0; --s) {
+      const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
+      const int64_t m = std::clamp<int64_t>(schedule.running(s) - r0, 0, r1 - r0);
+      const int64_t m_next = std::clamp<int64_t>(schedule.finishing_from(s) - r0, 0, r1 - r0);
+      scalar_t* const block = dp_rows(t, r0);
+      if (!shape.packed) {
+        for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(dp_rows(t, i), H(), scalar_t(0));  // padding: zero
+      }
+      product(da, dp_rows.sn, block, dp_rows.sn, m_next, all, /*accumulate=*/false);  // da_{s+1} W_h
+      for (int64_t i = r0 + m_next; i < r0 + m; ++i) {  // rows whose last step is s start from dh_last
+        for (int64_t j = 0; j < H(); ++j) block[(i - r0) * dp_rows.sn + j] = last[i * last_row + j * last_col];
+      }
+      for (int64_t g = r0; g < r0 + m; g += ROW_GROUP) {  // da_s = (dh_s + da_{s+1} W_h) * f'(h_s), db += da_s
+        step_gradient(dh_rows(t, g), dh_rows.sn, dh_stride, h_rows(t, g), h_rows.sn, block + (g - r0) * dp_rows.sn,
+                      dp_rows.sn, db_groups + g / ROW_GROUP * ld_db, std::min(ROW_GROUP, r0 + m - g), H(), relu);
+      }
+      if (dx_in_loop) {  // dx_t = da_s W_x
+        scalar_t* const dx_block = (*dx_rows)(t, r0);
+        (*input_product)(block, dp_rows.sn, dx_block, dx_rows->sn, m, input_product->slice(TeamMember{0, 1}),
+                         /*accumulate=*/false);
+        for (int64_t i = r0 + m; i < r1 && !shape.packed; ++i) std::fill_n((*dx_rows)(t, i), D, scalar_t(0));
+      }
+      da = block;
+    }
+    if (need_dh0 && schedule.T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+      const int64_t m = std::clamp<int64_t>(schedule.running(0) - r0, 0, r1 - r0);
+      product(da, dp_rows.sn, carry + r0 * H(), H(), m, all, /*accumulate=*/false);
+    }
+  }
+
   // The loop, from the last step to the first, on one member of the team.
   void run(TeamMember& member, Team& team) const {
     const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
@@ -181,7 +217,11 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
               x.defined() ? x.sizes() : at::IntArrayRef{});
   TORCH_CHECK(!h0.defined() || h0.sizes() == at::IntArrayRef({N, H}), "recurrence_backward: expected h0 of shape (", N,
               ", ", H, "), got ", h0.defined() ? h0.sizes() : at::IntArrayRef{});
-  const bool weights_in_loop = x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
+  // Split by rows (step_product.h), each member's rows would add to every weight gradient row: the caller's
+  // matmuls over dp sum them instead.
+  const int64_t D_in_loop = wx.defined() && panels_fit_in_cache(wx.size(1), H) ? wx.size(1) : 0;
+  const bool by_rows = schedule.aligned() && h.scalar_type() == at::kFloat && split_by_rows<float>(N, D_in_loop, H);
+  const bool weights_in_loop = !by_rows && x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
                                panels_fit_in_cache(x.size(-1), H) &&
                                h.scalar_type() == at::kFloat && panels_available<float>();
   Tensor dp = weights_in_loop ? at::empty({2, N, H}, h.options())  // step s in block s % 2
@@ -231,7 +271,19 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
         weights_in_loop ? dwh.data_ptr<scalar_t>() : nullptr,
         dx_in_loop ? c10::make_optional(Rows<scalar_t>(dx, shape, batch_sizes)) : c10::nullopt,
         product, input_product ? &*input_product : nullptr, queue, dx_queue ? &*dx_queue : nullptr};
-    in_team(product.threads(), [&](TeamMember& member, Team& team) { loop.run(member, team); });
+    if (by_rows) {  // db per group of rows, then the groups' sums in group order: the same bits on any team
+      const int64_t groups = (N + ROW_GROUP - 1) / ROW_GROUP, ld_db = (H + 7) / 8 * 8;  // whole cache lines
+      std::vector<double> db_groups_storage(groups * ld_db + 7, 0.0);
+      double* const db_groups = reinterpret_cast<double*>(
+          (reinterpret_cast<std::uintptr_t>(db_groups_storage.data()) + 63) & ~std::uintptr_t(63));
+      for_row_chunks(N, row_split_threads(T, N, D_in_loop + 2 * H, H),
+                     [&](int64_t r0, int64_t r1) { loop.run_rows(r0, r1, db_groups, ld_db); });
+      for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t j = 0; j < H; ++j) db_data[j] += db_groups[g * ld_db + j];
+      }
+    } else {
+      in_team(product.threads(), [&](TeamMember& member, Team& team) { loop.run(member, team); });
+    }
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
   Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble))

@@ -100,6 +100,22 @@ class StepProduct {
   int64_t K_, C_, threads_ = 1;
 };
 
+// Whether a loop over N rows of D inputs (0: none in the loop) and H hidden features splits its work by rows
+// (for_row_chunks, team.h) rather than each step's columns (PanelQueue): when every member can keep all the
+// packed weights in its own cache from step to step (each then reads all of them at every step) and there are
+// at least two chunks of rows. The members then meet once per loop instead of once per step: no barrier, and
+// no step's state crossing between cores. float32 panels only (a BLAS call inside a team would nest threads).
+template <typename scalar_t>
+bool split_by_rows(int64_t N, int64_t D, int64_t H) {
+  return panels_available<scalar_t>() && panels_fit_in_cache(D, H) && N >= 2 * ROW_GROUP;
+}
+
+// The threads of a loop split by rows: all of torch's intra-op threads once the whole loop (T steps of N rows,
+// K inputs to each of H columns) is worth a fork and a join (about 10 us of one core's multiply-adds), else one.
+inline int64_t row_split_threads(int64_t T, int64_t N, int64_t K, int64_t H) {
+  return T * N * K * H >= (int64_t(1) << 20) ? at::get_num_threads() : 1;
+}
+
 // Hands out a product's panels to the team, anew at every step: each member first takes the panels of its own
 // share (slice(): the same ones at every step, so their weights stay in its cache), one at a time, then helps
 // with what is left of the others' shares. A member that runs slower for a while then no longer holds up every

@@ -18,11 +18,7 @@ constexpr int STRAGGLES_TO_SHRINK = 2;  // one wait that long can be an interrup
 constexpr int SPINS_BEFORE_YIELD = 4000;  // about 20-40 us of pause instructions, then sched_yield
 
 std::atomic<int64_t> one_thread_until_ns{0};  // process-wide: the loops run in one thread until then
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+std::atomic<int64_t> last_straggling_join_ns{INT64_MIN / 2};  // when a loop split by rows last waited that long
 
 inline void cpu_relax() {
 #ifdef TORCH_RNN_X86_GCC
@@ -38,8 +34,22 @@ std::vector<int64_t> team_settings(int64_t straggle_ns, int64_t probe_ns) {
   if (probe_ns >= 0) {
     probe_period_ns.store(probe_ns);
     one_thread_until_ns.store(0);
+    last_straggling_join_ns.store(INT64_MIN / 2);
   }
   return previous;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void record_join(int64_t begin_ns, int64_t needed_ns, int64_t end_ns) {
+  const int64_t lost = end_ns - begin_ns - needed_ns;
+  if (lost < straggle_limit_ns.load(std::memory_order_relaxed) || lost < needed_ns) return;
+  const int64_t previous = last_straggling_join_ns.exchange(end_ns, std::memory_order_relaxed);
+  const int64_t probe = probe_period_ns.load(std::memory_order_relaxed);
+  if (end_ns - previous < probe) one_thread_until_ns.store(end_ns + probe, std::memory_order_relaxed);
 }
 
 bool machine_busy() { return now_ns() < one_thread_until_ns.load(std::memory_order_relaxed); }
