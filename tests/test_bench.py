@@ -76,8 +76,9 @@ def test_busy_machine_rows_time_both_thread_counts_beside_a_neighbour(bench) -> 
 
 
 def test_targets_are_judged_on_the_rows_that_ran(bench) -> None:
-    def row(case, ratio, percent):
-        return {"shape": case.label, "num_layers": 1, "varlen": False, "train_ratio": ratio, "bound_percent": percent}
+    def row(case, ratio, percent, nn_rnn_ms=100.0):
+        return {"shape": case.label, "num_layers": 1, "varlen": False, "train_ratio": ratio, "bound_percent": percent,
+                "nn_rnn_train_ms": nn_rnn_ms, "bound_ms": ratio * nn_rnn_ms * percent / 100}
 
     rows = [row(cases.Case(32, 50, 64, 128), 0.4, 90), row(cases.Case(100, 30, 50, 64), 0.5, 80),
             row(cases.Case(16, 100, 1024, 1024), 0.6, 86)]
@@ -86,6 +87,11 @@ def test_targets_are_judged_on_the_rows_that_ran(bench) -> None:
     assert lines[2] == "- >= 85% of the bound at the small rows: not met at (100,30,50,64) (0.50x, 80%)"
     assert lines[3] == "- large H: <= 0.7x nn.RNN and >= 85% of the bound: met"
     assert len(lines) == 4  # the three large main rows did not run: not judged
+    # nn.RNN at 234 ms, the bound at 166 ms: 0.7x nn.RNN (164 ms) is faster than the bound allows
+    large = [row(cases.Case(64, 50, 1024, 1024), 0.83, 85, nn_rnn_ms=234.0)]
+    assert bench.target_lines(large)[1] == ("- large H: <= 0.7x nn.RNN and >= 85% of the bound: not met at "
+                                            "(64,50,1024,1024) (0.83x, 85%; 0.7x nn.RNN's time is 99% of the "
+                                            "bound's: unreachable)")
 
 
 @pytest.mark.slow

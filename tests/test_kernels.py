@@ -183,8 +183,7 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
                                                                     loops):
     """Given ``x`` and ``W_x``, the forward loop computes ``p_t = W_x x_t`` itself (ignoring ``p``'s contents,
     and ``x``'s past each row's length); the backward returns ``dx = dp W_x`` in ``h``'s layout, zero past each
-    row's length, and ``dW_x``, ``dW_h`` (summed inside the C++ loop for the float32 cases with 32 rows or more
-    per step, where ``dp`` is then never stored whole)."""
+    row's length; ``dW_x`` and ``dW_h`` are one matmul each over ``dp``."""
     p, h0, Wh, dh, dh_last = recurrence_inputs(dtype, batch_sizes, seed=21, shape=shape)
     x, Wx = projection_inputs(dtype, batch_sizes, shape, D_, seed=22)
     if batch_sizes is not None:  # padding steps of x hold garbage: they must not reach anything
@@ -202,22 +201,17 @@ def test_kernel_loops_project_the_input_and_its_gradient_themselves(D_, reverse,
     expected_dp, expected_dh0, expected_dWh = reference_backward(dh, dh_last, h0, Wh, expected_h, "tanh", batch_sizes,
                                                                  reverse)
     grads = kernels.recurrence_backward_(in_layout(dh, layout, batch_sizes), dh_last, h0, Wh, h, "tanh", batch_sizes,
-                                         reverse, Wx=Wx, x=in_layout(x_clean, layout, batch_sizes))
-    if grads.dp is not None:  # else the loop summed the weight gradients itself and never stored dp whole
-        torch.testing.assert_close(from_layout(grads.dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
+                                         reverse, Wx=Wx)
+    torch.testing.assert_close(from_layout(grads.dp, layout, batch_sizes), expected_dp, **KERNEL_TOL[dtype])
     torch.testing.assert_close(grads.dh0, expected_dh0, **KERNEL_TOL[dtype])
     torch.testing.assert_close(grads.db, expected_dp.sum((0, 1)), **KERNEL_TOL[dtype])
     dx = grads.dx
     if loops == "cpp":
         assert dx.dim() == 2 or batch_major(dx) == batch_major(h), "dx lies like h in memory"
     torch.testing.assert_close(from_layout(dx, layout, batch_sizes), expected_dp @ Wx, **KERNEL_TOL[dtype])
-    if grads.dp is None:  # summed in the loop
-        dWx, dWh = grads.dWx, grads.dWh
-    else:  # left to the caller: one matmul each over dp, as RNNFunction.backward takes them
-        assert grads.dWx is None and grads.dWh is None
-        flat_dp = from_layout(grads.dp, layout, batch_sizes).reshape(-1, shape[-1])
-        dWx = flat_dp.T @ x_clean.reshape(-1, D_)
-        dWh = kernels.recurrence_weight_grad(grads.dp, h0, h, batch_sizes, reverse)
+    # one matmul each over dp, as RNNFunction.backward takes them
+    dWx = from_layout(grads.dp, layout, batch_sizes).reshape(-1, shape[-1]).T @ x_clean.reshape(-1, D_)
+    dWh = kernels.recurrence_weight_grad(grads.dp, h0, h, batch_sizes, reverse)
     expected_dWx = expected_dp.reshape(-1, shape[-1]).T @ x_clean.reshape(-1, D_)
     # sums over every step and row, in another order than the reference's: float32 rounding grows with them
     weight_tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else KERNEL_TOL[dtype]
@@ -233,11 +227,11 @@ def loop_results(threads, p, h0, Wh, dh, dh_last, batch_sizes, reverse, **projec
     torch.set_num_threads(threads)
     try:
         h, h_last = kernels.recurrence_forward_(p.clone(), h0, Wh, "tanh", batch_sizes, reverse, **projection)
-        grads = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, "tanh", batch_sizes, reverse, **projection)
+        grads = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, "tanh", batch_sizes, reverse,
+                                             Wx=projection.get("Wx"))
     finally:
         torch.set_num_threads(previous)
-    in_loop = grads.dp is None  # the weight gradients too came from the loop
-    return (h, h_last, grads.dp, grads.dh0, grads.db, grads.dx) + ((grads.dWx, grads.dWh) if in_loop else ())
+    return (h, h_last, *grads)
 
 
 def assert_same_bits(one, several):
@@ -336,24 +330,21 @@ def test_kernel_team_smaller_than_asked_for_computes_every_panel():
     assert run.returncode == 0 and "same bits" in run.stdout, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("N_", [9, 40], ids=["weights_after_the_loop", "weights_in_the_loop"])
+@pytest.mark.parametrize("N_", [9, 40], ids=["split_by_columns", "split_by_rows"])
 def test_kernel_backward_of_an_empty_sequence(N_, loops):
     """T = 0 (the modules reject it like nn.RNN; the kernels still answer): no step, so dh0 = dh_last and
-    every other gradient is zero, whether the weight gradients are summed in the loop or from dp after it
+    every other gradient is zero, whichever way the C++ loop shares its work (float32: 40 rows split by rows)
     (recurrence_weight_grad used to index a step that does not exist)."""
     H_, D_ = 15, 7
     g = seeded(26)
-    f32 = dict(dtype=torch.float32, gen=g)  # float32: the C++ loop's in-loop weight gradients for N >= 32
+    f32 = dict(dtype=torch.float32, gen=g)
     dh_last, h0, Wh = randn(N_, H_, **f32), randn(N_, H_, **f32), randn(H_, H_, **f32)
     grads = kernels.recurrence_backward_(torch.zeros(0, N_, H_), dh_last, h0, Wh, torch.zeros(0, N_, H_), "tanh",
-                                         None, False, Wx=randn(H_, D_, **f32), x=torch.zeros(0, N_, D_))
+                                         None, False, Wx=randn(H_, D_, **f32))
     torch.testing.assert_close(grads.dh0, dh_last)
     assert grads.dx.shape == (0, N_, D_)
-    if grads.dp is None:  # summed in the loop
-        dWx, dWh = grads.dWx, grads.dWh
-    else:
-        dWx = grads.dp.reshape(-1, H_).T @ torch.zeros(0, D_)
-        dWh = kernels.recurrence_weight_grad(grads.dp, h0, torch.zeros(0, N_, H_))
+    dWx = grads.dp.reshape(-1, H_).T @ torch.zeros(0, D_)
+    dWh = kernels.recurrence_weight_grad(grads.dp, h0, torch.zeros(0, N_, H_))
     for zero in (grads.db, dWx, dWh):
         assert zero.shape[-1] in (H_, D_) and not zero.any()
 

@@ -154,15 +154,12 @@ def _fast_layer_backward(dh: Tensor, dh_last: Tensor, x: Tensor, h0: Tensor, Wx:
                          needs: tuple[bool, bool, bool, bool, bool]) -> tuple[Optional[Tensor], ...]:
     """:func:`layer_backward` in the fast loops of :mod:`torch_rnn.kernels`."""
     need_dx, need_dh0, need_dWx, need_dWh, need_db = needs
-    in_loop = kernels.projects_input(x)  # the C++ loop computes dx, and often dW_x and dW_h, step by step
-    dp, dh0, db, dx, dWx, dWh = kernels.recurrence_backward_(
-        dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0=need_dh0,
-        Wx=Wx if need_dx and in_loop else None, x=x if in_loop and (need_dWx or need_dWh) else None)
-    if dp is not None and need_dWh:  # the loop did not sum the weight gradients: one matmul each
-        dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse)
-    if dp is not None:
-        dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
-        dx = dx_after if dx is None else dx
+    in_loop = kernels.projects_input(x)  # the C++ loop computes dx step by step
+    dp, dh0, db, dx = kernels.recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
+                                                   need_dh0=need_dh0, Wx=Wx if need_dx and in_loop else None)
+    dWh = kernels.recurrence_weight_grad(dp, h0, h, batch_sizes, reverse) if need_dWh else None  # one matmul
+    dx_after, dWx = _input_projection_backward(dp, x, Wx, need_dx and dx is None, need_dWx)
+    dx = dx_after if dx is None else dx
     return (dx if need_dx else None, dh0 if need_dh0 else None, dWx if need_dWx else None,
             dWh if need_dWh else None, db if need_db else None)
 

@@ -127,12 +127,10 @@ def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
 class LoopGradients(NamedTuple):
     """What :func:`recurrence_backward_` returns; the fields it was not asked for are None."""
 
-    dp: Optional[Tensor]  # (T, N, H) in h's memory layout; None when the loop summed the weight gradients itself
+    dp: Tensor  # (T, N, H) in h's memory layout
     dh0: Optional[Tensor]  # (N, H), when need_dh0
     db: Tensor  # (H,)
     dx: Optional[Tensor]  # (T, N, D) in h's memory layout, given Wx
-    dWx: Optional[Tensor]  # (H, D), when the loop summed it (given x; dp is then None)
-    dWh: Optional[Tensor]  # (H, H), likewise
 
 
 def recurrence_backward_(
@@ -146,7 +144,6 @@ def recurrence_backward_(
     reverse: bool = False,
     need_dh0: bool = True,
     Wx: Optional[Tensor] = None,
-    x: Optional[Tensor] = None,
 ) -> LoopGradients:
     """The time loop of :func:`torch_rnn.functional.recurrence_backward`, on preallocated buffers.
 
@@ -161,18 +158,13 @@ def recurrence_backward_(
     steps and rows (the C++ loop adds it up as it goes, in double precision). With ``need_dh0=False``, ``dh0``
     is None; the C++ loop then saves its last matmul and its buffer (the gradient arriving at each step is
     kept in ``dp``'s own rows). Given ``Wx (H, D)``, also ``dx = dp W_x`` ``(T, N, D)`` in ``dp``'s memory
-    layout (the C++ loop computes it step by step, :func:`projects_input`). Given the layer's input ``x``
-    (laid out like ``h``), the C++ loop also sums ``dW_x = sum_t da_t^T x_t`` and ``dW_h = sum_t da_t^T
-    h_prev_t`` step by step when each step is one block of at least 32 rows (float32 panels) and the weights
-    fit in cache (:func:`projects_input`); ``dp`` is then
-    None (it is never stored whole). Otherwise ``dW_x`` and ``dW_h`` are None and the caller takes one matmul
-    each over ``dp`` (:func:`recurrence_weight_grad` for ``dW_h``).
+    layout (the C++ loop computes it step by step, :func:`projects_input`). The caller takes ``dW_x`` and
+    ``dW_h`` as one matmul each over ``dp`` (:func:`recurrence_weight_grad` for ``dW_h``).
     """
     ops = _native_ops(h)
     if ops is not None:
         grads = LoopGradients(*ops.recurrence_backward(
-            dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse, need_dh0, Wx, x,
-            None if x is None else h0))
+            dh, dh_last, Wh, h, nonlinearity == "relu", list(batch_sizes or []), reverse, need_dh0, Wx))
     else:
         grads = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse, need_dh0, Wx)
     return grads
@@ -190,22 +182,22 @@ def _python_recurrence_backward_(
     need_dh0: bool,
     Wx: Optional[Tensor] = None,
 ) -> LoopGradients:
-    """The Python loops of :func:`recurrence_backward_` (no weight gradients)."""
+    """The Python loops of :func:`recurrence_backward_`."""
     if Wx is not None:
         dp, dh0, db, *_ = _python_recurrence_backward_(dh, dh_last, h0, Wh, h, nonlinearity, batch_sizes, reverse,
                                                        need_dh0)
         dx = (dp.transpose(0, 1) @ Wx).transpose(0, 1) if batch_major(dp) else dp @ Wx  # in dp's layout
-        return LoopGradients(dp, dh0, db, dx, None, None)
+        return LoopGradients(dp, dh0, db, dx)
     if h.dim() == 2:  # packed: the Python loops run on the padded sequence
         dp, dh0, db, *_ = _python_recurrence_backward_(pad_packed(dh, batch_sizes), dh_last, h0, Wh,
                                                        pad_packed(h, batch_sizes), nonlinearity, batch_sizes, reverse,
                                                        need_dh0)
-        return LoopGradients(pack_padded(dp, batch_sizes), dh0, db, None, None, None)
+        return LoopGradients(pack_padded(dp, batch_sizes), dh0, db, None)
     if reverse:
         dp, dh0, db, *_ = _python_recurrence_backward_(reverse_in_time(dh, batch_sizes), dh_last, h0, Wh,
                                                        reverse_in_time(h, batch_sizes), nonlinearity, batch_sizes,
                                                        False, need_dh0)
-        return LoopGradients(reverse_in_time(dp, batch_sizes), dh0, db, None, None, None)
+        return LoopGradients(reverse_in_time(dp, batch_sizes), dh0, db, None)
     T, N, _ = h.shape
     derivative = activation_derivative(h, nonlinearity)  # (T, N, H)
     dp = dh * derivative  # (T, N, H), a new buffer: the incoming gradient is never modified
@@ -219,7 +211,7 @@ def _python_recurrence_backward_(
             da, derivative_t, carry_t = da[:n], derivative_t[:n], carry[:n]
         da.addcmul_(carry_t, derivative_t)
         torch.mm(da, Wh, out=carry_t)  # W_h^T da_t, as rows
-    return LoopGradients(dp, carry if need_dh0 else None, dp.sum((0, 1)), None, None, None)
+    return LoopGradients(dp, carry if need_dh0 else None, dp.sum((0, 1)), None)
 
 
 def recurrence_weight_grad(

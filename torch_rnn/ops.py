@@ -233,25 +233,10 @@ def register_native_fakes() -> None:
         return h0.new_empty(h0.shape)  # h_last; p is written in place
 
     @torch.library.register_fake("torch_rnn::recurrence_backward")
-    def _backward_fake(dh, dh_last, wh, h, relu, batch_sizes, reverse, need_dh0, wx=None, x=None, h0=None):
+    def _backward_fake(dh, dh_last, wh, h, relu, batch_sizes, reverse, need_dh0, wx=None):
         N, H = dh_last.shape
-        # The loop sums the weight gradients itself in float32 with >= 32 rows a step (kernels documents when);
-        # which path runs decides which outputs are None (not computed), so the fake asks the same question.
-        summed = _weights_summed_in_loop(h, x, batch_sizes, reverse)
-        return (None if summed else sequence_buffer(h, H, h.dtype), h.new_empty(N, H) if need_dh0 else None,
-                h.new_empty(H), None if wx is None else sequence_buffer(h, wx.shape[1], h.dtype),
-                h.new_empty(H, x.shape[-1]) if summed else None, h.new_empty(H, H) if summed else None)
-
-
-def _weights_summed_in_loop(h: Tensor, x: Optional[Tensor], batch_sizes: Sequence[int], reverse: bool) -> bool:
-    """The C++ backward's ``weights_in_loop`` condition (``MIN_ROWS_FOR_WEIGHTS_IN_LOOP`` = 32 rows, and weights
-    whose panels fit in cache)."""
-    if x is None or h.dim() != 3 or h.dtype != torch.float32 or h.shape[1] < 32:
-        return False
-    if not torch.ops.torch_rnn.panels_fit_in_cache(x.shape[-1], h.shape[-1]):
-        return False
-    aligned = not reverse or len(batch_sizes) == 0 or batch_sizes[0] == batch_sizes[-1]
-    return aligned and torch.ops.torch_rnn.panels_available()
+        return (sequence_buffer(h, H, h.dtype), h.new_empty(N, H) if need_dh0 else None, h.new_empty(H),
+                None if wx is None else sequence_buffer(h, wx.shape[1], h.dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -13,13 +13,10 @@ TORCH_LIBRARY(torch_rnn, m) {
   m.def("recurrence_forward_(Tensor(a!) p, Tensor h0, Tensor wh_t, Tensor? bias, bool relu, int[] batch_sizes,"
         " bool reverse, Tensor? x=None, Tensor? wx_t=None) -> Tensor");
   m.def("recurrence_backward(Tensor dh, Tensor dh_last, Tensor wh, Tensor h, bool relu, int[] batch_sizes,"
-        " bool reverse, bool need_dh0, Tensor? wx=None, Tensor? x=None, Tensor? h0=None)"
-        " -> (Tensor? dp, Tensor? dh0, Tensor db, Tensor? dx, Tensor? dwx, Tensor? dwh)");
-  // Queries of the machine and settings, not kernels (no dispatch key). Which outputs recurrence_backward
-  // computes depends on panels_available and panels_fit_in_cache, and its fake kernel asks them.
+        " bool reverse, bool need_dh0, Tensor? wx=None) -> (Tensor dp, Tensor? dh0, Tensor db, Tensor? dx)");
+  // Queries of the machine and settings, not kernels (no dispatch key).
   m.def("panels_available() -> bool", [] { return panels_available<float>(); });
   m.def("team_settings(int straggle_ns, int probe_ns) -> int[]", &team_settings);  // team.h
-  m.def("panels_fit_in_cache(int D, int H) -> bool", &panels_fit_in_cache);
   m.def("machine_busy() -> bool", &machine_busy);
 }
 

@@ -91,33 +91,6 @@ __attribute__((always_inline)) inline void panel_tile(const PanelOperand& first,
   }
 }
 
-// out[r, :width] += sum_k a[k, r] * b[k, :width] for r < R: a weight gradient's rows are columns of the step's
-// da, read a[k * lda + r]; b's rows (a step's inputs or previous states) are read in place, the columns past
-// width masked off, so no packing is needed for operands that change every step.
-template <int R>
-__attribute__((always_inline)) inline void transposed_tile(const float* a, int64_t lda, const float* b, int64_t ldb,
-                                                           int64_t K, float* out, int64_t ldo, StripMask mask) {
-  __m512 lo[R], hi[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    const __m512 b_lo = _mm512_maskz_loadu_ps(mask.lo, b + k * ldb);
-    const __m512 b_hi = _mm512_maskz_loadu_ps(mask.hi, b + k * ldb + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 a_kr = _mm512_set1_ps(a[k * lda + r]);
-      lo[r] = _mm512_fmadd_ps(a_kr, b_lo, lo[r]);
-      hi[r] = _mm512_fmadd_ps(a_kr, b_hi, hi[r]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    float* row = out + r * ldo;
-    _mm512_mask_storeu_ps(row, mask.lo, _mm512_add_ps(_mm512_maskz_loadu_ps(mask.lo, row), lo[r]));
-    _mm512_mask_storeu_ps(row + 16, mask.hi, _mm512_add_ps(_mm512_maskz_loadu_ps(mask.hi, row + 16), hi[r]));
-  }
-}
-
 }  // namespace
 
 void panel_matmul(const float* a, int64_t lda, const float* panels, int64_t K, const float* a2, int64_t lda2,
@@ -132,17 +105,6 @@ void panel_matmul(const float* a, int64_t lda, const float* panels, int64_t K, c
       panel_tile<R>(PanelOperand{first.a + i * first.lda, first.lda, first.panel, first.K},
                     PanelOperand{second.a + i * second.lda, second.lda, second.panel, second.K},
                     out + i * ldo + p * PANEL, ldo, mask, accumulate);
-    });
-  }
-}
-
-void transposed_matmul_add(const float* a, int64_t lda, int64_t j0, int64_t j1, const float* b, int64_t ldb,
-                           int64_t C, float* out, int64_t ldo, int64_t K) {
-  for (int64_t c = 0; c < C; c += PANEL) {
-    const StripMask mask(std::min(PANEL, C - c));
-    for_row_tiles(j1 - j0, [&](auto rows, int64_t j) {
-      constexpr int R = decltype(rows)::value;
-      transposed_tile<R>(a + j0 + j, lda, b + c, ldb, K, out + (j0 + j) * ldo + c, ldo, mask);
     });
   }
 }

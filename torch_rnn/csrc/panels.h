@@ -1,6 +1,6 @@
 // The AVX-512 products of a step (panels.cpp): a weight packed once per loop into panels of 32 columns, each
-// step's product read straight from those panels in register tiles, and the in-loop weight gradients. float32
-// only, on CPUs with AVX-512 (panels_available); elsewhere the loops take BLAS (step_product.h).
+// step's product read straight from those panels in register tiles. float32 only, on CPUs with AVX-512
+// (panels_available); elsewhere the loops take BLAS (step_product.h).
 #pragma once
 
 #include "common.h"
@@ -22,8 +22,9 @@ bool panels_available() {
 }
 
 // Whether a layer's packed W_x (D inputs) and W_h (H hidden) together stay in a core's cache from step to step,
-// so the loops can take the input's products step by step: x_t W_x^T in the forward loop, dx_t = da_t W_x and
-// the in-loop weight gradients in the backward loop, each while the step's rows are in cache. Beyond that
+// so the loops can take the input's products step by step: x_t W_x^T in the forward loop and dx_t = da_t W_x in
+// the backward loop, each while the step's rows are in cache; and whether every core can hold them, so a loop
+// can split its rows between threads (split_by_rows, step_product.h). Beyond that
 // (H = 1024 and D = 1024: 8 MB), every step would stream both weights from memory, twice the traffic of W_h
 // alone; those products are then one large matmul each outside the loop.
 constexpr int64_t PANEL_CACHE_BYTES = 2 << 20;  // 2 MiB: a core's L2 on current x86 server CPUs
@@ -39,11 +40,6 @@ void panel_matmul(const float* a, int64_t lda, const float* panels, int64_t K, c
                   const float* panels2, int64_t K2, int64_t C, float* out, int64_t ldo, int64_t n, int64_t p0,
                   int64_t p1, bool accumulate);
 
-// out[j0:j1, :C] += a[:K, j0:j1]^T @ b[:K, :C]: a (K, *) rows lda apart, b (K, C) rows ldb apart, out rows ldo
-// apart. The in-loop weight gradients: rows j0..j1 of the gradient are one panel's columns of da, computed by
-// one thread per step, so nothing is shared within a step (and steps are a barrier apart). Only on AVX-512.
-void transposed_matmul_add(const float* a, int64_t lda, int64_t j0, int64_t j1, const float* b, int64_t ldb,
-                           int64_t C, float* out, int64_t ldo, int64_t K);
 #endif
 
 }  // namespace torch_rnn_native

@@ -8,13 +8,15 @@
 //
 // float32 on AVX-512 CPUs (StepProduct with panels): W_h and W_x are packed once per call into panels of 32
 // columns and each step's products run in register-tiled kernels that read them straight from cache (BLAS
-// repacks its operand on every call, most of the cost at N = 16). Each step is split between the intra-op
-// threads by panels (PanelQueue), and the threads meet once per step (Team::sync), since the next step needs
-// all columns. So the forward loop also computes x_t W_x^T, and the backward loop dx_t and, with 32 rows or more
-// per step, dW_x and dW_h, all while the step's rows are in cache (when the weights fit in cache,
-// panels_fit_in_cache); dp is then never stored whole. Otherwise (float64, other CPUs) a step is one BLAS call
-// (a plain loop below SMALL_STEP multiply-adds) and the input projection, dx and the weight gradients are one
-// matmul each outside the loop.
+// repacks its operand on every call, most of the cost at N = 16). So the forward loop also computes x_t W_x^T
+// and the backward loop dx_t while the step's rows are in cache (when the weights fit in cache,
+// panels_fit_in_cache). The loops share their work among the intra-op threads in one of two ways
+// (step_product.h, team.h): with at least two groups of 8 rows and weights that fit in every core's cache, by
+// rows (for_row_chunks: each thread takes a chunk of rows through every step, and the threads meet once per
+// loop); otherwise by columns (PanelQueue: each step's panels are shared out, and the threads meet once per
+// step, Team::sync, since the next step needs all its columns). Otherwise (float64, other CPUs) a step is one
+// BLAS call (a plain loop below SMALL_STEP multiply-adds) and the input projection and dx are one matmul each
+// outside the loop. The weight gradients are always one matmul each over dp, after the loop.
 //
 // reverse runs each row backwards in time from its own last step (a bidirectional RNN's second direction): row
 // i takes time len_i - 1 - s at step s, so no reversed copy of the input or the output is ever made. The
@@ -40,17 +42,13 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0, const Tensor& wh_t, const
 
 // Backward loop. dh (T, N, H) and dh_last (N, H) are the incoming gradients (not modified), wh W_h (H, H), h the
 // forward's output. Returns, each None when not computed:
-//   dp (T, N, H) with h's strides, the gradient of every step's pre-activation (zero past a row's length);
-//       None when the loop summed the weight gradients itself (it never stores dp whole then);
+//   dp (T, N, H) with h's strides, the gradient of every step's pre-activation (zero past a row's length), from
+//       which the caller takes dW_x and dW_h as one matmul each;
 //   dh0 (N, H), when need_dh0;
 //   db (H,), the sum of dp over steps and rows (accumulated in double), always;
-//   dx = dp W_x (T, N, D) lying like h in memory, given wx = W_x (H, D);
-//   dW_x (H, D) and dW_h (H, H), summed in the loop given x (laid out like h) and h0 (N, H), when each step is one
-//       block of at least 32 rows on the panels and the weights fit in cache; else None (dp is returned).
-std::tuple<c10::optional<Tensor>, c10::optional<Tensor>, Tensor, c10::optional<Tensor>, c10::optional<Tensor>,
-           c10::optional<Tensor>>
-recurrence_backward(const Tensor& dh, const Tensor& dh_last, const Tensor& wh, const Tensor& h, bool relu,
-                    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx,
-                    const c10::optional<Tensor>& x, const c10::optional<Tensor>& h0);
+//   dx = dp W_x (T, N, D) lying like h in memory, given wx = W_x (H, D).
+std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurrence_backward(
+    const Tensor& dh, const Tensor& dh_last, const Tensor& wh, const Tensor& h, bool relu,
+    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx);
 
 }  // namespace torch_rnn_native

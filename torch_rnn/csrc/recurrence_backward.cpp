@@ -13,32 +13,23 @@
 namespace torch_rnn_native {
 namespace {
 
-// Rows per step from which the backward loop sums the weight gradients itself (each step reads and writes
-// every gradient row once, which fewer rows do not amortise).
-constexpr int64_t MIN_ROWS_FOR_WEIGHTS_IN_LOOP = 32;
-
-// One backward loop: its tensors as row pointers, and its steps. Every step computes da_s by columns (queue): a
-// member of the team takes whole panels of columns, and a step's columns depend only on the step above, so the
-// members meet once per step (team.h).
+// One backward loop: its tensors as row pointers, and its steps. A step's da_s is computed by columns (queue: a
+// member of the team takes whole panels of columns, and the members meet once per step) or, split by rows, by
+// chunks of rows that each go through every step on one member (run_rows).
 template <typename scalar_t>
 struct BackwardLoop {
   const Shape& shape;
   const Schedule& schedule;
-  bool relu, weights_in_loop, dx_in_loop, need_dh0;
-  Rows<scalar_t> dh_rows, h_rows, dp_rows;  // dp_rows unused when the weights are summed in the loop
+  bool relu, dx_in_loop, need_dh0;
+  Rows<scalar_t> dh_rows, h_rows, dp_rows;
   int64_t dh_stride;                        // dh's element stride: 1, or 0 when expanded
   const scalar_t* last;                     // dh_last (N, H), elements last_row / last_col apart
   int64_t last_row, last_col;
-  scalar_t* dp_blocks;                      // (2, N, H): step s in block s % 2, when the weights are summed in the loop
   scalar_t* carry;                          // dh0 (N, H): the gradient carried between gathered steps, then dh0
   scalar_t* gathered[2];                    // (N, H) each: gathered steps alternate between them
   double* db;                               // (H,), 64-byte aligned
-  // Given x and h0 (weights_in_loop): dW_x (H, D) and dW_h (H, H), summed in the loop.
-  c10::optional<Rows<scalar_t>> x_rows;
-  int64_t D;
-  const scalar_t* h0;
-  scalar_t *dwx, *dwh;
-  c10::optional<Rows<scalar_t>> dx_rows;  // dx (T, N, D), when dx_in_loop
+  c10::optional<Rows<scalar_t>> dx_rows;    // dx (T, N, D), when dx_in_loop
+  int64_t D;                                // dx's columns
   const StepProduct<scalar_t>& product;   // da_s W_h
   const StepProduct<scalar_t>* input_product;  // da_s W_x, when dx_in_loop
   PanelQueue<scalar_t>& queue;
@@ -47,16 +38,15 @@ struct BackwardLoop {
   int64_t N() const { return schedule.N; }
   int64_t H() const { return shape.H; }
 
-  // dp past each row's length is zero (unless dp is never stored whole).
+  // dp past each row's length is zero.
   void zero_padding(int64_t s, int64_t n, const Slice& cols) const {
-    if (shape.packed || weights_in_loop) return;
+    if (shape.packed) return;
     for (int64_t i = n; i < N(); ++i) std::fill_n(dp_rows(s, i) + cols.c0, cols.width(), scalar_t(0));
   }
 
   // A step whose running rows lie at one time t, one block of rows: the gradient reaching step s from above
-  // (da_{s+1} W_h, or dh_last at a row's last step) is written into the step's block, which step_gradient then
-  // turns into da_s in place (no carry buffer); with weights_in_loop, dW rows c0..c1 += da_s[:, c0:c1]^T
-  // [x_t | h_prev_t] (h_prev = h0 at the first step).
+  // (da_{s+1} W_h, or dh_last at a row's last step) is written into the step's block of dp, which step_gradient
+  // then turns into da_s in place (no carry buffer).
   void aligned_columns(int64_t s, const scalar_t* da_above, int64_t ld_above, scalar_t* block, int64_t block_ld,
                        const Slice& cols) const {
     const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
@@ -69,17 +59,6 @@ struct BackwardLoop {
     }
     step_gradient(dh_rows(t, 0) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, 0) + c0, h_rows.sn, block + c0,
                   block_ld, db + c0, n, width, relu);
-#ifdef TORCH_RNN_X86_GCC
-    if constexpr (std::is_same_v<scalar_t, float>) {  // weights_in_loop needs the float32 panels
-      if (weights_in_loop) {
-        const int64_t t_prev = schedule.reverse ? t + 1 : t - 1;
-        const scalar_t* h_prev = s == 0 ? h0 : h_rows(t_prev, 0);
-        const int64_t h_prev_ld = s == 0 ? H() : h_rows.sn;
-        transposed_matmul_add(block, block_ld, c0, c0 + width, (*x_rows)(t, 0), x_rows->sn, D, dwx, D, n);
-        transposed_matmul_add(block, block_ld, c0, c0 + width, h_prev, h_prev_ld, H(), dwh, H(), n);
-      }
-    }
-#endif
   }
 
   // dx_t = da_s W_x by columns of dx_t, zero past each row's length (dx_in_loop).
@@ -149,11 +128,9 @@ struct BackwardLoop {
     int64_t ld = H();
     for (int64_t s = schedule.T - 1; s >= 0; --s) {
       if (schedule.aligned()) {
-        const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
-        scalar_t* const block = weights_in_loop ? dp_blocks + (s % 2) * N() * H() : dp_rows(t, 0);
-        const int64_t block_ld = weights_in_loop ? H() : dp_rows.sn;
-        queue.run(member, s, [&](const Slice& cols) { aligned_columns(s, da, ld, block, block_ld, cols); });
-        da = block, ld = block_ld;
+        scalar_t* const block = dp_rows(schedule.reverse ? schedule.T - 1 - s : s, 0);
+        queue.run(member, s, [&](const Slice& cols) { aligned_columns(s, da, ld, block, dp_rows.sn, cols); });
+        da = block, ld = dp_rows.sn;
         if (!team.sync(member)) return;  // the products below and the next step's read every column of da_s
         queue.reset(member, s);
         if (dx_in_loop) {  // past the barrier, while the next step starts on the other members
@@ -178,11 +155,9 @@ c10::optional<Tensor> computed(const Tensor& t) { return t.defined() ? c10::make
 
 }  // namespace
 
-std::tuple<c10::optional<Tensor>, c10::optional<Tensor>, Tensor, c10::optional<Tensor>, c10::optional<Tensor>,
-           c10::optional<Tensor>>
-recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor& wh_in, const Tensor& h_in, bool relu,
-                    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx_in,
-                    const c10::optional<Tensor>& x_in, const c10::optional<Tensor>& h0_in) {
+std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurrence_backward(
+    const Tensor& dh_in, const Tensor& dh_last_in, const Tensor& wh_in, const Tensor& h_in, bool relu,
+    at::IntArrayRef batch_sizes, bool reverse, bool need_dh0, const c10::optional<Tensor>& wx_in) {
   const Shape shape = check_inputs("recurrence_backward", h_in, dh_last_in, wh_in, batch_sizes);
   TORCH_CHECK(dh_in.sizes() == h_in.sizes(), "recurrence_backward: dh must have h's shape ", h_in.sizes(),
               ", got ", dh_in.sizes());
@@ -203,31 +178,13 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
   // it is never copied; only a packed one must have contiguous rows.
   const Tensor dh = shape.packed ? dh_in.contiguous() : dh_in;
   const int64_t dh_stride = dh.stride(-1);
-  // Given x (laid out like h) and h0, the weight gradients dW_x = sum_t da_t^T x_t and dW_h = sum_t da_t^T
-  // h_prev_t are summed inside the loop, a panel at a time (its rows are the panel's columns of da_t), while
-  // da_t, x_t and h_prev_t are in cache; dp is then never stored whole (two step blocks suffice). That needs the panels,
-  // one block of rows per step, and enough rows per step to amortise each step's pass over the gradients;
-  // otherwise dp is returned and the caller takes one large matmul per weight afterwards.
-  const Tensor x = x_in.has_value() && x_in->defined() ? rows_last_contiguous(*x_in) : Tensor();
-  const Tensor h0 = h0_in.has_value() && h0_in->defined() ? h0_in->contiguous() : Tensor();
-  TORCH_CHECK(x.defined() == h0.defined(), "recurrence_backward: x and h0 come together");
-  TORCH_CHECK(!x.defined() || (x.dim() == h.dim() && x.sizes().slice(0, x.dim() - 1) == h.sizes().slice(0, h.dim() - 1) &&
-                               x.scalar_type() == h.scalar_type() && x.device().is_cpu()),
-              "recurrence_backward: x must be a CPU tensor of h's dtype and leading shape, got ",
-              x.defined() ? x.sizes() : at::IntArrayRef{});
-  TORCH_CHECK(!h0.defined() || h0.sizes() == at::IntArrayRef({N, H}), "recurrence_backward: expected h0 of shape (", N,
-              ", ", H, "), got ", h0.defined() ? h0.sizes() : at::IntArrayRef{});
-  // Split by rows (step_product.h), each member's rows would add to every weight gradient row: the caller's
-  // matmuls over dp sum them instead.
-  const int64_t D_in_loop = wx.defined() && panels_fit_in_cache(wx.size(1), H) ? wx.size(1) : 0;
-  const bool by_rows = schedule.aligned() && h.scalar_type() == at::kFloat && split_by_rows<float>(N, D_in_loop, H);
-  const bool weights_in_loop = !by_rows && x.defined() && !shape.packed && schedule.aligned() && N >= MIN_ROWS_FOR_WEIGHTS_IN_LOOP &&
-                               panels_fit_in_cache(x.size(-1), H) &&
-                               h.scalar_type() == at::kFloat && panels_available<float>();
-  Tensor dp = weights_in_loop ? at::empty({2, N, H}, h.options())  // step s in block s % 2
-                              : at::empty_like(h);  // h's memory layout, so dp and h flatten alike afterwards
-  Tensor dwh = weights_in_loop ? at::zeros({H, H}, h.options()) : Tensor();
-  Tensor dwx = weights_in_loop ? at::zeros({H, x.size(-1)}, h.options()) : Tensor();
+  // dx_t = da_t W_x inside the loop when the panels run, each step is one block of rows and W_x fits in cache
+  // beside W_h; else one matmul afterwards.
+  const bool dx_in_loop = wx.defined() && schedule.aligned() && h.scalar_type() == at::kFloat &&
+                          panels_available<float>() && panels_fit_in_cache(wx.size(1), H);
+  const bool by_rows = schedule.aligned() && h.scalar_type() == at::kFloat &&
+                       split_by_rows<float>(N, dx_in_loop ? wx.size(1) : 0, H);
+  Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   // dh0's buffer also carries the gradient between gathered steps
   Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone(at::MemoryFormat::Contiguous) : Tensor();
   Tensor dx;
@@ -245,9 +202,6 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
   // still read the previous step's from the other.
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "recurrence_backward", [&] {
-    // dx_t = da_t W_x inside the loop when the panels run and each step is one block of rows; else afterwards.
-    const bool dx_in_loop =
-        wx.defined() && schedule.aligned() && panels_available<scalar_t>() && panels_fit_in_cache(wx.size(1), H);
     const StepProduct<scalar_t> product(wh, N);
     const c10::optional<StepProduct<scalar_t>> input_product =
         dx_in_loop ? c10::make_optional(StepProduct<scalar_t>(wx, N)) : c10::nullopt;
@@ -255,28 +209,23 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
     c10::optional<PanelQueue<scalar_t>> dx_queue;
     if (dx_in_loop) dx_queue.emplace(*input_product, product.threads());
     const BackwardLoop<scalar_t> loop{
-        shape, schedule, relu, weights_in_loop, dx_in_loop, need_dh0,
+        shape, schedule, relu, dx_in_loop, need_dh0,
         Rows<scalar_t>(dh, shape, batch_sizes), Rows<scalar_t>(h, shape, batch_sizes),
         Rows<scalar_t>(dp, shape, batch_sizes), dh_stride,
         dh_last.data_ptr<scalar_t>(), dh_last.stride(0), dh_last.stride(1),
-        weights_in_loop ? dp.data_ptr<scalar_t>() : nullptr,
         dh0.defined() ? dh0.data_ptr<scalar_t>() : nullptr,
         {gathered.defined() ? gathered[0].data_ptr<scalar_t>() : nullptr,
          gathered.defined() ? gathered[1].data_ptr<scalar_t>() : nullptr},
         db_data,
-        weights_in_loop ? c10::make_optional(Rows<scalar_t>(x, shape, batch_sizes)) : c10::nullopt,
-        x.defined() ? x.size(-1) : 0,
-        weights_in_loop ? h0.data_ptr<scalar_t>() : nullptr,
-        weights_in_loop ? dwx.data_ptr<scalar_t>() : nullptr,
-        weights_in_loop ? dwh.data_ptr<scalar_t>() : nullptr,
         dx_in_loop ? c10::make_optional(Rows<scalar_t>(dx, shape, batch_sizes)) : c10::nullopt,
+        wx.defined() ? wx.size(1) : 0,
         product, input_product ? &*input_product : nullptr, queue, dx_queue ? &*dx_queue : nullptr};
     if (by_rows) {  // db per group of rows, then the groups' sums in group order: the same bits on any team
       const int64_t groups = (N + ROW_GROUP - 1) / ROW_GROUP, ld_db = (H + 7) / 8 * 8;  // whole cache lines
       std::vector<double> db_groups_storage(groups * ld_db + 7, 0.0);
       double* const db_groups = reinterpret_cast<double*>(
           (reinterpret_cast<std::uintptr_t>(db_groups_storage.data()) + 63) & ~std::uintptr_t(63));
-      for_row_chunks(N, row_split_threads(T, N, D_in_loop + 2 * H, H),
+      for_row_chunks(N, row_split_threads(T, N, (dx_in_loop ? wx.size(1) : 0) + H, H),
                      [&](int64_t r0, int64_t r1) { loop.run_rows(r0, r1, db_groups, ld_db); });
       for (int64_t g = 0; g < groups; ++g) {
         for (int64_t j = 0; j < H; ++j) db_data[j] += db_groups[g * ld_db + j];
@@ -288,8 +237,7 @@ recurrence_backward(const Tensor& dh_in, const Tensor& dh_last_in, const Tensor&
   });
   Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble))
                   .to(h.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // out of db_storage before it goes
-  return {weights_in_loop ? c10::nullopt : c10::make_optional(dp), need_dh0 ? computed(dh0) : c10::nullopt, db,
-          computed(dx), computed(dwx), computed(dwh)};
+  return {dp, need_dh0 ? computed(dh0) : c10::nullopt, db, computed(dx)};
 }
 
 }  // namespace torch_rnn_native
