@@ -275,36 +275,46 @@ def test_kernel_results_do_not_change_when_the_team_shrinks_to_one_thread(revers
     assert_same_bits(loop_results(1, *inputs, **projection), shrunk)
 
 
-# 7 panels of 32 columns (the last one 8 wide), 48 rows: every loop product runs on a team, the weight
-# gradients in the loop; lengths 1..T make the reverse direction gather rows from different times.
-STEALING_SHAPE = (12, 48, 200)
+# 7 panels of 32 columns (the last one 8 wide) over 12 steps. With 12 rows (under the 16 a split by rows needs)
+# every loop product runs on a team that shares each step's panels; with 45 rows the loops split the rows, in
+# chunks of whole groups of 8 (the last group 5 rows). Lengths 1..T make the reverse direction gather rows from
+# different times.
+STEALING_SHAPE = (12, 12, 200)
+SPLITS = {"columns": 12, "rows": 45}
 STEALING_CASES = [
-    pytest.param(None, False, id="forward"),
-    pytest.param(None, True, id="reverse"),
-    pytest.param(sorted(torch.randint(1, 13, (48,), generator=torch.Generator().manual_seed(7)).tolist()), True,
-                 id="reverse_gathered"),
+    pytest.param(False, False, id="forward"),
+    pytest.param(False, True, id="reverse"),
+    pytest.param(True, True, id="reverse_gathered"),
 ]
 
 
-def stealing_inputs(lengths, reverse):
-    batch_sizes = None if lengths is None else [sum(length > t for length in lengths) for t in range(STEALING_SHAPE[0])]
-    p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=27, shape=STEALING_SHAPE)
-    x, Wx = projection_inputs(torch.float32, batch_sizes, STEALING_SHAPE, 70, seed=28)
-    projection = dict(x=x, Wx=Wx) if lengths is None else {}
+def stealing_inputs(lengths, reverse, rows=SPLITS["columns"]):
+    T_, _, H_ = STEALING_SHAPE
+    shape = (T_, rows, H_)
+    batch_sizes = None
+    if lengths:  # rows sorted by length, longest first
+        drawn = sorted(torch.randint(1, T_ + 1, (rows,), generator=torch.Generator().manual_seed(7)).tolist(),
+                       reverse=True)
+        batch_sizes = [sum(length > t for length in drawn) for t in range(T_)]
+    p, h0, Wh, dh, dh_last = recurrence_inputs(torch.float32, batch_sizes, seed=27, shape=shape)
+    x, Wx = projection_inputs(torch.float32, batch_sizes, shape, 70, seed=28)
+    projection = dict(x=x, Wx=Wx) if not lengths else {}
     return (p, h0, Wh, dh, dh_last, batch_sizes, reverse), projection
 
 
 @pytest.mark.parametrize("threads", [2, 5])
+@pytest.mark.parametrize("split", SPLITS.keys())
 @pytest.mark.parametrize("lengths,reverse", STEALING_CASES)
-def test_kernel_results_do_not_depend_on_which_thread_takes_each_panel(lengths, reverse, threads):
+def test_kernel_results_do_not_depend_on_which_thread_takes_each_panel(lengths, reverse, split, threads):
     """A team hands out each step's panels as they come: each thread first takes its own share, then what is
     left of the others' (so a thread slowed down by the machine does not hold up every step). Who computes
     which panel then changes from run to run (on an idle 2-core machine a probe counted 840 panels of 10,000
     taken from the other thread's share; more threads than cores take many more); every run must still give
-    one thread's bits."""
+    one thread's bits. A loop split by rows hands out its chunks of rows the same way, and sums db per group of
+    8 rows in a fixed order, so its bits do not depend on who took which chunk either."""
     if native.ops() is None:
         pytest.skip("the C++ loops are not built here")
-    inputs, projection = stealing_inputs(lengths, reverse)
+    inputs, projection = stealing_inputs(lengths, reverse, SPLITS[split])
     expected = loop_results(1, *inputs, **projection)
     for _ in range(10):
         assert_same_bits(expected, loop_results(threads, *inputs, **projection))
@@ -317,10 +327,11 @@ def test_kernel_team_smaller_than_asked_for_computes_every_panel():
         pytest.skip("the C++ loops are not built here")
     script = textwrap.dedent("""
         import torch
-        from test_kernels import STEALING_CASES, assert_same_bits, loop_results, stealing_inputs
+        from test_kernels import SPLITS, STEALING_CASES, assert_same_bits, loop_results, stealing_inputs
         for case in STEALING_CASES:
-            inputs, projection = stealing_inputs(*case.values)
-            assert_same_bits(loop_results(1, *inputs, **projection), loop_results(2, *inputs, **projection))
+            for rows in SPLITS.values():
+                inputs, projection = stealing_inputs(*case.values, rows)
+                assert_same_bits(loop_results(1, *inputs, **projection), loop_results(2, *inputs, **projection))
         print("same bits")
     """)
     tests_dir = os.path.dirname(os.path.abspath(__file__))

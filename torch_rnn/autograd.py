@@ -170,8 +170,8 @@ class RNNFunction(torch.autograd.Function):
     Forward: the input projection of all steps as one matmul, then only the recurrence inside the loop.
     Backward: the loop computes ``da_t`` for every step; then ``dW_x``, ``dW_h``, ``db`` and ``dx`` are each
     one large matmul (or sum) over all steps. The C++ loops (float CPU tensors, :func:`kernels.projects_input`)
-    go further: the forward loop computes ``W_x x_t`` step by step and the backward loop ``dx_t``, and often
-    ``dW_x`` and ``dW_h``, while each step's rows are in cache. A batch-first input (the transposed view of
+    go further: the forward loop computes ``W_x x_t`` step by step and the backward loop ``dx_t``, while each
+    step's rows are in cache. A batch-first input (the transposed view of
     ``(N, T, D)`` memory) is used as it lies: ``h`` and every gradient keep that layout, so nothing is
     transposed.
 

@@ -230,7 +230,7 @@ def recurrence_weight_grad(
     if h.dim() == 2:
         return dp.T @ _packed_previous_states(h, h0, batch_sizes, reverse)
     T, N, H = h.shape
-    if T == 0:  # no step: nothing to sum (the C++ loop's in-loop sum gives the same zeros)
+    if T == 0:  # no step: nothing to sum
         return h.new_zeros(H, H)
     first = 0 if not reverse else T - 1  # where every full-length row starts
     if batch_major(dp) and batch_major(h):

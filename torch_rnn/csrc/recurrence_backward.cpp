@@ -86,21 +86,37 @@ struct BackwardLoop {
     }
   }
 
-  // The loop on rows [r0, r1) alone (whole ROW_GROUPs), from the last step to the first (for_row_chunks; one
-  // block of rows per step, dp stored whole); db summed per group of rows, into db_groups + (r / ROW_GROUP) *
-  // ld_db. m of the chunk's rows run at step s.
+  // The loop on rows [r0, r1) alone (whole ROW_GROUPs), from the last step to the first (for_row_chunks; dp
+  // stored whole); db summed per group of rows, into db_groups + (r / ROW_GROUP) * ld_db. m of the chunk's rows
+  // run at step s. A step whose rows lie at different times (reverse with unequal lengths) is gathered into the
+  // chunk's rows of a buffer, as gathered_columns does for all rows.
   void run_rows(int64_t r0, int64_t r1, double* db_groups, int64_t ld_db) const {
     const Slice all = product.slice(TeamMember{0, 1});
-    const scalar_t* da = nullptr;  // da_{s+1} of the chunk's rows, dp_rows.sn apart
+    const scalar_t* da = nullptr;  // da_{s+1} of the chunk's rows, ld apart
+    int64_t ld = H();
     for (int64_t s = schedule.T - 1; s >= 0; --s) {
-      const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
       const int64_t m = std::clamp<int64_t>(schedule.running(s) - r0, 0, r1 - r0);
       const int64_t m_next = std::clamp<int64_t>(schedule.finishing_from(s) - r0, 0, r1 - r0);
-      scalar_t* const block = dp_rows(t, r0);
       if (!shape.packed) {
-        for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(dp_rows(t, i), H(), scalar_t(0));  // padding: zero
+        for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(dp_rows(s, i), H(), scalar_t(0));  // padding: zero
       }
-      product(da, dp_rows.sn, block, dp_rows.sn, m_next, all, /*accumulate=*/false);  // da_{s+1} W_h
+      if (!schedule.aligned()) {
+        scalar_t* const rows = gathered[s % 2] + r0 * H();
+        product(da, ld, carry + r0 * H(), H(), m_next, all, /*accumulate=*/false);  // da_{s+1} W_h (else dh_last)
+        for (int64_t i = r0; i < r0 + m; ++i) {
+          const int64_t t_i = schedule.time(s, i);
+          scalar_t* const row = rows + (i - r0) * H();
+          std::copy_n(carry + i * H(), H(), row);
+          step_gradient(dh_rows(t_i, i), 0, dh_stride, h_rows(t_i, i), 0, row, 0, db_groups + i / ROW_GROUP * ld_db, 1,
+                        H(), relu);
+          std::copy_n(row, H(), dp_rows(t_i, i));
+        }
+        da = rows, ld = H();
+        continue;
+      }
+      const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
+      scalar_t* const block = dp_rows(t, r0);
+      product(da, ld, block, dp_rows.sn, m_next, all, /*accumulate=*/false);  // da_{s+1} W_h
       for (int64_t i = r0 + m_next; i < r0 + m; ++i) {  // rows whose last step is s start from dh_last
         for (int64_t j = 0; j < H(); ++j) block[(i - r0) * dp_rows.sn + j] = last[i * last_row + j * last_col];
       }
@@ -114,11 +130,11 @@ struct BackwardLoop {
                          /*accumulate=*/false);
         for (int64_t i = r0 + m; i < r1 && !shape.packed; ++i) std::fill_n((*dx_rows)(t, i), D, scalar_t(0));
       }
-      da = block;
+      da = block, ld = dp_rows.sn;
     }
     if (need_dh0 && schedule.T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
       const int64_t m = std::clamp<int64_t>(schedule.running(0) - r0, 0, r1 - r0);
-      product(da, dp_rows.sn, carry + r0 * H(), H(), m, all, /*accumulate=*/false);
+      product(da, ld, carry + r0 * H(), H(), m, all, /*accumulate=*/false);
     }
   }
 
@@ -182,8 +198,7 @@ std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurre
   // beside W_h; else one matmul afterwards.
   const bool dx_in_loop = wx.defined() && schedule.aligned() && h.scalar_type() == at::kFloat &&
                           panels_available<float>() && panels_fit_in_cache(wx.size(1), H);
-  const bool by_rows = schedule.aligned() && h.scalar_type() == at::kFloat &&
-                       split_by_rows<float>(N, dx_in_loop ? wx.size(1) : 0, H);
+  const bool by_rows = h.scalar_type() == at::kFloat && split_by_rows<float>(N, dx_in_loop ? wx.size(1) : 0, H);
   Tensor dp = at::empty_like(h);  // h's memory layout, so dp and h flatten alike for the weight gradients
   // dh0's buffer also carries the gradient between gathered steps
   Tensor dh0 = need_dh0 || !schedule.aligned() ? dh_last.clone(at::MemoryFormat::Contiguous) : Tensor();

@@ -52,8 +52,11 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
         project_in_loop ? c10::make_optional(Rows<scalar_t>(x, shape, batch_sizes)) : c10::nullopt;
     scalar_t* last = h_last.data_ptr<scalar_t>();
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
-    if (schedule.aligned() && split_by_rows<scalar_t>(N, project_in_loop ? x.size(-1) : 0, H)) {
+    scalar_t* gathered[2] = {nullptr, nullptr};
+    if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
+    if (split_by_rows<scalar_t>(N, project_in_loop ? x.size(-1) : 0, H)) {
       // Each chunk of rows [r0, r1) through every step; m of them still run at step s (rows sorted by length).
+      // A step whose rows lie at different times is gathered into the chunk's rows of a buffer and back.
       const int64_t K = (project_in_loop ? x.size(-1) : 0) + H;
       for_row_chunks(N, row_split_threads(T, N, K, H), [&](int64_t r0, int64_t r1) {
         const Slice all = product.slice(TeamMember{0, 1});
@@ -62,28 +65,33 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
         for (int64_t s = 0; s < T; ++s) {
           const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
           const int64_t m = std::clamp<int64_t>(n - r0, 0, r1 - r0);
-          const int64_t t = reverse ? T - 1 - s : s;
-          scalar_t* const out = rows(t, r0);
+          const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
+          scalar_t* const out = schedule.aligned() ? rows(t, r0) : gathered[s % 2] + r0 * H;
+          const int64_t ld = schedule.aligned() ? rows.sn : H;
           if (!shape.packed) {
-            for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(rows(t, i), H, scalar_t(0));  // padding: zero
+            for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(rows(s, i), H, scalar_t(0));  // padding: zero
           }
-          if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
-            (*input_product)((*x_rows)(t, r0), x_rows->sn, product, prev, ld_prev, out, rows.sn, m, all,
+          if (!schedule.aligned()) {
+            for (int64_t i = r0; i < r0 + m; ++i) std::copy_n(rows(schedule.time(s, i), i), H, out + (i - r0) * H);
+            product(prev, ld_prev, out, ld, m, all, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
+          } else if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
+            (*input_product)((*x_rows)(t, r0), x_rows->sn, product, prev, ld_prev, out, ld, m, all,
                              /*accumulate=*/false);
           } else {  // a_s = p_s + h_{s-1} W_h^T
-            product(prev, ld_prev, out, rows.sn, m, all, /*accumulate=*/true);
+            product(prev, ld_prev, out, ld, m, all, /*accumulate=*/true);
           }
-          activate(out, rows.sn, b, m, H, relu);  // h_s = f(a_s)
+          activate(out, ld, b, m, H, relu);  // h_s = f(a_s)
+          if (!schedule.aligned()) {
+            for (int64_t i = r0; i < r0 + m; ++i) std::copy_n(out + (i - r0) * H, H, rows(schedule.time(s, i), i));
+          }
           for (int64_t i = std::max(n_next, r0); i < r0 + m; ++i) {  // rows ending at s
-            std::copy_n(out + (i - r0) * rows.sn, H, last + i * H);
+            std::copy_n(out + (i - r0) * ld, H, last + i * H);
           }
-          prev = out, ld_prev = rows.sn;
+          prev = out, ld_prev = ld;
         }
       });
       return;
     }
-    scalar_t* gathered[2] = {nullptr, nullptr};
-    if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
     PanelQueue<scalar_t> queue(product, product.threads());
     in_team(product.threads(), [&](TeamMember& member, Team& team) {
       const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
