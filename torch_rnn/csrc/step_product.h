@@ -45,10 +45,18 @@ class StepProduct {
  public:
   StepProduct(const Tensor& w, int64_t max_rows) : w_(w), K_(w.size(0)), C_(w.size(1)) {
     if (panels_available<scalar_t>()) {
-      const int64_t count = (C_ + PANEL - 1) / PANEL, full = C_ / PANEL;
-      panels_ = at::zeros({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
-      panels_.narrow(0, 0, full).copy_(w.narrow(1, 0, full * PANEL).view({K_, full, PANEL}).permute({1, 0, 2}));
-      if (full < count) panels_[full].narrow(1, 0, C_ - full * PANEL).copy_(w.narrow(1, full * PANEL, C_ - full * PANEL));
+      const int64_t count = (C_ + PANEL - 1) / PANEL;
+      panels_ = at::empty({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
+      // One pass, not a chain of tensor ops: packing runs on every call, and each op costs microseconds.
+      const scalar_t* from = w.data_ptr<scalar_t>();  // (K, C), contiguous
+      scalar_t* to = panels_.data_ptr<scalar_t>();
+      for (int64_t p = 0; p < count; ++p) {
+        const int64_t width = std::min(PANEL, C_ - p * PANEL);
+        for (int64_t k = 0; k < K_; ++k, to += PANEL) {
+          std::copy_n(from + k * C_ + p * PANEL, width, to);
+          std::fill(to + width, to + PANEL, scalar_t(0));  // zero past column C
+        }
+      }
       // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
       threads_ = max_rows * K_ * C_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
     }
