@@ -176,3 +176,26 @@ def test_own_operations_take_one_thread_for_small_steps_and_on_a_busy_machine():
         assert not threads.machine_busy()  # new settings end the one-thread period
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_operations_between_layers_take_one_thread_on_a_busy_machine(busy, monkeypatch):
+    """The module's own operations between the layers' loops (here: concatenating the two directions) run
+    under torch_rnn.threads.own_threads too: one thread while the machine is busy, the user's setting otherwise."""
+    from torch_rnn import modules, threads
+
+    seen = []
+
+    def recording_cat(outputs):
+        seen.append(torch.get_num_threads())
+        return torch.cat(outputs, -1)
+
+    monkeypatch.setattr(threads, "machine_busy", lambda: busy)
+    monkeypatch.setattr(modules, "cat_features", recording_cat)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        RNN(128, 256, num_layers=2, bidirectional=True)(torch.randn(5, 64, 128))
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == ([1, 1] if busy else [2, 2])

@@ -1,6 +1,7 @@
 """The drop-in ``torch.nn.RNN``: :class:`RNN` around the hand-written Functions and the custom op of one layer."""
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from typing import Optional, Sequence, Union
@@ -12,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import ops
 from .autograd import RNNFunction, reference_layer_forward
 from .base import RNNBase, autocast_inputs, check_dtype, check_size
+from .threads import own_threads
 from .layout import Packing, cat_features, length_order, rows_as_they_lie
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
@@ -247,24 +249,29 @@ class RNN(RNNBase):
         layer (:func:`rnn_layer`), on the same input.
         """
         num_directions = 2 if self.bidirectional else 1
-        h_n = []
+        last_states = []  # each layer and direction's (N, H)
         layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(num_directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
-                b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
-                Wx, Wh, b = autocast_inputs(Wx, Wh, b)
-                h0 = hx[layer * num_directions + direction]  # (N, H)
-                out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
-                                        direction == 1, lengths)  # (T, N, H), (N, H)
-                h_n.append(h_last)
-                outputs.append(out)
-            layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n)
+        # The operations between the layers' loops (bias sums, concatenating directions) take torch_rnn's own
+        # threads too: one on a busy machine (torch_rnn.threads). Compiled code leaves threads to the graph.
+        with contextlib.nullcontext() if torch.compiler.is_compiling() else own_threads(
+                hx.shape[1], self.input_size, self.hidden_size):
+            for layer in range(self.num_layers):
+                outputs = []
+                for direction in range(num_directions):
+                    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                    Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
+                    b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
+                    Wx, Wh, b = autocast_inputs(Wx, Wh, b)
+                    h0 = hx[layer * num_directions + direction]  # (N, H)
+                    out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
+                                            direction == 1, lengths)  # (T, N, H), (N, H)
+                    last_states.append(h_last)
+                    outputs.append(out)
+                layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
+                if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                    layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+            h_n = torch.stack(last_states)
+        return layer_input, h_n
 
     def _check_input(self, x: Tensor) -> None:
         weight = autocast_inputs(self.weight_ih_l0)[0]
