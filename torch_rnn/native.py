@@ -149,9 +149,10 @@ def build(verbose: bool = False) -> Any:
 def team_settings(straggle_ms: Optional[float] = None, probe_s: Optional[float] = None) -> Iterator[None]:
     """Within the block, the C++ loops' settings for a busy machine (``csrc/team.h``):
 
-    - ``straggle_ms`` (default 1 ms): a team of threads that twice in one loop waits this long for a member
-      (the scheduler gave its core to another process) shrinks to one thread for the rest of the loop;
-      ``float("inf")`` keeps teams whole.
+    - ``straggle_ms`` (default 1 ms): a team of threads split by columns that twice in one loop waits this long
+      for a member (the scheduler gave its core to another process) shrinks to one thread for the rest of the
+      loop; two loops split by rows whose join lost this long (and more than the loop needed) within a probe
+      period do the same for the loops after them; ``float("inf")`` keeps teams whole.
     - ``probe_s`` (default 1 s): how long the loops then run in one thread before a team tries again.
 
     Raises:

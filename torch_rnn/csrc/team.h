@@ -1,4 +1,5 @@
-// A team of threads that runs one loop, meeting once per step (the next step needs every column of this one).
+// A team of threads that runs one loop: split by columns, meeting once per step (the next step needs every
+// column of this one; in_team, Team); or split by rows, meeting once per loop (for_row_chunks, at the end).
 //
 // On a busy machine a member the scheduler takes off its core (another process wants it) holds up every other
 // member until it runs again, a scheduler time slice of milliseconds per step: with a second process busy on
@@ -7,7 +8,8 @@
 // the straggle limit (1 ms) in a loop the team shrinks to its first member, which finishes the loop alone, and
 // the loops of the next probe period (1 s) run in one thread; then a team tries again. On an idle machine no
 // member waits that long (a step's panels are shared out as they are claimed, step_product.h), so the team
-// stays. Both settings: team_settings below, torch_rnn.native.team_settings in Python.
+// stays. A loop split by rows measures the time its join lost instead (record_join). Both settings:
+// team_settings below, torch_rnn.native.team_settings in Python.
 #pragma once
 
 #include "common.h"
