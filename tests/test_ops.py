@@ -58,7 +58,7 @@ LAYER_SAMPLES = {
     "one-hot packed": layer_sample(onehot=True, packed=True),
     "float32": layer_sample(dtype=torch.float32),
     "float32 batch-first reverse": layer_sample(dtype=torch.float32, layout="batch", reverse=True),
-    # 16 rows and more: the C++ loops split the rows between threads (float32 panels)
+    # 32 rows and more: the C++ loops split the rows between threads (float32 panels)
     "float32, 40 rows": layer_sample(dtype=torch.float32, n=40, h=20, d=20),
     "float32, 40 rows, batch-first": layer_sample(dtype=torch.float32, layout="batch", n=40, h=20, d=20),
     # W_x and W_h too large for a core's cache (csrc panels_fit_in_cache): the input's products leave the loop

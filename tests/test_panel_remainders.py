@@ -1,7 +1,7 @@
 """The C++ loops' gradients at every panel remainder, against nn.RNN in float64.
 
 float32 steps on AVX-512 run on panels of 32 columns (16-float vectors, two per panel) and tiles of 8 rows
-(``csrc/panels.cpp``); with 16 rows or more the loops split the rows between threads in chunks of whole
+(``csrc/panels.cpp``); with 32 rows or more the loops split the rows between threads in chunks of whole
 groups of 8 (``csrc/team.h``, ``for_row_chunks``), else each step's columns. A wrong column mask or row count
 there only shows at some sizes, so the sizes here cover every remainder class of D and H mod 32 (0; 1-15, under
 one vector; 16, one vector; 17-31, a vector and a part) and rows below and above the row-split threshold with
@@ -19,7 +19,7 @@ import torch_rnn
 
 T = 3
 SIZE_CLASSES = {"0": 32, "1-15": 7, "16": 16, "17-31": 20, "17-31, two panels": 49}  # a size in each class mod 32
-ROWS = {"13 rows (under 16)": 13, "32 rows": 32, "39 rows (7 past a tile)": 39}
+ROWS = {"13 rows (under 32)": 13, "32 rows": 32, "39 rows (7 past a tile)": 39}
 LAYOUTS = ["time-major", "batch-first", "lengths"]
 CASES = [pytest.param(D, 20, id=f"D {name}") for name, D in SIZE_CLASSES.items()]
 CASES += [pytest.param(20, H, id=f"H {name}") for name, H in SIZE_CLASSES.items() if H != 20]

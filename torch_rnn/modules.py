@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import warnings
-from typing import Optional, Sequence, Union
+from typing import ContextManager, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -13,8 +13,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import ops
 from .autograd import RNNFunction, reference_layer_forward
 from .base import RNNBase, autocast_inputs, check_dtype, check_size
-from .threads import own_threads
 from .layout import Packing, cat_features, length_order, rows_as_they_lie
+from .threads import own_threads
 
 # A sequence's running rows per step (PackedSequence's batch_sizes): a list in eager mode, where the loops read
 # it, and a (T,) int64 tensor under torch.compile / torch.export, where a list's values would be baked into
@@ -169,7 +169,9 @@ class RNN(RNNBase):
             return self._forward_packed(input, hx)
 
         x, hx, is_batched = self._time_major(input, hx)  # (T, N, D) or (T, N) indices; hx (L * dirs, N, H)
-        output, h_n = self._run_padded(x, hx, None if lengths is None else self._check_lengths(lengths, *x.shape[1::-1]))
+        lengths = None if lengths is None else self._check_lengths(lengths, *x.shape[1::-1])
+        with self._own_threads(hx):
+            output, h_n = self._run_padded(x, hx, lengths)
         if not is_batched:
             return output.squeeze(1), h_n.squeeze(1)
         return (output.transpose(0, 1) if self.batch_first else output), h_n
@@ -204,6 +206,14 @@ class RNN(RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         return x, self._initial_state(hx, x.shape[1], x), is_batched
 
+    def _own_threads(self, hx: Tensor) -> ContextManager[None]:
+        """torch_rnn's own threads (:func:`torch_rnn.threads.own_threads`) for the module's operations around the
+        layers' loops (packing, bias sums, concatenating directions, stacking ``h_n``): one on a busy machine.
+        Compiled code leaves threads to the graph."""
+        if torch.compiler.is_compiling():
+            return contextlib.nullcontext()
+        return own_threads(hx.shape[1], self.input_size, self.hidden_size)
+
     def _run_padded(self, x: Tensor, hx: Tensor, lengths: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """All layers over the padded ``x (T, N, ...)``, every row for ``T`` steps or for its ``lengths (N,)``;
         the output ``(T, N, dirs * H)`` laid out like ``x`` (zero past each length) and ``h_n``."""
@@ -236,7 +246,8 @@ class RNN(RNNBase):
             if packed.sorted_indices is not None:
                 hx = hx.index_select(1, packed.sorted_indices)
         hx = self._initial_state(hx, int(batch_sizes[0]), data)
-        output, h_n = self._run_layers(data, hx, batch_sizes)
+        with self._own_threads(hx):
+            output, h_n = self._run_layers(data, hx, batch_sizes)
         if packed.unsorted_indices is not None:
             h_n = h_n.index_select(1, packed.unsorted_indices)
         return PackedSequence(output, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
@@ -249,29 +260,24 @@ class RNN(RNNBase):
         layer (:func:`rnn_layer`), on the same input.
         """
         num_directions = 2 if self.bidirectional else 1
-        last_states = []  # each layer and direction's (N, H)
+        h_n = []
         layer_input = x
-        # The operations between the layers' loops (bias sums, concatenating directions) take torch_rnn's own
-        # threads too: one on a busy machine (torch_rnn.threads). Compiled code leaves threads to the graph.
-        with contextlib.nullcontext() if torch.compiler.is_compiling() else own_threads(
-                hx.shape[1], self.input_size, self.hidden_size):
-            for layer in range(self.num_layers):
-                outputs = []
-                for direction in range(num_directions):
-                    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                    Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
-                    b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
-                    Wx, Wh, b = autocast_inputs(Wx, Wh, b)
-                    h0 = hx[layer * num_directions + direction]  # (N, H)
-                    out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
-                                            direction == 1, lengths)  # (T, N, H), (N, H)
-                    last_states.append(h_last)
-                    outputs.append(out)
-                layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
-                if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                    layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-            h_n = torch.stack(last_states)
-        return layer_input, h_n
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                Wx, Wh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
+                b = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
+                Wx, Wh, b = autocast_inputs(Wx, Wh, b)
+                h0 = hx[layer * num_directions + direction]  # (N, H)
+                out, h_last = rnn_layer(layer_input, h0, Wx, Wh, b, self.nonlinearity, batch_sizes,
+                                        direction == 1, lengths)  # (T, N, H), (N, H)
+                h_n.append(h_last)
+                outputs.append(out)
+            layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n)
 
     def _check_input(self, x: Tensor) -> None:
         weight = autocast_inputs(self.weight_ih_l0)[0]

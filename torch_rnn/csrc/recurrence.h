@@ -11,7 +11,7 @@
 // repacks its operand on every call, most of the cost at N = 16). So the forward loop also computes x_t W_x^T
 // and the backward loop dx_t while the step's rows are in cache (when the weights fit in cache,
 // panels_fit_in_cache). The loops share their work among the intra-op threads in one of two ways
-// (step_product.h, team.h): with at least two groups of 8 rows and weights that fit in every core's cache, by
+// (step_product.h, team.h): with 32 rows or more and weights that fit in every core's cache, by
 // rows (for_row_chunks: each thread takes a chunk of rows through every step, and the threads meet once per
 // loop); otherwise by columns (PanelQueue: each step's panels are shared out, and the threads meet once per
 // step, Team::sync, since the next step needs all its columns). Otherwise (float64, other CPUs) a step is one
