@@ -8,7 +8,6 @@
 #include "team.h"
 
 #include <cstdint>
-#include <vector>
 
 namespace torch_rnn_native {
 namespace {
@@ -209,10 +208,10 @@ std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurre
     dx = shape.packed ? at::empty({h.size(0), D}, h.options())
                       : batch_major ? at::empty({N, T, D}, h.options()).transpose(0, 1) : at::empty({T, N, D}, h.options());
   }
-  // db in double, from a 64-byte boundary so that panels of 32 columns never share a cache line
-  std::vector<double> db_storage(H + 7, 0.0);
-  double* const db_data =
-      reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(db_storage.data()) + 63) & ~std::uintptr_t(63));
+  // db in double, 64-byte aligned like every CPU tensor, so that panels of 32 columns never share a cache line
+  const at::TensorOptions in_double = at::TensorOptions().dtype(at::kDouble);
+  Tensor db_sum = at::zeros({H}, in_double);
+  double* const db_data = db_sum.data_ptr<double>();
   // Gathered steps alternate between two (N, H) buffers, so a step can overwrite one while the other threads
   // still read the previous step's from the other.
   Tensor gathered = schedule.aligned() ? Tensor() : at::empty({2, N, H}, dh_last.options());
@@ -237,9 +236,8 @@ std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurre
         product, input_product ? &*input_product : nullptr, queue, dx_queue ? &*dx_queue : nullptr};
     if (by_rows) {  // db per group of rows, then the groups' sums in group order: the same bits on any team
       const int64_t groups = (N + ROW_GROUP - 1) / ROW_GROUP, ld_db = (H + 7) / 8 * 8;  // whole cache lines
-      std::vector<double> db_groups_storage(groups * ld_db + 7, 0.0);
-      double* const db_groups = reinterpret_cast<double*>(
-          (reinterpret_cast<std::uintptr_t>(db_groups_storage.data()) + 63) & ~std::uintptr_t(63));
+      Tensor db_group_sums = at::zeros({groups, ld_db}, in_double);
+      double* const db_groups = db_group_sums.data_ptr<double>();
       for_row_chunks(N, row_split_threads(T, N, (dx_in_loop ? wx.size(1) : 0) + H, H),
                      [&](int64_t r0, int64_t r1) { loop.run_rows(r0, r1, db_groups, ld_db); });
       for (int64_t g = 0; g < groups; ++g) {
@@ -250,9 +248,7 @@ std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurre
     }
     if (wx.defined() && !dx_in_loop) project_into(dx, dp, wx);
   });
-  Tensor db = at::from_blob(db_data, {H}, at::TensorOptions().dtype(at::kDouble))
-                  .to(h.scalar_type(), /*non_blocking=*/false, /*copy=*/true);  // out of db_storage before it goes
-  return {dp, need_dh0 ? computed(dh0) : c10::nullopt, db, computed(dx)};
+  return {dp, need_dh0 ? computed(dh0) : c10::nullopt, db_sum.to(h.scalar_type()), computed(dx)};
 }
 
 }  // namespace torch_rnn_native
