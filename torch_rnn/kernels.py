@@ -72,12 +72,11 @@ def recurrence_forward_(
     Returns:
         ``h`` (which is ``p``) and ``h_last (N, H)``.
     """
-    WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
     ops = _native_ops(p)
-    if ops is not None:
-        WxT = None if Wx is None else Wx.T.contiguous()
-        return p, ops.recurrence_forward_(p, h0, WhT, bias, nonlinearity == "relu", list(batch_sizes or []), reverse,
-                                          x, WxT)
+    if ops is not None:  # the C++ loops pack the transposed views into panels as they lie: no copy
+        return p, ops.recurrence_forward_(p, h0, Wh.T, bias, nonlinearity == "relu", list(batch_sizes or []),
+                                          reverse, x, None if Wx is None else Wx.T)
+    WhT = Wh.T.contiguous()  # a transposed view as matmul operand is up to 2x slower for small batches
     if x is not None:
         p.copy_(x @ Wx.T)
     if bias is not None:

@@ -16,7 +16,8 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
   TORCH_CHECK(p.stride(-1) == 1 && (!shape.packed || p.is_contiguous()),
               "recurrence_forward_: p's rows must be contiguous, got strides ", p.strides());
   const int64_t T = shape.T, N = shape.N, H = shape.H;
-  const Tensor h0 = h0_in.contiguous(), wh_t = wh_t_in.contiguous();
+  const Tensor h0 = h0_in.contiguous();
+  const Tensor& wh_t = wh_t_in;  // any strides: StepProduct packs it as it lies
   const Tensor bias = bias_in.has_value() && bias_in->defined() ? bias_in->contiguous() : Tensor();
   TORCH_CHECK(!bias.defined() || (bias.sizes() == at::IntArrayRef({H}) && bias.scalar_type() == p.scalar_type()),
               "recurrence_forward_: expected a bias of shape (", H, ") and dtype ", p.scalar_type(), ", got ",
@@ -26,7 +27,7 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
               "recurrence_forward_: x and wx_t come together");
   Tensor x, wx_t;
   if (project) {
-    x = rows_last_contiguous(*x_in), wx_t = wx_t_in->contiguous();
+    x = rows_last_contiguous(*x_in), wx_t = *wx_t_in;  // wx_t: any strides, as wh_t
     TORCH_CHECK(x.dim() == p.dim() && x.sizes().slice(0, x.dim() - 1) == p.sizes().slice(0, p.dim() - 1) &&
                     x.scalar_type() == p.scalar_type() && x.device().is_cpu(),
                 "recurrence_forward_: x must be a CPU tensor of p's dtype and leading shape ",

@@ -37,29 +37,45 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
   }
 }
 
-// The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, C) fixed for the whole loop.
-// float32 on AVX-512 packs w once into panels (ceil(C / 32), K, 32), zero past column C, and a team of
-// threads splits the panels; otherwise it is step_matmul on all columns, in one thread (BLAS threads itself).
+// The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, C) fixed for the whole loop, of
+// any strides (W^T is passed as the transposed view of W, not copied). float32 on AVX-512 packs w once into
+// panels (ceil(C / 32), K, 32), zero past column C, and a team of threads splits the panels; otherwise it is
+// step_matmul on all columns of a contiguous w, in one thread (BLAS threads itself).
 template <typename scalar_t>
 class StepProduct {
  public:
-  StepProduct(const Tensor& w, int64_t max_rows) : w_(w), K_(w.size(0)), C_(w.size(1)) {
-    if (panels_available<scalar_t>()) {
-      const int64_t count = (C_ + PANEL - 1) / PANEL;
-      panels_ = at::empty({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
-      // One pass, not a chain of tensor ops: packing runs on every call, and each op costs microseconds.
-      const scalar_t* from = w.data_ptr<scalar_t>();  // (K, C), contiguous
-      scalar_t* to = panels_.data_ptr<scalar_t>();
-      for (int64_t p = 0; p < count; ++p) {
-        const int64_t width = std::min(PANEL, C_ - p * PANEL);
-        for (int64_t k = 0; k < K_; ++k, to += PANEL) {
-          std::copy_n(from + k * C_ + p * PANEL, width, to);
-          std::fill(to + width, to + PANEL, scalar_t(0));  // zero past column C
+  StepProduct(const Tensor& w, int64_t max_rows) : K_(w.size(0)), C_(w.size(1)) {
+    if (!panels_available<scalar_t>()) {
+      w_ = w.contiguous();
+      return;
+    }
+    const int64_t count = (C_ + PANEL - 1) / PANEL;
+    panels_ = at::empty({count, K_, PANEL}, w.options());  // 64-byte aligned, like every CPU tensor
+    // One pass, not a chain of tensor ops: packing runs on every call, and each op costs microseconds. The reads
+    // follow w's contiguous dimension: rows of w (K, C), or columns of a transposed view.
+    const scalar_t* from = w.data_ptr<scalar_t>();
+    const int64_t sk = w.stride(0), sc = w.stride(1);
+    scalar_t* const to = panels_.data_ptr<scalar_t>();
+    for (int64_t p = 0; p < count; ++p) {
+      const int64_t width = std::min(PANEL, C_ - p * PANEL);
+      scalar_t* const panel = to + p * K_ * PANEL;  // (K, 32)
+      if (sc == 1) {
+        for (int64_t k = 0; k < K_; ++k) std::copy_n(from + k * sk + p * PANEL, width, panel + k * PANEL);
+      } else {  // in blocks of 16 rows of the panel, so that the reads and the writes both stay in cache
+        for (int64_t k0 = 0; k0 < K_; k0 += 16) {
+          const int64_t k1 = std::min(K_, k0 + 16);
+          for (int64_t j = 0; j < width; ++j) {
+            const scalar_t* column = from + (p * PANEL + j) * sc;
+            for (int64_t k = k0; k < k1; ++k) panel[k * PANEL + j] = column[k * sk];
+          }
         }
       }
-      // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
-      threads_ = max_rows * K_ * C_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
+      if (width < PANEL) {  // zero past column C
+        for (int64_t k = 0; k < K_; ++k) std::fill(panel + k * PANEL + width, panel + (k + 1) * PANEL, scalar_t(0));
+      }
     }
+    // Threads pay off once a step is more than a few microseconds of work and each gets a panel.
+    threads_ = max_rows * K_ * C_ >= SMALL_STEP ? std::min<int64_t>(at::get_num_threads(), count) : 1;
   }
   int64_t threads() const { return threads_; }
   // The columns this member computes: its share of the panels (all of them for a one-thread team).
