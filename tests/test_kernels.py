@@ -277,7 +277,7 @@ def test_kernel_results_do_not_change_when_the_team_shrinks_to_one_thread(revers
 
 # 7 panels of 32 columns (the last one 8 wide) over 12 steps. With 12 rows (under the 32 a split by rows needs)
 # every loop product runs on a team that shares each step's panels; with 45 rows the loops split the rows, in
-# chunks of whole groups of 8 (the last group 5 rows). Lengths 1..T make the reverse direction gather rows from
+# chunks of whole groups of 4 (the last group 1 row). Lengths 1..T make the reverse direction gather rows from
 # different times.
 STEALING_SHAPE = (12, 12, 200)
 SPLITS = {"columns": 12, "rows": 45}

@@ -2,7 +2,7 @@
 
 float32 steps on AVX-512 run on panels of 32 columns (16-float vectors, two per panel) and tiles of 8 rows
 (``csrc/panels.cpp``); with 32 rows or more the loops split the rows between threads in chunks of whole
-groups of 8 (``csrc/team.h``, ``for_row_chunks``), else each step's columns. A wrong column mask or row count
+groups of 4 (``csrc/team.h``, ``for_row_chunks``), else each step's columns. A wrong column mask or row count
 there only shows at some sizes, so the sizes here cover every remainder class of D and H mod 32 (0; 1-15, under
 one vector; 16, one vector; 17-31, a vector and a part) and rows below and above the row-split threshold with
 every kind of remainder mod 8; in time-major and batch-first memory and with lengths (packed), both directions

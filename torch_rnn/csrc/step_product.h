@@ -127,14 +127,14 @@ class StepProduct {
 // Whether a loop over N rows of D inputs (0: none in the loop) and H hidden features splits its work by rows
 // (for_row_chunks, team.h) rather than each step's columns (PanelQueue): when every member can keep all the
 // packed weights in its own cache from step to step (each then reads all of them at every step) and there are
-// at least four groups of rows, so that two threads get two register tiles each: with one tile a thread reads
+// at least 32 rows, so that two threads get two 8-row register tiles each: with one tile a thread reads
 // every weight from the second-level cache for just 8 rows at every step (at (16, 200, 300, 512), 10-20%
 // slower than splitting the columns). The members then meet once per loop instead of once per step: no
 // barrier, and no step's state crossing between cores. float32 panels only (a BLAS call inside a team would
 // nest threads). The choice does not depend on the number of threads, so neither do the results' bits.
 template <typename scalar_t>
 bool split_by_rows(int64_t N, int64_t D, int64_t H) {
-  return panels_available<scalar_t>() && panels_fit_in_cache(D, H) && N >= 4 * ROW_GROUP;
+  return panels_available<scalar_t>() && panels_fit_in_cache(D, H) && N >= 32;
 }
 
 // The threads of a loop split by rows: all of torch's intra-op threads once the whole loop (T steps of N rows,
