@@ -14,10 +14,15 @@ row) and implementation:
 
 Before timing, every implementation's output (and JAX's gradients) are checked against torch_rnn's (1e-4
 relative); the run stops otherwise. Each thread count runs in its own process, so that XLA, ONNX Runtime and
-torch all get the same number of threads: ``--threads 1`` also pins the process to one core. Times are medians
-over interleaved rounds (``timing.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1:
-torch_rnn is faster). The last lines say whether the targets hold: torch_rnn at most 0.6x of JAX in training and
-inference, and at most 0.5x of ONNX Runtime, at every row.
+torch all get the same number of threads: ``--threads 1`` also pins the process to one core. JAX and ONNX
+Runtime each run in a worker process of their own (:class:`PeerWorker`), which times its steps when asked, so
+the rounds still interleave every implementation and no library's thread pool shares a process with another's.
+ONNX Runtime's session runs with spinning off (``session.intra_op.allow_spinning = 0``): by default its idle
+threads keep spinning between its runs, and with two threads they slowed the torch steps timed next 2-3x (from
+another process too); its own times stay within 1-8% of spinning ones. Times are medians over interleaved
+rounds (``timing.time_interleaved``), in ms; ratios are torch_rnn / peer (below 1: torch_rnn is faster). The
+last lines say whether the targets hold: torch_rnn at most 0.6x of JAX in training and inference, and at most
+0.5x of ONNX Runtime, at every row.
 
 Run from the repository root::
 
@@ -27,11 +32,13 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from markdown_tables import Column, markdown_table
 
@@ -93,28 +100,122 @@ def jax_rnn(num_layers: int, bidirectional: bool) -> tuple[Callable, Callable]:
     return jax.jit(forward), jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
-def onnx_session(rnn, x, threads: int):
-    """An ONNX Runtime session of ``rnn``'s export (torch_rnn.onnx: the standard RNN operator)."""
-    import onnxruntime
+def onnx_export(rnn, x, path: Path) -> None:
+    """Saves ``rnn``'s ONNX export (torch_rnn.onnx: the standard RNN operator) to ``path``."""
     import torch
 
     import torch_rnn.onnx  # noqa: F401  (registers the translation)
 
-    program = torch.onnx.export(rnn, (x,), dynamo=True, verbose=False)
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_peers_{os.getpid()}.onnx"
-    program.save(str(path))
+    torch.onnx.export(rnn, (x,), dynamo=True, verbose=False).save(str(path))
+
+
+class PeerWorker:
+    """A process of its own for one peer, ``"jax"`` or ``"onnxruntime"``, with the parent's thread settings (the
+    environment and CPU affinity that :func:`configure_threads` set), so that its thread pool and torch's never
+    run in one process. ``setup`` hands it a row and returns its outputs for the check; ``step`` is a step that
+    :func:`timing.time_interleaved` times through its ``measure`` method, in the worker."""
+
+    def __init__(self, kind: str, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads forked along
+        self.kind = kind
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, kind, threads), daemon=True)
+        self._process.start()
+        child.close()
+
+    def _ask(self, *message: Any) -> Any:
+        self._connection.send(message)
+        status, reply = self._connection.recv()
+        if status != "ok":
+            sys.exit(f"bench_peers: the {self.kind} worker failed:\n{reply}")
+        return reply
+
+    def setup(self, row: int, **payload: Any) -> dict:
+        """Builds row ``row`` in the worker (and warms it up: JAX compiles here); returns what it computed."""
+        return self._ask("setup", row, payload)
+
+    def step(self, row: int, name: str) -> Callable[[], None]:
+        """Step ``name`` of row ``row``, to be timed by the worker (``measure(min_run_time) -> seconds``)."""
+
+        def run() -> None:
+            self._ask("run", row, name)
+
+        run.measure = lambda min_run_time: self._ask("time", row, name, min_run_time)
+        return run
+
+    def close(self) -> None:
+        self._connection.send(("stop",))
+        self._process.join(timeout=60)
+
+    def __enter__(self) -> "PeerWorker":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def _serve(connection, kind: str, threads: int) -> None:
+    """A :class:`PeerWorker`'s process: answers ``setup``, ``run`` and ``time`` requests until ``stop``."""
+    from torch.utils.benchmark import Timer
+
+    steps: dict[tuple[int, str], Callable[[], Any]] = {}
+    while True:
+        request, *args = connection.recv()
+        if request == "stop":
+            return
+        try:
+            if request == "setup":
+                row, payload = args
+                built, reply = (_jax_row if kind == "jax" else _onnxruntime_row)(threads, **payload)
+                steps.update({(row, name): step for name, step in built.items()})
+                for step in built.values():
+                    step()  # warm-up (JAX compiles here)
+            elif request == "run":
+                steps[tuple(args)]()
+                reply = None
+            else:
+                row, name, min_run_time = args
+                timer = Timer("step()", globals={"step": steps[row, name]}, num_threads=threads)
+                reply = timer.blocked_autorange(min_run_time=min_run_time).median
+            connection.send(("ok", reply))
+        except Exception:
+            connection.send(("error", traceback.format_exc()))
+
+
+def _jax_row(threads: int, weights: list, x, layers: int, bidirectional: bool) -> tuple[dict, dict]:
+    """JAX's steps of one row, and its output and input gradient for the check."""
+    import jax
+    import numpy as np
+
+    params = [tuple(jax.numpy.asarray(w) for w in group) for group in weights]
+    x_jax = jax.numpy.asarray(x)
+    forward, train = jax_rnn(layers, bidirectional)
+    steps = {"JAX train": lambda: jax.block_until_ready(train(params, x_jax)),
+             "JAX fwd": lambda: jax.block_until_ready(forward(params, x_jax))}
+    outputs = {"JAX": np.asarray(forward(params, x_jax)[0]), "JAX input gradient": np.asarray(train(params, x_jax)[1][1]),
+               "version": jax.__version__}
+    return steps, outputs
+
+
+def _onnxruntime_row(threads: int, model: str, x) -> tuple[dict, dict]:
+    """ONNX Runtime's inference step of one row (a session with ``threads`` threads), and its output."""
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    path.unlink()
-    return session
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep (docstring)
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    return {"ONNX Runtime fwd": lambda: session.run(None, feed)}, {"ONNX Runtime": session.run(None, feed)[0],
+                                                                  "version": onnxruntime.__version__}
 
 
 def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
-    """Times every case in this process with ``threads`` threads; a markdown table and the targets' verdict."""
+    """Times every case with ``threads`` threads: torch in this process, JAX and ONNX Runtime in a
+    :class:`PeerWorker` each; a markdown table and the targets' verdict."""
     configure_threads(threads)
-    import jax
-    import numpy as np
+    import tempfile
+
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,50 +224,48 @@ def run_threads(threads: int, cases: Sequence[str], quick: bool) -> str:
     from cases import SEED
 
     torch.set_num_threads(threads)
-    step_sets, labels = [], []
-    for text in cases:
-        N, T, D, H, layers, bi = parse_case(text)
-        torch.manual_seed(SEED)
-        ours = torch_rnn.RNN(D, H, num_layers=layers, bidirectional=bi)
-        reference = torch.nn.RNN(D, H, num_layers=layers, bidirectional=bi)
-        reference.load_state_dict(ours.state_dict())
-        x = torch.randn(T, N, D, requires_grad=True)
-        params = [tuple(jax.numpy.asarray(w.detach().numpy()) for w in (weights[0], weights[1], weights[2] + weights[3]))
-                  for weights in ours.all_weights]
-        x_jax = jax.numpy.asarray(x.detach().numpy())
-        jax_forward, jax_train = jax_rnn(layers, bi)
-        session = onnx_session(ours.eval(), x.detach(), threads)
-        feed = {session.get_inputs()[0].name: x.detach().numpy()}
-        check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed, text)
+    step_sets, labels, versions = [], [], {}
+    with PeerWorker("jax", threads) as jax_worker, PeerWorker("onnxruntime", threads) as ort_worker, \
+            tempfile.TemporaryDirectory() as directory:
+        for row, text in enumerate(cases):
+            N, T, D, H, layers, bi = parse_case(text)
+            torch.manual_seed(SEED)
+            ours = torch_rnn.RNN(D, H, num_layers=layers, bidirectional=bi)
+            reference = torch.nn.RNN(D, H, num_layers=layers, bidirectional=bi)
+            reference.load_state_dict(ours.state_dict())
+            x = torch.randn(T, N, D, requires_grad=True)
+            x_numpy = x.detach().numpy()
+            weights = [tuple(w.detach().numpy() for w in (group[0], group[1], group[2] + group[3]))
+                       for group in ours.all_weights]
+            model = Path(directory) / f"row{row}.onnx"
+            onnx_export(ours.eval(), x.detach(), model)
+            peers = {}
+            for worker, payload in ((jax_worker, dict(weights=weights, x=x_numpy, layers=layers, bidirectional=bi)),
+                                    (ort_worker, dict(model=str(model), x=x_numpy))):
+                peers.update(worker.setup(row, **payload))
+                versions[worker.kind] = peers.pop("version")
+            check(ours, reference, x, peers, text)
 
-        steps = row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed)
-        for step in steps.values():
-            step()  # warm-up (JAX compiles here)
-        step_sets.append(steps)
-        labels.append(f"({N},{T},{D},{H})" + (f" L{layers}" if layers > 1 else "") + (" bi" if bi else ""))
-    settings = timing.QUICK if quick else timing.FULL
-    medians, loads = timing.time_interleaved(step_sets, settings)
-    return markdown(threads, labels, medians, loads, settings, np.__version__, jax.__version__)
-
-
-def row_steps(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed) -> dict[str, Callable]:
-    """The timed steps of one row, each bound to that row's models and inputs (``run_threads`` has put
-    ``timing`` on the path)."""
-    import jax
-
-    import timing
-
-    return {"torch_rnn train": timing.training_step(lambda: ours(x), [x, *ours.parameters()]),
-            "nn.RNN train": timing.training_step(lambda: reference(x), [x, *reference.parameters()]),
-            "JAX train": lambda: jax.block_until_ready(jax_train(params, x_jax)),
-            "torch_rnn fwd": timing.inference_step(lambda: ours(x)),
-            "nn.RNN fwd": timing.inference_step(lambda: reference(x)),
-            "JAX fwd": lambda: jax.block_until_ready(jax_forward(params, x_jax)),
-            "ONNX Runtime fwd": lambda: session.run(None, feed)}
+            steps = {"torch_rnn train": timing.training_step(lambda ours=ours, x=x: ours(x), [x, *ours.parameters()]),
+                     "nn.RNN train": timing.training_step(lambda reference=reference, x=x: reference(x),
+                                                          [x, *reference.parameters()]),
+                     "JAX train": jax_worker.step(row, "JAX train"),
+                     "torch_rnn fwd": timing.inference_step(lambda ours=ours, x=x: ours(x)),
+                     "nn.RNN fwd": timing.inference_step(lambda reference=reference, x=x: reference(x)),
+                     "JAX fwd": jax_worker.step(row, "JAX fwd"),
+                     "ONNX Runtime fwd": ort_worker.step(row, "ONNX Runtime fwd")}
+            for step in steps.values():
+                step()  # warm-up
+            step_sets.append(steps)
+            labels.append(f"({N},{T},{D},{H})" + (f" L{layers}" if layers > 1 else "") + (" bi" if bi else ""))
+        settings = timing.QUICK if quick else timing.FULL
+        medians, loads = timing.time_interleaved(step_sets, settings)
+    return markdown(threads, labels, medians, loads, settings, versions)
 
 
-def check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, feed, what: str) -> None:
-    """Every peer's output (and JAX's input gradient) within :data:`TOLERANCE` of torch_rnn's, relative."""
+def check(ours, reference, x, peers: dict, what: str) -> None:
+    """Every peer's output (and JAX's input gradient), as ``peers`` holds them, within :data:`TOLERANCE` of
+    torch_rnn's, relative."""
     import numpy as np
     import torch
 
@@ -174,9 +273,7 @@ def check(ours, reference, x, jax_forward, jax_train, params, x_jax, session, fe
     (dx,) = torch.autograd.grad(output.sum() + h_n.sum(), x)
     expected = output.detach().numpy()
     with torch.no_grad():
-        got = {"nn.RNN": reference(x)[0].numpy(), "JAX": np.asarray(jax_forward(params, x_jax)[0]),
-               "ONNX Runtime": session.run(None, feed)[0]}
-    got["JAX input gradient"] = np.asarray(jax_train(params, x_jax)[1][1])
+        got = {"nn.RNN": reference(x)[0].numpy(), **peers}
     for name, value in got.items():
         want = dx.numpy() if name == "JAX input gradient" else expected
         error = np.abs(value.reshape(want.shape) - want).max() / max(1.0, np.abs(want).max())
@@ -196,12 +293,11 @@ COLUMNS = [  # grouped by step: the times, then torch_rnn's ratios
 
 
 def markdown(threads: int, labels: Sequence[str], medians: Sequence[dict], loads: Sequence[float], settings,
-             numpy_version: str, jax_version: str) -> str:
-    import onnxruntime
+             versions: dict[str, str]) -> str:
     import torch
 
     lines = [f"{threads} thread(s){' (one pinned core)' if threads == 1 else ''}: torch {torch.__version__}, jax "
-             f"{jax_version}, onnxruntime {onnxruntime.__version__}; medians over {settings.rounds} rounds; 1-min "
+             f"{versions['jax']}, onnxruntime {versions['onnxruntime']} (each in a process of its own); medians over {settings.rounds} rounds; 1-min "
              f"load average {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs",
              ""]
     rows = []

@@ -78,10 +78,11 @@ def time_interleaved(
     machine (on a shared VM one vCPU can run at two thirds of its speed for ten seconds or more) touches a few
     rounds of every row instead of every round of one row. Within a row the order rotates from round to round,
     so neither drift nor position favours one implementation. A step with a ``threads`` attribute
-    (:func:`with_threads`) runs with that many threads, the others with the current number.
+    (:func:`with_threads`) runs with that many threads, the others with the current number. A step with a
+    ``measure(min_run_time) -> seconds`` method is timed by it (a step that runs in another process).
     """
     threads = torch.get_num_threads()
-    timer_sets = [{name: Timer("step()", globals={"step": step}, num_threads=getattr(step, "threads", threads))
+    timer_sets = [{name: getattr(step, "measure", None) or _measure_here(step, getattr(step, "threads", threads))
                    for name, step in steps.items()}
                   for steps in step_sets]
     samples: list[dict[str, list[float]]] = [{name: [] for name in timers} for timers in timer_sets]
@@ -91,10 +92,16 @@ def time_interleaved(
             names = list(timers)
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                row_samples[name].append(timers[name].blocked_autorange(min_run_time=settings.min_run_time).median)
+                row_samples[name].append(timers[name](settings.min_run_time))
         loads.append(os.getloadavg()[0])
     medians = [{name: statistics.median(times) for name, times in row_samples.items()} for row_samples in samples]
     return medians, loads
+
+
+def _measure_here(step: Callable[[], None], threads: int) -> Callable[[float], float]:
+    """``min_run_time -> seconds``: the median call of ``step`` in ``blocked_autorange`` with ``threads`` threads."""
+    timer = Timer("step()", globals={"step": step}, num_threads=threads)
+    return lambda min_run_time: timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def with_threads(step: Callable[[], None], threads: int) -> Callable[[], None]:
