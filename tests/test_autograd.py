@@ -15,6 +15,7 @@ from torch_rnn import functional as F
 from torch_rnn import kernels
 from torch_rnn.autograd import (AffineFunction, RNNCellFunction, RNNFunction, SoftmaxLossFunction,
                                 TemporalAverageFunction)
+from torch_rnn.layout import PackRows
 
 # Slow mode (full Jacobians: fast mode's random projections can miss a 1% error in a small Jacobian), except
 # the sequence Functions' and modules' second derivatives, which are large, in fast mode to keep the suite quick.
@@ -116,6 +117,16 @@ def test_softmax_loss_function_gradcheck():
     scores = leaf(5, 3, gen=seeded(6))
     y = torch.tensor([0, 2, 1, 1, 0])
     check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,))
+
+
+def test_pack_rows_function_gradcheck():
+    """layout.PackRows (packing by lengths): rows 1 and 4 are packed nowhere, so their gradient is zero."""
+    rows = leaf(6, D, gen=seeded(7))
+    index = torch.tensor([3, 0, 5, 2])
+    check(lambda r: PackRows.apply(r, index), (rows,))
+    packed = PackRows.apply(rows, index)
+    (grad,) = torch.autograd.grad(packed.sum(), rows)
+    assert grad[[1, 4]].eq(0).all() and grad[index].eq(1).all()
 
 
 def test_functions_only_return_requested_gradients():

@@ -199,3 +199,31 @@ def test_operations_between_layers_take_one_thread_on_a_busy_machine(busy, monke
     finally:
         torch.set_num_threads(previous)
     assert seen == ([1, 1] if busy else [2, 2])
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_packing_gradient_takes_one_thread_on_a_busy_machine(busy, monkeypatch):
+    """The gradient of packing rows by lengths (layout.PackRows), which autograd runs outside any layer, takes one
+    thread while the machine is busy, the user's setting otherwise."""
+    from torch_rnn import threads
+
+    seen = []
+    index_copy = torch.Tensor.index_copy
+
+    def recording_index_copy(self, *args):
+        seen.append(torch.get_num_threads())
+        return index_copy(self, *args)
+
+    monkeypatch.setattr(threads, "machine_busy", lambda: busy)
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        output, _ = RNN(5, 4, batch_first=True)(x, lengths=[6, 2, 4])
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.Tensor, "index_copy", recording_index_copy)
+            output.sum().backward()
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == ([1] if busy else [2])
+

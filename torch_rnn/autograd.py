@@ -22,7 +22,7 @@ from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor, is_legacy_batchedtensor
 
 from . import functional, kernels
-from .layout import batch_major, batch_major_sequence, has_values, padded, sequence_buffer, unpadded
+from .layout import PackRows, batch_major, batch_major_sequence, has_values, padded, sequence_buffer, unpadded
 from .threads import own_threads
 
 
@@ -389,6 +389,7 @@ class SoftmaxLossFunction(torch.autograd.Function):
 # when the Function defines setup_context (torch 2.13; pytorch/pytorch#189573 tracks that overhead): about 40 us
 # a call on a 2-core Xeon, where a one-step RNN layer's whole training step takes about 500 us.
 # inspect.signature returns a function's __signature__ when it has one, so computing it once removes that cost.
-for _function in (RNNFunction, RNNCellFunction, AffineFunction, TemporalAverageFunction, SoftmaxLossFunction):
+for _function in (RNNFunction, RNNCellFunction, AffineFunction, TemporalAverageFunction, SoftmaxLossFunction,
+                  PackRows):
     _function.forward.__signature__ = inspect.signature(_function.forward)
 del _function

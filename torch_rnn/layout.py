@@ -8,10 +8,12 @@ keep the layout they are given, so a batch-first input is never transposed in me
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from .threads import own_threads_when_busy
 
 
 def batch_major(x: Tensor) -> bool:
@@ -139,8 +141,12 @@ class Packing:
         return self._memory_rows[key]
 
     def pack(self, x: Tensor) -> Tensor:
-        """``x (T, N, ...)`` -> ``(R, ...)``, sorted and packed in one gather."""
-        return memory_view(x).index_select(0, self.memory_rows(x))
+        """``x (T, N, ...)`` -> ``(R, ...)``, sorted and packed in one gather (:class:`PackRows` when a gradient
+        will flow back through it)."""
+        rows = memory_view(x)
+        if rows.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return PackRows.apply(rows, self.memory_rows(x))
+        return rows.index_select(0, self.memory_rows(x))
 
     def unpack(self, packed: Tensor, like: Tensor) -> Tensor:
         """``(R, F)`` -> ``(T, N, F)`` in ``like``'s memory layout, zero past each row's length."""
@@ -154,6 +160,41 @@ class Packing:
         """The inverse of :meth:`sort`."""
         return rows.index_select(rows.dim() - 2, torch.argsort(self.order).to(rows.device))
 
+
+
+class PackRows(torch.autograd.Function):
+    """``rows.index_select(0, index)`` for distinct ``index`` values (:meth:`Packing.pack`): rows ``(M, ...)``,
+    index ``(R,)`` int64 -> ``(R, ...)``.
+
+    Each row has at most one packed copy, so the backward writes each gradient row back to its place
+    (``index_copy``) where ``index_select``'s own backward scatter-adds, and it runs in torch_rnn's own threads
+    (:func:`torch_rnn.threads.own_threads_when_busy`): autograd runs it outside any layer, and on a busy machine a
+    two-thread scatter-add of a 32 x 50 x 64 batch took 16 ms, as long as the rest of the step.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(rows: Tensor, index: Tensor) -> Tensor:
+        return rows.index_select(0, index)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        rows, index = inputs
+        ctx.save_for_backward(index)
+        ctx.save_for_forward(index)
+        ctx.shape = rows.shape
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        with own_threads_when_busy():
+            return grad.new_zeros(ctx.shape).index_copy(0, index, grad), None  # differentiable: double backward
+
+    @staticmethod
+    def jvp(ctx: Any, rows_tangent: Tensor, _index_tangent: None) -> Tensor:
+        (index,) = ctx.saved_tensors
+        return rows_tangent.index_select(0, index)
 
 
 def length_order(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,7 @@ with other busy processes, ``torch.set_num_threads(1)`` is the setting that help
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 import torch
 
@@ -31,13 +31,23 @@ def machine_busy() -> bool:
     return loops is not None and loops.machine_busy()
 
 
-@contextlib.contextmanager
-def own_threads(rows: int, inputs: int, hidden: int) -> Iterator[None]:
+def own_threads(rows: int, inputs: int, hidden: int) -> ContextManager[None]:
     """Within the block, torch's intra-op threads as torch_rnn's own operations take them for a layer of
     ``rows`` sequences, ``inputs`` input and ``hidden`` hidden features: one thread for a small step or on a busy
     machine (module docstring), else unchanged."""
+    return _one_thread_if(lambda: rows * (inputs + hidden) * hidden < SMALL_STEP or machine_busy())
+
+
+def own_threads_when_busy() -> ContextManager[None]:
+    """Within the block, one intra-op thread while the machine is busy, else unchanged: for torch_rnn's operations
+    that autograd runs outside any layer (the gradient of packing the rows, :mod:`torch_rnn.layout`)."""
+    return _one_thread_if(machine_busy)
+
+
+@contextlib.contextmanager
+def _one_thread_if(condition: Callable[[], bool]) -> Iterator[None]:
     threads = torch.get_num_threads()
-    if threads == 1 or not (rows * (inputs + hidden) * hidden < SMALL_STEP or machine_busy()):
+    if threads == 1 or not condition():
         yield
         return
     torch.set_num_threads(1)
