@@ -82,17 +82,17 @@ def time_interleaved(
     ``measure(min_run_time) -> seconds`` method is timed by it (a step that runs in another process).
     """
     threads = torch.get_num_threads()
-    timer_sets = [{name: getattr(step, "measure", None) or _measure_here(step, getattr(step, "threads", threads))
-                   for name, step in steps.items()}
-                  for steps in step_sets]
-    samples: list[dict[str, list[float]]] = [{name: [] for name in timers} for timers in timer_sets]
+    measure_sets = [{name: getattr(step, "measure", None) or _measure_here(step, getattr(step, "threads", threads))
+                     for name, step in steps.items()}
+                    for steps in step_sets]
+    samples: list[dict[str, list[float]]] = [{name: [] for name in measures} for measures in measure_sets]
     loads = []
     for round_ in range(settings.rounds):
-        for timers, row_samples in zip(timer_sets, samples):
-            names = list(timers)
+        for measures, row_samples in zip(measure_sets, samples):
+            names = list(measures)
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                row_samples[name].append(timers[name](settings.min_run_time))
+                row_samples[name].append(measures[name](settings.min_run_time))
         loads.append(os.getloadavg()[0])
     medians = [{name: statistics.median(times) for name, times in row_samples.items()} for row_samples in samples]
     return medians, loads
