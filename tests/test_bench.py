@@ -94,6 +94,19 @@ def test_targets_are_judged_on_the_rows_that_ran(bench) -> None:
                                             "bound's: unreachable)")
 
 
+def test_peers_targets_name_what_each_row_misses() -> None:
+    """bench_peers.misses: each missed target with its ratio, and "unreachable" where 0.6x of JAX's time is below
+    the matmul bound."""
+    for peers in load_script(BENCHMARKS / "bench_peers.py"):
+        row = {"JAX train": 10.0, "JAX train ratio": 0.5, "train bound": 5.0,
+               "JAX fwd": 10.0, "JAX fwd ratio": 0.7, "fwd bound": 6.5, "ONNX Runtime fwd ratio": 0.2}
+        assert peers.misses(row) == " (fwd 0.70x JAX, 0.6x JAX's time is 92% of the bound's: unreachable)"
+        row.update({"fwd bound": 5.0, "JAX train ratio": 0.65, "ONNX Runtime fwd ratio": 0.55})
+        assert peers.misses(row) == " (train 0.65x JAX; fwd 0.70x JAX; fwd 0.55x ONNX Runtime)"
+        row.update({"JAX train ratio": 0.6, "JAX fwd ratio": 0.6, "ONNX Runtime fwd ratio": 0.5})
+        assert peers.misses(row) == ""
+
+
 @pytest.mark.slow
 def test_peers_benchmark_runs_a_tiny_row() -> None:
     """benchmarks/bench_peers.py (the ``peers`` extra): checks JAX and ONNX Runtime against torch_rnn, then times."""
