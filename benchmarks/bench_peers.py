@@ -46,6 +46,7 @@ from markdown_tables import Column, markdown_table
 
 TOLERANCE = 1e-4
 JAX_LIMIT, ORT_LIMIT = 0.6, 0.5  # the targets: torch_rnn / peer
+WORKER_TIMEOUT_S = 900  # the longest a worker may take to answer (JAX compiles a row's steps in seconds)
 CASES = ["32,50,64,128", "64,100,128,256", "16,200,300,512", "100,30,50,64", "1,1000,32,32", "256,50,128,128",
          "32,50,64,128 L2 bi"]
 
@@ -126,8 +127,17 @@ class PeerWorker:
         child.close()
 
     def _ask(self, *message: Any) -> Any:
-        self._connection.send(message)
-        status, reply = self._connection.recv()
+        """Sends a request and waits for its answer; exits with the worker's traceback when it failed, and with
+        its exit code when it died or sent nothing for :data:`WORKER_TIMEOUT_S`."""
+        try:
+            self._connection.send(message)
+            if not self._connection.poll(WORKER_TIMEOUT_S):
+                raise TimeoutError(f"no answer to {message[0]!r} in {WORKER_TIMEOUT_S} s")
+            status, reply = self._connection.recv()
+        except (EOFError, OSError) as error:  # the pipe broke (TimeoutError is an OSError)
+            self._process.join(timeout=1)
+            sys.exit(f"bench_peers: the {self.kind} worker stopped answering ({error or type(error).__name__}; "
+                     f"exit code {self._process.exitcode})")
         if status != "ok":
             sys.exit(f"bench_peers: the {self.kind} worker failed:\n{reply}")
         return reply
@@ -146,8 +156,14 @@ class PeerWorker:
         return run
 
     def close(self) -> None:
-        self._connection.send(("stop",))
-        self._process.join(timeout=60)
+        if self._process.is_alive():
+            try:
+                self._connection.send(("stop",))
+            except OSError:  # it is going anyway
+                pass
+            self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.terminate()
 
     def __enter__(self) -> "PeerWorker":
         return self
@@ -157,7 +173,9 @@ class PeerWorker:
 
 
 def _serve(connection, kind: str, threads: int) -> None:
-    """A :class:`PeerWorker`'s process: answers ``setup``, ``run`` and ``time`` requests until ``stop``."""
+    """A :class:`PeerWorker`'s process: answers ``setup``, ``run`` and ``time`` requests until ``stop``. It times
+    with torch's ``Timer``, as the parent does; torch's own thread pool never starts here (no torch operation
+    runs)."""
     from torch.utils.benchmark import Timer
 
     steps: dict[tuple[int, str], Callable[[], Any]] = {}
@@ -194,8 +212,8 @@ def _jax_row(threads: int, weights: list, x, layers: int, bidirectional: bool) -
     forward, train = jax_rnn(layers, bidirectional)
     steps = {"JAX train": lambda: jax.block_until_ready(train(params, x_jax)),
              "JAX fwd": lambda: jax.block_until_ready(forward(params, x_jax))}
-    outputs = {"JAX": np.asarray(forward(params, x_jax)[0]), "JAX input gradient": np.asarray(train(params, x_jax)[1][1]),
-               "version": jax.__version__}
+    outputs = {"JAX": np.asarray(forward(params, x_jax)[0]),
+               "JAX input gradient": np.asarray(train(params, x_jax)[1][1]), "version": jax.__version__}
     return steps, outputs
 
 

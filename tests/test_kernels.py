@@ -311,7 +311,7 @@ def test_kernel_results_do_not_depend_on_which_thread_takes_each_panel(lengths, 
     which panel then changes from run to run (on an idle 2-core machine a probe counted 840 panels of 10,000
     taken from the other thread's share; more threads than cores take many more); every run must still give
     one thread's bits. A loop split by rows hands out its chunks of rows the same way, and sums db per group of
-    8 rows in a fixed order, so its bits do not depend on who took which chunk either."""
+    4 rows in a fixed order, so its bits do not depend on who took which chunk either."""
     if native.ops() is None:
         pytest.skip("the C++ loops are not built here")
     inputs, projection = stealing_inputs(lengths, reverse, SPLITS[split])

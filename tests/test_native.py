@@ -33,6 +33,37 @@ def test_cpp_float32_tanh_within_3_ulp_of_exact_tanh_and_nan_propagates():
     assert nan.isnan().all()
 
 
+def _same_values_other_strides(w: torch.Tensor, layout: str) -> torch.Tensor:
+    """``w``'s values in another memory layout: a transposed view, a view with non-unit strides in both
+    dimensions, or a view inside a larger buffer (row stride beyond the width)."""
+    if layout == "transposed view":
+        return w.T.contiguous().T
+    big = torch.zeros(2 * w.shape[0], 3 * w.shape[1], dtype=w.dtype)
+    view = big[::2, ::3] if layout == "strided in both dimensions" else big[: w.shape[0], 5 : 5 + w.shape[1]]
+    return view.copy_(w)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", ["transposed view", "strided in both dimensions", "inside a larger buffer"])
+def test_forward_loop_takes_weights_of_any_strides(layout, dtype):
+    """The C++ forward loop packs W_h^T and W_x^T as they lie in memory (float64 and CPUs without AVX-512: a
+    contiguous copy for BLAS): the same bits as from contiguous weights. 40 rows (split by rows), H = 37 (a panel
+    of 5 columns), and an expanded (stride-0) W_x^T."""
+    T, N, D, H = 5, 40, 7, 37
+    g = torch.Generator().manual_seed(3)
+    x, h0 = torch.randn(T, N, D, generator=g, dtype=dtype), torch.randn(N, H, generator=g, dtype=dtype)
+    wh_t, wx_t = (torch.randn(*shape, generator=g, dtype=dtype) * 0.3 for shape in ((H, H), (D, H)))
+    b = torch.randn(H, generator=g, dtype=dtype)
+    for wx, wx_strided in ((wx_t, _same_values_other_strides(wx_t, layout)), (wx_t[:1].expand(D, H),) * 2):
+        results = []
+        for h_weight, x_weight in ((wh_t, wx.contiguous()), (_same_values_other_strides(wh_t, layout), wx_strided)):
+            h = torch.empty(T, N, H, dtype=dtype)
+            h_last = native.ops().recurrence_forward_(h, h0, h_weight, b, False, [], False, x, x_weight)
+            results.append((h, h_last))
+        torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+
+
 @needs_compiler
 @pytest.mark.parametrize("args, message", [
     (lambda: (torch.zeros(3, 2, 4), torch.zeros(2, 5), torch.zeros(4, 4)), "expected a state of shape (2, 4)"),

@@ -8,6 +8,7 @@ keep the layout they are given, so a batch-first input is never transposed in me
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Optional, Sequence
 
 import torch
@@ -161,15 +162,15 @@ class Packing:
         return rows.index_select(rows.dim() - 2, torch.argsort(self.order).to(rows.device))
 
 
-
 class PackRows(torch.autograd.Function):
     """``rows.index_select(0, index)`` for distinct ``index`` values (:meth:`Packing.pack`): rows ``(M, ...)``,
     index ``(R,)`` int64 -> ``(R, ...)``.
 
     Each row has at most one packed copy, so the backward writes each gradient row back to its place
-    (``index_copy``) where ``index_select``'s own backward scatter-adds, and it runs in torch_rnn's own threads
-    (:func:`torch_rnn.threads.own_threads_when_busy`): autograd runs it outside any layer, and on a busy machine a
-    two-thread scatter-add of a 32 x 50 x 64 batch took 16 ms, as long as the rest of the step.
+    (``index_copy``) where ``index_select``'s own backward scatter-adds, and on the CPU it runs in torch_rnn's own
+    threads (:func:`torch_rnn.threads.own_threads_when_busy`): autograd runs it outside any layer, where a
+    two-thread operation on a busy machine waits for a thread that lost its core (docs/benchmarks.md, "A busy
+    machine").
     """
 
     generate_vmap_rule = True
@@ -188,7 +189,9 @@ class PackRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (index,) = ctx.saved_tensors
-        with own_threads_when_busy():
+        # torch's CPU threads only, and not while compiled autograd traces this (the graph leaves threads to torch)
+        own_threads = grad.device.type == "cpu" and not torch.compiler.is_compiling()
+        with own_threads_when_busy() if own_threads else contextlib.nullcontext():
             return grad.new_zeros(ctx.shape).index_copy(0, index, grad), None  # differentiable: double backward
 
     @staticmethod

@@ -277,7 +277,7 @@ class RNN(RNNBase):
             layer_input = outputs[0] if len(outputs) == 1 else cat_features(outputs)  # (T, N, dirs * H)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        return layer_input, h_n[0].unsqueeze(0) if len(h_n) == 1 else torch.stack(h_n)  # a view needs no copy
+        return layer_input, torch.stack(h_n)
 
     def _check_input(self, x: Tensor) -> None:
         weight = autocast_inputs(self.weight_ih_l0)[0]

@@ -22,8 +22,8 @@ constexpr int64_t SMALL_STEP = 1 << 15;
 constexpr int64_t PANEL = 32;  // columns per panel of a packed weight: two 16-float AVX-512 registers
 
 // Rows per group of a loop split by rows (team.h, for_row_chunks): a member takes whole groups, and the
-// backward loop sums db per group. Half a register tile of the panel kernels, so that a batch splits within
-// 4 rows of even (100 rows: 52 and 48, where 8-row groups give 56 and 44).
+// backward loop sums db per group. Half a register tile of the panel kernels, so that the members' chunks differ
+// by at most 4 rows (100 rows on two threads: 52 and 48).
 constexpr int64_t ROW_GROUP = 4;
 
 // A thread's share of a step's product: columns [c0, c1) of its output, which are whole panels [p0, p1).

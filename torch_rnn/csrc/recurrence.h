@@ -33,9 +33,10 @@ namespace torch_rnn_native {
 
 // Forward loop, in place: p (T, N, H) holds the input projections W_x x_t (plus b when bias is None) and is
 // overwritten with h (zero past each row's length); returns h_last (N, H), each row's state after its last
-// step. wh_t is W_h^T (H, H), of any strides (the transposed view of W_h is packed as it lies); bias (H,) is added inside the loop, saving the projection a broadcast pass.
-// Given x (T, N, D) (or packed (R, D)) lying like p in memory and wx_t = W_x^T (D, H) (any strides), p's contents are not
-// read: the loop computes p_t = x_t W_x^T itself (with W_h's product, in one pass, when the panels run).
+// step. wh_t is W_h^T (H, H), of any strides (the transposed view of W_h is packed as it lies); bias (H,) is
+// added inside the loop, saving the projection a broadcast pass. Given x (T, N, D) (or packed (R, D)) lying like
+// p in memory and wx_t = W_x^T (D, H) (any strides), p's contents are not read: the loop computes
+// p_t = x_t W_x^T itself (with W_h's product, in one pass, when the panels run).
 Tensor recurrence_forward_(Tensor p, const Tensor& h0, const Tensor& wh_t, const c10::optional<Tensor>& bias,
                            bool relu, at::IntArrayRef batch_sizes, bool reverse, const c10::optional<Tensor>& x,
                            const c10::optional<Tensor>& wx_t);

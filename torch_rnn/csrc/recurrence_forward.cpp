@@ -32,8 +32,10 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
                     x.scalar_type() == p.scalar_type() && x.device().is_cpu(),
                 "recurrence_forward_: x must be a CPU tensor of p's dtype and leading shape ",
                 p.sizes().slice(0, p.dim() - 1), ", got ", x.sizes(), " ", x.scalar_type());
-    TORCH_CHECK(wx_t.dim() == 2 && wx_t.size(0) == x.size(-1) && wx_t.size(1) == H && wx_t.scalar_type() == p.scalar_type(),
-                "recurrence_forward_: expected wx_t of shape (", x.size(-1), ", ", H, "), got ", wx_t.sizes());
+    TORCH_CHECK(wx_t.dim() == 2 && wx_t.size(0) == x.size(-1) && wx_t.size(1) == H &&
+                    wx_t.scalar_type() == p.scalar_type() && wx_t.device().is_cpu(),
+                "recurrence_forward_: expected a CPU wx_t of shape (", x.size(-1), ", ", H, ") and dtype ",
+                p.scalar_type(), ", got ", wx_t.sizes(), " ", wx_t.scalar_type(), " on ", wx_t.device());
     TORCH_CHECK(!shape.packed || x.is_contiguous(), "recurrence_forward_: a packed x must be contiguous");
   }
   const Schedule schedule(T, N, batch_sizes, reverse);

@@ -38,7 +38,7 @@ void step_matmul(const scalar_t* a, int64_t lda, const Tensor& w, scalar_t* out,
 }
 
 // The per-step product out[:n, slice] (+)= a[:n] @ w[:, slice] of a loop, w (K, C) fixed for the whole loop, of
-// any strides (W^T is passed as the transposed view of W, not copied). float32 on AVX-512 packs w once into
+// any strides (the forward loop's W^T is the transposed view of W). float32 on AVX-512 packs w once into
 // panels (ceil(C / 32), K, 32), zero past column C, and a team of threads splits the panels; otherwise it is
 // step_matmul on all columns of a contiguous w, in one thread (BLAS threads itself).
 template <typename scalar_t>

@@ -98,7 +98,9 @@ void in_team(int64_t threads, const Body& body) {
 template <typename Work>
 void for_row_chunks(int64_t rows, int64_t threads, const Work& work) {
   const int64_t groups = (rows + ROW_GROUP - 1) / ROW_GROUP;
-  threads = std::max<int64_t>(1, std::min(team_size(threads), groups));
+  // At least two 8-row register tiles a thread: with one, each thread reads every weight from its second-level
+  // cache for just 8 rows at every step (split_by_rows, step_product.h).
+  threads = std::max<int64_t>(1, std::min(team_size(threads), rows / 16));
   const int64_t chunk = (groups + threads - 1) / threads * ROW_GROUP, count = (rows + chunk - 1) / chunk;
   struct alignas(64) Member {  // one cache line each
     int64_t start = -1, done = -1, rows = 0;
