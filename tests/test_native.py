@@ -110,6 +110,14 @@ def test_cpp_forward_names_a_bad_bias():
 
 
 @needs_compiler
+def test_cpp_forward_names_a_bad_input_weight():
+    message = r"expected a CPU wx_t of shape \(5, 4\) and dtype Float, got \[5, 3\] Float on cpu"
+    with pytest.raises(RuntimeError, match=message):
+        native.ops().recurrence_forward_(torch.zeros(3, 2, 4), torch.zeros(2, 4), torch.zeros(4, 4), None, False, [],
+                                         False, torch.zeros(3, 2, 5), torch.zeros(5, 3))
+
+
+@needs_compiler
 def test_cpp_backward_names_a_gradient_of_the_wrong_dtype():
     h = torch.zeros(3, 2, 4)
     with pytest.raises(RuntimeError, match="dh must be a CPU tensor of h's dtype Float, got Double"):
