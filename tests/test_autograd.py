@@ -119,6 +119,31 @@ def test_softmax_loss_function_gradcheck():
     check(lambda s: SoftmaxLossFunction.apply(s, y), (scores,))
 
 
+def test_inference_runs_the_forward_alone_and_forward_ad_still_gets_tangents(monkeypatch):
+    """Under no_grad with no forward-AD level or torch.func transform, ops.dispatch calls a Function's forward
+    without apply; a dual tensor (forward AD works under no_grad) still goes through apply and its jvp."""
+    import torch.autograd.forward_ad as fwAD
+
+    calls = []
+    apply = RNNFunction.apply
+    monkeypatch.setattr(RNNFunction, "apply", lambda *args: calls.append(1) or apply(*args))
+    rnn = RNN(D, H).double()
+    x = leaf(5, 2, D, gen=seeded(8)).detach()
+    with torch.no_grad():
+        output, h_n = rnn(x)
+    assert calls == []
+    expected_output, expected_h_n = rnn(x)
+    assert calls == [1]
+    assert torch.equal(output, expected_output) and torch.equal(h_n, expected_h_n)
+    tangent = torch.randn_like(x)
+    with torch.no_grad(), fwAD.dual_level():
+        dual_output, _ = rnn(fwAD.make_dual(x, tangent))
+        got = fwAD.unpack_dual(dual_output).tangent
+    assert calls == [1, 1] and got is not None
+    _, (expected_tangent, _) = torch.func.jvp(lambda v: rnn(v), (x,), (tangent,))
+    torch.testing.assert_close(got, expected_tangent)
+
+
 def test_pack_rows_function_gradcheck():
     """layout.PackRows (packing by lengths): rows 1 and 4 are packed nowhere, so their gradient is zero."""
     rows = leaf(6, D, gen=seeded(7))

@@ -45,6 +45,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import functional
 from .autograd import (AffineFunction, SoftmaxLossFunction, TemporalAverageFunction, layer_backward,
@@ -289,16 +290,27 @@ softmax_loss.register_autograd(SoftmaxLossFunction.backward, setup_context=Softm
 def dispatch(function: type[torch.autograd.Function], op: Any, reference: Any, *args: Any) -> Any:
     """Run one of torch_rnn's computations the way the context needs:
 
-    - eager mode: the autograd ``Function`` (hand-written backward, forward-mode AD, ``torch.func`` rules);
+    - eager mode: the autograd ``Function`` (hand-written backward, forward-mode AD, ``torch.func`` rules), or
+      its ``forward`` alone when no autograd feature can see the call (:func:`autograd_idle`): ``apply`` itself
+      costs about 30 us a call, a tenth of a small layer's inference;
     - ``torch.compile`` / ``torch.export``: the custom ``op`` (one opaque node, the same hand-written backward);
     - a ``torch.func`` transform inside compiled code, which custom ops and Dynamo's handling of Functions with
       a ``jvp`` do not support: the ``reference`` equations, traced as they are.
     """
     if not torch.compiler.is_compiling():
-        return function.apply(*args)
+        return function.forward(*args) if autograd_idle() else function.apply(*args)
     if torch._C._are_functorch_transforms_active():
         return reference(*args)
     return op(*args)
+
+
+def autograd_idle() -> bool:
+    """Whether no autograd feature can see an eager call: grad mode off (``no_grad``, ``inference_mode``), no
+    forward-mode AD level entered (tangents exist only inside ``torch.autograd.forward_ad.dual_level``, which
+    works in ``no_grad`` too) and no ``torch.func`` transform active. A Function's ``forward`` then gives what
+    its ``apply`` would."""
+    return (not torch.is_grad_enabled() and getattr(forward_ad, "_current_level", 0) < 0
+            and not torch._C._are_functorch_transforms_active())
 
 
 @torch.library.custom_op("torch_rnn::embedding", mutates_args=(),
