@@ -7,7 +7,9 @@
 #include "step_product.h"
 #include "team.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
 namespace torch_rnn_native {
 namespace {
@@ -28,7 +30,6 @@ struct BackwardLoop {
   scalar_t* gathered[2];                    // (N, H) each: gathered steps alternate between them
   double* db;                               // (H,), 64-byte aligned
   c10::optional<Rows<scalar_t>> dx_rows;    // dx (T, N, D), when dx_in_loop
-  int64_t D;                                // dx's columns
   const StepProduct<scalar_t>& product;   // da_s W_h
   const StepProduct<scalar_t>* input_product;  // da_s W_x, when dx_in_loop
   PanelQueue<scalar_t>& queue;
@@ -37,130 +38,112 @@ struct BackwardLoop {
   int64_t N() const { return schedule.N; }
   int64_t H() const { return shape.H; }
 
-  // dp past each row's length is zero.
-  void zero_padding(int64_t s, int64_t n, const Slice& cols) const {
+  // How many of rows [r0, r1) run at step s (rows sorted by length), and how many of them also ran at s + 1.
+  int64_t running(int64_t s, int64_t r0, int64_t r1) const {
+    return std::clamp<int64_t>(schedule.running(s) - r0, 0, r1 - r0);
+  }
+  int64_t running_above(int64_t s, int64_t r0, int64_t r1) const {
+    return std::clamp<int64_t>(schedule.finishing_from(s) - r0, 0, r1 - r0);
+  }
+  int64_t time(int64_t s) const { return schedule.reverse ? schedule.T - 1 - s : s; }  // a one-block step's time
+
+  // Where rows r0.. of step s's da_s lie, and how far apart: dp's block of the step when it is one block of rows,
+  // else (rows at different times) rows r0.. of a gathered buffer.
+  std::pair<scalar_t*, int64_t> step_rows(int64_t s, int64_t r0) const {
+    if (schedule.aligned()) return {dp_rows(time(s), r0), dp_rows.sn};
+    return {gathered[s % 2] + r0 * H(), H()};
+  }
+
+  // dp (and dx, in the loop) past each row's length is zero: rows [r0 + m, r1) of step s, columns cols.
+  void zero_padding(int64_t s, int64_t r0, int64_t m, int64_t r1, const Slice& cols) const {
     if (shape.packed) return;
-    for (int64_t i = n; i < N(); ++i) std::fill_n(dp_rows(s, i) + cols.c0, cols.width(), scalar_t(0));
+    for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(dp_rows(s, i) + cols.c0, cols.width(), scalar_t(0));
   }
 
-  // A step whose running rows lie at one time t, one block of rows: the gradient reaching step s from above
+  // Step s on rows [r0, r1) and the columns cols, from da_above (rows r0.. of da_{s+1}, ld_above apart); db
+  // accumulates per group of ROW_GROUP rows, into db_groups + (row / ROW_GROUP) * ld_db (ld_db = 0: one sum).
+  //
+  // A step whose running rows lie at one time, one block of rows: the gradient reaching it from above
   // (da_{s+1} W_h, or dh_last at a row's last step) is written into the step's block of dp, which step_gradient
-  // then turns into da_s in place (no carry buffer).
-  void aligned_columns(int64_t s, const scalar_t* da_above, int64_t ld_above, scalar_t* block, int64_t block_ld,
-                       const Slice& cols) const {
-    const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-    const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
+  // then turns into da_s in place (no carry buffer). A step whose rows lie at different times (reverse with
+  // unequal lengths) is gathered into a buffer: carry = da_{s+1} W_h for the rows that ran at s + 1 (the others
+  // hold dh_last, dh0's initial value), then each row's da_s, copied to dp.
+  void run_step(int64_t s, int64_t r0, int64_t r1, const scalar_t* da_above, int64_t ld_above, const Slice& cols,
+                double* db_groups, int64_t ld_db) const {
+    const int64_t m = running(s, r0, r1), m_above = running_above(s, r0, r1);
     const int64_t c0 = cols.c0, width = cols.width();
-    zero_padding(s, n, cols);
-    product(da_above, ld_above, block, block_ld, n_next, cols, /*accumulate=*/false);
-    for (int64_t i = n_next; i < n; ++i) {  // rows whose last step is s start from dh_last
-      for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[i * last_row + j * last_col];
+    const auto [block, block_ld] = step_rows(s, r0);
+    zero_padding(s, r0, m, r1, cols);
+    if (!schedule.aligned()) {
+      product(da_above, ld_above, carry + r0 * H(), H(), m_above, cols, /*accumulate=*/false);
+      for (int64_t i = r0; i < r0 + m; ++i) {
+        const int64_t t_i = schedule.time(s, i);
+        scalar_t* const row = block + (i - r0) * H() + c0;
+        std::copy_n(carry + i * H() + c0, width, row);
+        step_gradient(dh_rows(t_i, i) + c0 * dh_stride, 0, dh_stride, h_rows(t_i, i) + c0, 0, row, 0,
+                      db_groups + i / ROW_GROUP * ld_db + c0, 1, width, relu);
+        std::copy_n(row, width, dp_rows(t_i, i) + c0);
+      }
+      return;
     }
-    step_gradient(dh_rows(t, 0) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, 0) + c0, h_rows.sn, block + c0,
-                  block_ld, db + c0, n, width, relu);
-  }
-
-  // dx_t = da_s W_x by columns of dx_t, zero past each row's length (dx_in_loop).
-  void dx_columns(int64_t s, const scalar_t* da, int64_t ld, const Slice& cols) const {
-    const int64_t n = schedule.running(s);
-    scalar_t* dx_block = (*dx_rows)(schedule.reverse ? schedule.T - 1 - s : s, 0);
-    (*input_product)(da, ld, dx_block, dx_rows->sn, n, cols, /*accumulate=*/false);
-    for (int64_t i = n; i < N() && !shape.packed; ++i) std::fill_n(dx_block + i * dx_rows->sn + cols.c0, cols.width(), scalar_t(0));
-  }
-
-  // A step whose rows lie at different times (reverse with unequal lengths), gathered into a buffer: carry =
-  // da_{s+1} W_h for the rows that ran at s + 1 (the others hold dh_last, dh0's initial value), then each row's
-  // da_s, copied to dp.
-  void gathered_columns(int64_t s, const scalar_t* da_above, int64_t ld_above, scalar_t* rows, const Slice& cols) const {
-    const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-    const int64_t c0 = cols.c0, width = cols.width();
-    zero_padding(s, n, cols);
-    product(da_above, ld_above, carry, H(), n_next, cols, /*accumulate=*/false);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t t_i = schedule.time(s, i);
-      std::copy_n(carry + i * H() + c0, width, rows + i * H() + c0);
-      step_gradient(dh_rows(t_i, i) + c0 * dh_stride, 0, dh_stride, h_rows(t_i, i) + c0, 0, rows + i * H() + c0, 0,
-                    db + c0, 1, width, relu);
-      std::copy_n(rows + i * H() + c0, width, dp_rows(t_i, i) + c0);
+    const int64_t t = time(s);
+    product(da_above, ld_above, block, block_ld, m_above, cols, /*accumulate=*/false);  // da_{s+1} W_h
+    for (int64_t i = m_above; i < m; ++i) {  // rows whose last step is s start from dh_last
+      for (int64_t j = c0; j < c0 + width; ++j) block[i * block_ld + j] = last[(r0 + i) * last_row + j * last_col];
+    }
+    for (int64_t g = 0; g < m; g += ROW_GROUP) {  // da_s = (dh_s + da_{s+1} W_h) * f'(h_s), db += da_s
+      step_gradient(dh_rows(t, r0 + g) + c0 * dh_stride, dh_rows.sn, dh_stride, h_rows(t, r0 + g) + c0, h_rows.sn,
+                    block + g * block_ld + c0, block_ld, db_groups + (r0 + g) / ROW_GROUP * ld_db + c0,
+                    std::min(ROW_GROUP, m - g), width, relu);
     }
   }
 
-  // The loop on rows [r0, r1) alone (whole ROW_GROUPs), from the last step to the first (for_row_chunks; dp
-  // stored whole); db summed per group of rows, into db_groups + (r / ROW_GROUP) * ld_db. m of the chunk's rows
-  // run at step s. A step whose rows lie at different times (reverse with unequal lengths) is gathered into the
-  // chunk's rows of a buffer, as gathered_columns does for all rows.
+  // dx_t = da_s W_x for rows [r0, r1) and the columns cols of dx_t, zero past each row's length (dx_in_loop).
+  void dx_step(int64_t s, int64_t r0, int64_t r1, const Slice& cols) const {
+    const int64_t m = running(s, r0, r1);
+    const auto [da, ld] = step_rows(s, r0);
+    scalar_t* const dx_block = (*dx_rows)(time(s), r0);
+    (*input_product)(da, ld, dx_block, dx_rows->sn, m, cols, /*accumulate=*/false);
+    for (int64_t i = m; i < r1 - r0 && !shape.packed; ++i) {
+      std::fill_n(dx_block + i * dx_rows->sn + cols.c0, cols.width(), scalar_t(0));
+    }
+  }
+
+  // da_{s+1} of rows r0.., and how far apart (nothing above the last step: no row takes it).
+  std::pair<const scalar_t*, int64_t> above(int64_t s, int64_t r0) const {
+    if (s + 1 == schedule.T) return {nullptr, H()};
+    return step_rows(s + 1, r0);
+  }
+
+  // The loop on rows [r0, r1) alone (whole ROW_GROUPs) and all columns, from the last step to the first
+  // (for_row_chunks); db summed per group of rows, into db_groups + (row / ROW_GROUP) * ld_db.
   void run_rows(int64_t r0, int64_t r1, double* db_groups, int64_t ld_db) const {
     const Slice all = product.slice(TeamMember{0, 1});
-    const scalar_t* da = nullptr;  // da_{s+1} of the chunk's rows, ld apart
-    int64_t ld = H();
     for (int64_t s = schedule.T - 1; s >= 0; --s) {
-      const int64_t m = std::clamp<int64_t>(schedule.running(s) - r0, 0, r1 - r0);
-      const int64_t m_next = std::clamp<int64_t>(schedule.finishing_from(s) - r0, 0, r1 - r0);
-      if (!shape.packed) {
-        for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(dp_rows(s, i), H(), scalar_t(0));  // padding: zero
-      }
-      if (!schedule.aligned()) {
-        scalar_t* const rows = gathered[s % 2] + r0 * H();
-        product(da, ld, carry + r0 * H(), H(), m_next, all, /*accumulate=*/false);  // da_{s+1} W_h (else dh_last)
-        for (int64_t i = r0; i < r0 + m; ++i) {
-          const int64_t t_i = schedule.time(s, i);
-          scalar_t* const row = rows + (i - r0) * H();
-          std::copy_n(carry + i * H(), H(), row);
-          step_gradient(dh_rows(t_i, i), 0, dh_stride, h_rows(t_i, i), 0, row, 0, db_groups + i / ROW_GROUP * ld_db, 1,
-                        H(), relu);
-          std::copy_n(row, H(), dp_rows(t_i, i));
-        }
-        da = rows, ld = H();
-        continue;
-      }
-      const int64_t t = schedule.reverse ? schedule.T - 1 - s : s;
-      scalar_t* const block = dp_rows(t, r0);
-      product(da, ld, block, dp_rows.sn, m_next, all, /*accumulate=*/false);  // da_{s+1} W_h
-      for (int64_t i = r0 + m_next; i < r0 + m; ++i) {  // rows whose last step is s start from dh_last
-        for (int64_t j = 0; j < H(); ++j) block[(i - r0) * dp_rows.sn + j] = last[i * last_row + j * last_col];
-      }
-      for (int64_t g = r0; g < r0 + m; g += ROW_GROUP) {  // da_s = (dh_s + da_{s+1} W_h) * f'(h_s), db += da_s
-        step_gradient(dh_rows(t, g), dh_rows.sn, dh_stride, h_rows(t, g), h_rows.sn, block + (g - r0) * dp_rows.sn,
-                      dp_rows.sn, db_groups + g / ROW_GROUP * ld_db, std::min(ROW_GROUP, r0 + m - g), H(), relu);
-      }
-      if (dx_in_loop) {  // dx_t = da_s W_x
-        scalar_t* const dx_block = (*dx_rows)(t, r0);
-        (*input_product)(block, dp_rows.sn, dx_block, dx_rows->sn, m, input_product->slice(TeamMember{0, 1}),
-                         /*accumulate=*/false);
-        for (int64_t i = r0 + m; i < r1 && !shape.packed; ++i) std::fill_n((*dx_rows)(t, i), D, scalar_t(0));
-      }
-      da = block, ld = dp_rows.sn;
+      const auto [da_above, ld_above] = above(s, r0);
+      run_step(s, r0, r1, da_above, ld_above, all, db_groups, ld_db);
+      if (dx_in_loop) dx_step(s, r0, r1, input_product->slice(TeamMember{0, 1}));
     }
     if (need_dh0 && schedule.T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
-      const int64_t m = std::clamp<int64_t>(schedule.running(0) - r0, 0, r1 - r0);
-      product(da, ld, carry + r0 * H(), H(), m, all, /*accumulate=*/false);
+      const auto [da, ld] = step_rows(0, r0);
+      product(da, ld, carry + r0 * H(), H(), running(0, r0, r1), all, /*accumulate=*/false);
     }
   }
 
-  // The loop, from the last step to the first, on one member of the team.
+  // The loop, from the last step to the first, on one member of a team that shares out each step's columns.
   void run(TeamMember& member, Team& team) const {
-    const scalar_t* da = nullptr;  // da_{s+1} of the running rows, ld apart
-    int64_t ld = H();
     for (int64_t s = schedule.T - 1; s >= 0; --s) {
-      if (schedule.aligned()) {
-        scalar_t* const block = dp_rows(schedule.reverse ? schedule.T - 1 - s : s, 0);
-        queue.run(member, s, [&](const Slice& cols) { aligned_columns(s, da, ld, block, dp_rows.sn, cols); });
-        da = block, ld = dp_rows.sn;
-        if (!team.sync(member)) return;  // the products below and the next step's read every column of da_s
-        queue.reset(member, s);
-        if (dx_in_loop) {  // past the barrier, while the next step starts on the other members
-          dx_queue->reset(member, s + 1);  // every member is done with step s + 1's dx (it came before step s)
-          dx_queue->run(member, s, [&](const Slice& cols) { dx_columns(s, da, ld, cols); });
-        }
-      } else {
-        scalar_t* rows = gathered[s % 2];
-        queue.run(member, s, [&](const Slice& cols) { gathered_columns(s, da, ld, rows, cols); });
-        da = rows, ld = H();
-        if (!team.sync(member)) return;  // the next step's product reads every column of da_s
-        queue.reset(member, s);
+      const auto [da_above, ld_above] = above(s, 0);
+      queue.run(member, s, [&](const Slice& cols) { run_step(s, 0, N(), da_above, ld_above, cols, db, 0); });
+      if (!team.sync(member)) return;  // the products below and the next step's read every column of da_s
+      queue.reset(member, s);
+      if (dx_in_loop) {  // past the barrier, while the next step starts on the other members
+        dx_queue->reset(member, s + 1);  // every member is done with step s + 1's dx (it came before step s)
+        dx_queue->run(member, s, [&](const Slice& cols) { dx_step(s, 0, N(), cols); });
       }
     }
     if (need_dh0 && schedule.T > 0) {  // dh0 = da_0 W_h for the rows that ran, dh_last for the rest
+      const auto [da, ld] = step_rows(0, 0);
       product(da, ld, carry, H(), schedule.running(0), product.slice(member), /*accumulate=*/false);
     }
   }
@@ -232,7 +215,6 @@ std::tuple<Tensor, c10::optional<Tensor>, Tensor, c10::optional<Tensor>> recurre
          gathered.defined() ? gathered[1].data_ptr<scalar_t>() : nullptr},
         db_data,
         dx_in_loop ? c10::make_optional(Rows<scalar_t>(dx, shape, batch_sizes)) : c10::nullopt,
-        wx.defined() ? wx.size(1) : 0,
         product, input_product ? &*input_product : nullptr, queue, dx_queue ? &*dx_queue : nullptr};
     if (by_rows) {  // db per group of rows, then the groups' sums in group order: the same bits on any team
       const int64_t groups = (N + ROW_GROUP - 1) / ROW_GROUP, ld_db = (H + 7) / 8 * 8;  // whole cache lines

@@ -7,6 +7,8 @@
 #include "step_product.h"
 #include "team.h"
 
+#include <utility>
+
 namespace torch_rnn_native {
 
 Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in, const c10::optional<Tensor>& bias_in,
@@ -57,78 +59,54 @@ Tensor recurrence_forward_(Tensor p, const Tensor& h0_in, const Tensor& wh_t_in,
     const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* gathered[2] = {nullptr, nullptr};
     if (!schedule.aligned()) gathered[0] = buffers[0].data_ptr<scalar_t>(), gathered[1] = buffers[1].data_ptr<scalar_t>();
-    if (split_by_rows<scalar_t>(N, project_in_loop ? x.size(-1) : 0, H)) {
-      // Each chunk of rows [r0, r1) through every step; m of them still run at step s (rows sorted by length).
-      // A step whose rows lie at different times is gathered into the chunk's rows of a buffer and back.
+    // Where rows r0.. of step s's states lie, and how far apart: in place in the output when the step is one block
+    // of rows, else (rows at different times) gathered into rows r0.. of a buffer.
+    const auto step_rows = [&](int64_t s, int64_t r0) -> std::pair<scalar_t*, int64_t> {
+      if (schedule.aligned()) return {rows(reverse ? T - 1 - s : s, r0), rows.sn};
+      return {gathered[s % 2] + r0 * H, H};
+    };
+    // Step s on rows [r0, r1) and the columns cols: a_s = p_s (or x_s W_x^T) + h_{s-1} W_h^T, h_s = f(a_s), rows
+    // past their length zero; prev holds rows r0.. of h_{s-1}, ld_prev apart.
+    const auto run_step = [&](int64_t s, int64_t r0, int64_t r1, const scalar_t* prev, int64_t ld_prev,
+                              const Slice& cols) {
+      const int64_t m = std::clamp<int64_t>(schedule.running(s) - r0, 0, r1 - r0);  // rows sorted by length
+      const int64_t c0 = cols.c0, width = cols.width();
+      const auto [out, ld] = step_rows(s, r0);
+      if (!shape.packed) {
+        for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(rows(s, i) + c0, width, scalar_t(0));  // padding: zero
+      }
+      if (!schedule.aligned()) {  // a_s = p_s + h_{s-1} W_h^T, each row's p_s from its own time
+        for (int64_t i = 0; i < m; ++i) std::copy_n(rows(schedule.time(s, r0 + i), r0 + i) + c0, width, out + i * H + c0);
+        product(prev, ld_prev, out, ld, m, cols, /*accumulate=*/true);
+      } else if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
+        (*input_product)((*x_rows)(reverse ? T - 1 - s : s, r0), x_rows->sn, product, prev, ld_prev, out, ld, m, cols,
+                         /*accumulate=*/false);
+      } else {  // a_s = p_s + h_{s-1} W_h^T
+        product(prev, ld_prev, out, ld, m, cols, /*accumulate=*/true);
+      }
+      activate(out + c0, ld, b == nullptr ? nullptr : b + c0, m, width, relu);  // h_s = f(a_s)
+      if (!schedule.aligned()) {
+        for (int64_t i = 0; i < m; ++i) std::copy_n(out + i * H + c0, width, rows(schedule.time(s, r0 + i), r0 + i) + c0);
+      }
+      for (int64_t i = std::max(schedule.finishing_from(s), r0); i < r0 + m; ++i) {  // rows ending at s
+        std::copy_n(out + (i - r0) * ld + c0, width, last + i * H + c0);
+      }
+    };
+    if (split_by_rows<scalar_t>(N, project_in_loop ? x.size(-1) : 0, H)) {  // each chunk of rows through every step
       const int64_t K = (project_in_loop ? x.size(-1) : 0) + H;
       for_row_chunks(N, row_split_threads(T, N, K, H), [&](int64_t r0, int64_t r1) {
-        const Slice all = product.slice(TeamMember{0, 1});
-        const scalar_t* prev = h0.data_ptr<scalar_t>() + r0 * H;  // the chunk's previous states, ld_prev apart
-        int64_t ld_prev = H;
         for (int64_t s = 0; s < T; ++s) {
-          const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-          const int64_t m = std::clamp<int64_t>(n - r0, 0, r1 - r0);
-          const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
-          scalar_t* const out = schedule.aligned() ? rows(t, r0) : gathered[s % 2] + r0 * H;
-          const int64_t ld = schedule.aligned() ? rows.sn : H;
-          if (!shape.packed) {
-            for (int64_t i = r0 + m; i < r1; ++i) std::fill_n(rows(s, i), H, scalar_t(0));  // padding: zero
-          }
-          if (!schedule.aligned()) {
-            for (int64_t i = r0; i < r0 + m; ++i) std::copy_n(rows(schedule.time(s, i), i), H, out + (i - r0) * H);
-            product(prev, ld_prev, out, ld, m, all, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
-          } else if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
-            (*input_product)((*x_rows)(t, r0), x_rows->sn, product, prev, ld_prev, out, ld, m, all,
-                             /*accumulate=*/false);
-          } else {  // a_s = p_s + h_{s-1} W_h^T
-            product(prev, ld_prev, out, ld, m, all, /*accumulate=*/true);
-          }
-          activate(out, ld, b, m, H, relu);  // h_s = f(a_s)
-          if (!schedule.aligned()) {
-            for (int64_t i = r0; i < r0 + m; ++i) std::copy_n(out + (i - r0) * H, H, rows(schedule.time(s, i), i));
-          }
-          for (int64_t i = std::max(n_next, r0); i < r0 + m; ++i) {  // rows ending at s
-            std::copy_n(out + (i - r0) * ld, H, last + i * H);
-          }
-          prev = out, ld_prev = ld;
+          const auto [prev, ld_prev] = s == 0 ? std::make_pair(h0.data_ptr<scalar_t>() + r0 * H, H) : step_rows(s - 1, r0);
+          run_step(s, r0, r1, prev, ld_prev, product.slice(TeamMember{0, 1}));
         }
       });
       return;
     }
     PanelQueue<scalar_t> queue(product, product.threads());
-    in_team(product.threads(), [&](TeamMember& member, Team& team) {
-      const scalar_t* prev = h0.data_ptr<scalar_t>();  // the previous step's running rows, ld_prev apart
-      int64_t ld_prev = H;
+    in_team(product.threads(), [&](TeamMember& member, Team& team) {  // each step's columns shared out
       for (int64_t s = 0; s < T; ++s) {
-        const int64_t n = schedule.running(s), n_next = schedule.finishing_from(s);
-        const int64_t t = reverse ? T - 1 - s : s;  // the step's time when it is one block of rows
-        // This step's running rows, ld apart: in place in the output, or gathered from each row's own time.
-        scalar_t* const out = schedule.aligned() ? rows(t, 0) : gathered[s % 2];
-        const int64_t ld = schedule.aligned() ? rows.sn : H;
-        queue.run(member, s, [&](const Slice& cols) {  // columns c0 .. c0 + width of every row
-          const int64_t c0 = cols.c0, width = cols.width();
-          if (!shape.packed) {
-            for (int64_t i = n; i < N; ++i) std::fill_n(rows(s, i) + c0, width, scalar_t(0));  // padding: zero
-          }
-          if (!schedule.aligned()) {
-            for (int64_t i = 0; i < n; ++i) std::copy_n(rows(schedule.time(s, i), i) + c0, width, out + i * H + c0);
-            product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);  // a_s = p_s + h_{s-1} W_h^T
-          } else if (project_in_loop) {  // a_s = x_s W_x^T + h_{s-1} W_h^T
-            (*input_product)((*x_rows)(t, 0), x_rows->sn, product, prev, ld_prev, out, ld, n, cols, /*accumulate=*/false);
-          } else {  // a_s = p_s + h_{s-1} W_h^T
-            product(prev, ld_prev, out, ld, n, cols, /*accumulate=*/true);
-          }
-          if (b == nullptr && ld == H && width == H) {
-            activate(out, 0, nullptr, 1, n * H, relu);  // h_s = f(a_s), one contiguous block
-          } else {
-            activate(out + c0, ld, b == nullptr ? nullptr : b + c0, n, width, relu);
-          }
-          if (!schedule.aligned()) {
-            for (int64_t i = 0; i < n; ++i) std::copy_n(out + i * H + c0, width, rows(schedule.time(s, i), i) + c0);
-          }
-          for (int64_t i = n_next; i < n; ++i) std::copy_n(out + i * ld + c0, width, last + i * H + c0);  // rows ending at s
-        });
-        prev = out, ld_prev = ld;
+        const auto [prev, ld_prev] = s == 0 ? std::make_pair(h0.data_ptr<scalar_t>(), H) : step_rows(s - 1, 0);
+        queue.run(member, s, [&](const Slice& cols) { run_step(s, 0, N, prev, ld_prev, cols); });
         if (!team.sync(member)) return;  // the next step's product reads every column of this one
         queue.reset(member, s);
       }
